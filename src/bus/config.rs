@@ -1,0 +1,114 @@
+//! Kafka connection settings and the librdkafka defaults distcache depends on.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+use crate::{Error, Result};
+
+/// Kafka settings shared by core nodes and state nodes.
+///
+/// Defaults are chosen for low latency on a small cluster: `acks=all`, no Nagle, `linger.ms=0`
+/// for writes, `fetch.wait.max.ms=5` for consumers (brokers that do not wake a parked fetch, such as
+/// tansu, deliver a message about half of this after it was produced). Any librdkafka property can
+/// be set or overridden with [`KafkaConfig::set`] (SASL, SSL, client.id …).
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Partitions of each topic when distcache creates it (default 8).
+    pub partitions: i32,
+    /// How long a write waits for the broker's acknowledgement (default 10 s).
+    pub produce_timeout: Duration,
+    /// Deadline for metadata and admin requests (default 10 s).
+    pub request_timeout: Duration,
+    /// Longest time the broker may park a fetch (default 5 ms).
+    pub fetch_wait_max: Duration,
+    /// Extra librdkafka properties, applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Settings with defaults for `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            partitions: 8,
+            produce_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            fetch_wait_max: Duration::from_millis(5),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Sets a librdkafka property, e.g. `("security.protocol", "SASL_SSL")`.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((key.into(), value.into()));
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.brokers.trim().is_empty() {
+            return Err(Error::Config("kafka brokers must not be empty".into()));
+        }
+        if self.partitions < 1 {
+            return Err(Error::Config("kafka partitions must be at least 1".into()));
+        }
+        if self.produce_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::Config("kafka timeouts must be positive".into()));
+        }
+        Ok(())
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("socket.nagle.disable", "true")
+            .set("log_level", "4");
+        c
+    }
+
+    fn finish(&self, mut c: ClientConfig) -> ClientConfig {
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Producer settings: every write acknowledged by all in-sync replicas.
+    pub(crate) fn producer(&self, linger: Duration) -> ClientConfig {
+        let mut c = self.base();
+        c.set("acks", "all")
+            .set("linger.ms", linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                self.produce_timeout.as_millis().max(1).to_string(),
+            )
+            // Bounds the producer's in-memory queue; a full queue fails the write at once.
+            .set("queue.buffering.max.messages", "100000");
+        self.finish(c)
+    }
+
+    /// Consumer settings; offsets are never committed automatically.
+    pub(crate) fn consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "2000")
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait_max.as_millis().max(1).to_string(),
+            )
+            .set("enable.partition.eof", "false");
+        self.finish(c)
+    }
+
+    /// Admin client settings.
+    pub(crate) fn admin(&self) -> ClientConfig {
+        let c = self.base();
+        self.finish(c)
+    }
+}

@@ -1,0 +1,30 @@
+//! # distcache
+//!
+//! A blocking two-tier distributed cache: a fast in-process LRU cache on every node ([`LocalCache`]),
+//! Redis as the shared store ([`RedisCache`]), and Kafka as the ordered log that keeps them consistent
+//! ([`StateNode`] applying writes to Redis).
+//!
+//! No async runtime: every call blocks the calling thread, and the threads the library owns are
+//! bounded, named and joined on shutdown.
+#![warn(missing_docs)]
+
+mod bus;
+mod cache;
+mod codec;
+mod error;
+pub mod event;
+pub mod local;
+mod metrics;
+mod redis_store;
+mod state_node;
+pub mod version;
+
+pub use bus::KafkaConfig;
+pub use cache::Cache;
+pub use codec::Codec;
+pub use error::{BoxError, Error, Result};
+pub use local::{LocalCache, LocalCacheBuilder, LocalMetrics};
+pub use metrics::Summary;
+pub use redis_store::{RedisCache, RedisCacheBuilder, RedisConfig};
+pub use state_node::{StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_KEY_PREFIX};
+pub use version::{HybridClock, Version};

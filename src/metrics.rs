@@ -1,0 +1,166 @@
+//! Metric building blocks: a lock-free latency/size histogram and Prometheus text rendering.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Buckets of a [`Histogram`]: bucket `i` holds values in `[2^(i-1), 2^i)`, bucket 0 holds 0.
+const BUCKETS: usize = 65;
+
+/// A lock-free histogram with power-of-two buckets. Bounded memory, cheap to record.
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, value: u64) {
+        let bucket = (u64::BITS - value.leading_zeros()) as usize;
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+        self.max.fetch_max(value, Ordering::Relaxed);
+    }
+
+    pub(crate) fn summary(&self) -> Summary {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let count: u64 = counts.iter().sum();
+        let max = self.max.load(Ordering::Relaxed);
+        let quantile = |q: f64| -> u64 {
+            if count == 0 {
+                return 0;
+            }
+            let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    // Upper bound of the bucket, never above the observed maximum.
+                    let upper = if i == 0 { 0 } else { (1u128 << i) as u64 - 1 };
+                    return upper.min(max);
+                }
+            }
+            max
+        };
+        Summary {
+            count,
+            sum: self.sum.load(Ordering::Relaxed),
+            max,
+            p50: quantile(0.50),
+            p99: quantile(0.99),
+        }
+    }
+}
+
+/// A snapshot of a distribution (sizes, or durations in microseconds).
+/// Percentiles are upper bounds of power-of-two buckets: within a factor of two.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Number of recorded values.
+    pub count: u64,
+    /// Sum of recorded values.
+    pub sum: u64,
+    /// Largest recorded value.
+    pub max: u64,
+    /// Median (bucket upper bound).
+    pub p50: u64,
+    /// 99th percentile (bucket upper bound).
+    pub p99: u64,
+}
+
+impl Summary {
+    /// Arithmetic mean, 0 when empty.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.count as f64
+        }
+    }
+}
+
+/// Renders metrics in the Prometheus text exposition format.
+#[derive(Default)]
+pub(crate) struct PrometheusText {
+    out: String,
+}
+
+impl PrometheusText {
+    pub(crate) fn counter(&mut self, name: &str, help: &str, labels: &str, value: u64) {
+        self.metric(name, "counter", help, labels, value as f64);
+    }
+
+    pub(crate) fn gauge(&mut self, name: &str, help: &str, labels: &str, value: f64) {
+        self.metric(name, "gauge", help, labels, value);
+    }
+
+    pub(crate) fn summary(&mut self, name: &str, help: &str, labels: &str, s: &Summary) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} summary");
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (q, v) in [("0.5", s.p50), ("0.99", s.p99)] {
+            let _ = writeln!(self.out, "{name}{{{labels}{sep}quantile=\"{q}\"}} {v}");
+        }
+        let braces = |l: &str| if l.is_empty() { String::new() } else { format!("{{{l}}}") };
+        let _ = writeln!(self.out, "{name}_sum{} {}", braces(labels), s.sum);
+        let _ = writeln!(self.out, "{name}_count{} {}", braces(labels), s.count);
+    }
+
+    fn metric(&mut self, name: &str, kind: &str, help: &str, labels: &str, value: f64) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {value}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+        }
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_bounds_percentiles_by_buckets() {
+        let h = Histogram::default();
+        for v in 1..=100 {
+            h.record(v);
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.sum, 5050);
+        assert_eq!(s.max, 100);
+        assert!((50..=63).contains(&s.p50), "{s:?}");
+        assert!((99..=100).contains(&s.p99), "{s:?}");
+        assert_eq!(Histogram::default().summary(), Summary::default());
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let mut p = PrometheusText::default();
+        p.counter("x_total", "things", "ns=\"a\"", 3);
+        let text = p.finish();
+        assert!(text.contains("# TYPE x_total counter"));
+        assert!(text.contains("x_total{ns=\"a\"} 3"));
+    }
+}

@@ -1,0 +1,260 @@
+//! A small bounded pool of blocking Redis connections.
+//!
+//! Why not r2d2: we want a dead server to fail fast (a refused connection is reported at once, not
+//! after a pool-wide wait), connections with read/write timeouts so a hung server never hangs a
+//! caller, and no background threads. A connection that saw an I/O error is dropped, not reused.
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::{Error, Result};
+
+/// Connection settings shared by every Redis user in the crate.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host:port[/db]`, or `rediss://…` with the `tls` feature.
+    pub url: String,
+    /// Most connections open at once (default 16).
+    pub pool_size: usize,
+    /// Deadline for opening a connection (default 1 s).
+    pub connect_timeout: Duration,
+    /// Deadline for one request/response (default 2 s).
+    pub io_timeout: Duration,
+    /// Longest wait for a free pooled connection when all are busy (default 2 s).
+    pub checkout_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Settings with defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(2),
+            checkout_timeout: Duration::from_secs(2),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.pool_size == 0 {
+            return Err(Error::Config("redis pool_size must be at least 1".into()));
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("io_timeout", self.io_timeout),
+            ("checkout_timeout", self.checkout_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Config(format!("redis {name} must be positive")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens connections with the configured timeouts.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    client: redis::Client,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+}
+
+impl Connector {
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self> {
+        config.validate()?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| Error::Config(format!("redis url {:?}: {e}", redact(&config.url))))?;
+        Ok(Connector {
+            client,
+            connect_timeout: config.connect_timeout,
+            io_timeout: config.io_timeout,
+        })
+    }
+
+    /// A new connection, not pooled (state-node workers own one each).
+    pub(crate) fn connect(&self) -> Result<redis::Connection> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)
+            .map_err(Error::from_redis)?;
+        conn.set_read_timeout(Some(self.io_timeout))
+            .map_err(Error::from_redis)?;
+        conn.set_write_timeout(Some(self.io_timeout))
+            .map_err(Error::from_redis)?;
+        Ok(conn)
+    }
+}
+
+/// The bounded pool.
+pub(crate) struct Pool {
+    connector: Connector,
+    max: usize,
+    checkout_timeout: Duration,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<redis::Connection>,
+    /// Connections checked out or idle; never above `max`.
+    open: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self> {
+        Ok(Pool {
+            connector: Connector::new(config)?,
+            max: config.pool_size,
+            checkout_timeout: config.checkout_timeout,
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// An idle connection, or a new one when fewer than `max` are open. Waits at most
+    /// `checkout_timeout` for a busy one to come back.
+    pub(crate) fn get(&self) -> Result<PooledConnection<'_>> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(conn) = state.idle.pop() {
+                return Ok(PooledConnection::new(self, conn));
+            }
+            if state.open < self.max {
+                state.open += 1;
+                break;
+            }
+            if self
+                .freed
+                .wait_for(&mut state, self.checkout_timeout)
+                .timed_out()
+            {
+                return Err(Error::Timeout {
+                    what: format!("all {} redis connections busy", self.max),
+                    after: self.checkout_timeout,
+                });
+            }
+        }
+        drop(state);
+        // Connect outside the lock: a slow server must not block other callers' checkouts.
+        match self.connector.connect() {
+            Ok(conn) => Ok(PooledConnection::new(self, conn)),
+            Err(err) => {
+                self.release(None);
+                Err(err)
+            }
+        }
+    }
+
+    fn release(&self, conn: Option<redis::Connection>) {
+        let mut state = self.state.lock();
+        match conn {
+            Some(conn) => state.idle.push(conn),
+            None => state.open -= 1,
+        }
+        drop(state);
+        self.freed.notify_one();
+    }
+}
+
+/// A checked-out connection; goes back to the pool on drop unless marked broken.
+pub(crate) struct PooledConnection<'a> {
+    pool: &'a Pool,
+    conn: Option<redis::Connection>,
+    broken: bool,
+}
+
+impl<'a> PooledConnection<'a> {
+    fn new(pool: &'a Pool, conn: redis::Connection) -> Self {
+        PooledConnection {
+            pool,
+            conn: Some(conn),
+            broken: false,
+        }
+    }
+
+    /// Marks the connection as unusable (it saw an I/O error); it is closed on drop.
+    pub(crate) fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+}
+
+impl Deref for PooledConnection<'_> {
+    type Target = redis::Connection;
+    fn deref(&self) -> &redis::Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for PooledConnection<'_> {
+    fn deref_mut(&mut self) -> &mut redis::Connection {
+        self.conn.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledConnection<'_> {
+    fn drop(&mut self) {
+        let conn = self.conn.take().filter(|_| !self.broken);
+        self.pool.release(conn);
+    }
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("redis://app:s3cret@host:6379/0"),
+            "redis://app:***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        let mut c = RedisConfig::new("redis://127.0.0.1:1/");
+        c.pool_size = 0;
+        assert!(matches!(Connector::new(&c), Err(Error::Config(_))));
+        assert!(matches!(
+            Connector::new(&RedisConfig::new("not a url")),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn unreachable_server_fails_fast_and_frees_the_slot() {
+        let mut c = RedisConfig::new("redis://127.0.0.1:1/");
+        c.pool_size = 1;
+        let pool = Pool::new(&c).unwrap();
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let err = pool.get().err().expect("nothing listens on port 1");
+            assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+    }
+}

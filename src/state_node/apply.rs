@@ -1,0 +1,238 @@
+//! Step 4 of the state node: apply writes to Redis with a fixed pool of workers.
+//!
+//! Each worker owns one blocking connection. A key always goes to the same worker (hash of the
+//! key), so two writes of one key never race each other, and each worker sends its share of a
+//! batch as one pipeline of `EVALSHA` calls of the versioned-apply script.
+
+use std::hash::BuildHasher;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::event::Event;
+use crate::redis_store::{Connector, VersionedWrite, APPLY_SCRIPT};
+use crate::{Error, Result};
+
+/// What happened to one write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Newer than what Redis held: applied (or, for plain writes, accepted without writing).
+    Applied,
+    /// Not newer than what Redis held: dropped.
+    Stale,
+    /// Redis refused it (e.g. the key holds another type); counted and skipped.
+    Failed(String),
+}
+
+/// Redis-side settings for applying events.
+#[derive(Clone, Debug)]
+pub(crate) struct ApplySettings {
+    pub prefix: String,
+    pub tombstone_ms: u64,
+}
+
+impl ApplySettings {
+    pub(crate) fn redis_key(&self, event: &Event) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + event.ns.len() + 1 + event.key.len());
+        k.push_str(&self.prefix);
+        k.push_str(&event.ns);
+        k.push(':');
+        k.push_str(&event.key);
+        k
+    }
+}
+
+struct Job {
+    /// Indexes into the caller's slice, and the events themselves.
+    writes: Vec<(usize, Event)>,
+    reply: Sender<Result<Vec<(usize, Outcome)>>>,
+}
+
+/// The worker pool. Dropping it stops and joins the workers.
+pub(crate) struct RedisWorkers {
+    senders: Vec<Sender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl RedisWorkers {
+    pub(crate) fn start(connector: Connector, settings: ApplySettings, workers: usize) -> Result<Self> {
+        let connector = std::sync::Arc::new(connector);
+        let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            // One job in flight per worker: the pipeline waits for every share before the next batch.
+            let (tx, rx) = bounded::<Job>(1);
+            let worker = Worker {
+                connector: connector.clone(),
+                settings: settings.clone(),
+                conn: None,
+                sha: redis::Script::new(APPLY_SCRIPT).get_hash().to_string(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("distcache-redis-{i}"))
+                .spawn(move || worker.run(rx))
+                .map_err(|e| Error::Config(format!("cannot start redis worker: {e}")))?;
+            senders.push(tx);
+            handles.push(handle);
+        }
+        Ok(RedisWorkers {
+            senders,
+            handles,
+            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+        })
+    }
+
+    /// Applies `events` (already sorted by version). Returns one outcome per event, or an error
+    /// when Redis could not be reached; then nothing is known to be applied and the caller retries
+    /// the whole batch (every write is idempotent).
+    pub(crate) fn apply(&self, events: &[Event]) -> Result<Vec<Outcome>> {
+        let n = self.senders.len();
+        let mut shares: Vec<Vec<(usize, Event)>> = vec![Vec::new(); n];
+        for (i, e) in events.iter().enumerate() {
+            let shard = (self.hasher.hash_one((&e.ns, &e.key)) % n as u64) as usize;
+            shares[shard].push((i, e.clone()));
+        }
+        let (reply_tx, reply_rx) = bounded(n);
+        let mut pending = 0;
+        for (shard, writes) in shares.into_iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            let job = Job {
+                writes,
+                reply: reply_tx.clone(),
+            };
+            self.senders[shard].send(job).map_err(|_| Error::Shutdown)?;
+            pending += 1;
+        }
+        drop(reply_tx);
+        let mut outcomes = vec![Outcome::Stale; events.len()];
+        let mut first_err = None;
+        for _ in 0..pending {
+            match reply_rx.recv() {
+                Ok(Ok(results)) => {
+                    for (i, o) in results {
+                        outcomes[i] = o;
+                    }
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::Shutdown);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+}
+
+impl Drop for RedisWorkers {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Worker {
+    connector: std::sync::Arc<Connector>,
+    settings: ApplySettings,
+    conn: Option<redis::Connection>,
+    sha: String,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Job>) {
+        for job in rx {
+            let result = self.apply(&job.writes);
+            let _ = job.reply.send(result);
+        }
+    }
+
+    fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
+        // A restarted Redis forgets loaded scripts: reload once on NOSCRIPT.
+        for attempt in 0..2 {
+            let results = self.pipeline(writes)?;
+            if attempt == 0
+                && results
+                    .iter()
+                    .any(|r| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
+            {
+                self.load_script()?;
+                continue;
+            }
+            return Ok(writes
+                .iter()
+                .zip(results)
+                .map(|((i, _), r)| {
+                    let outcome = match r {
+                        Ok(1) => Outcome::Applied,
+                        Ok(_) => Outcome::Stale,
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    };
+                    (*i, outcome)
+                })
+                .collect());
+        }
+        unreachable!("the second attempt always returns")
+    }
+
+    fn pipeline(&mut self, writes: &[(usize, Event)]) -> Result<Vec<redis::RedisResult<i64>>> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let keys: Vec<String> = writes.iter().map(|(_, e)| self.settings.redis_key(e)).collect();
+        for ((_, e), key) in writes.iter().zip(&keys) {
+            VersionedWrite {
+                key,
+                version: e.version,
+                value: e.value.as_deref(),
+                ttl_ms: e.remote_ttl.map_or(0, crate::redis_store::ttl_millis),
+                write: e.write_redis,
+                tombstone_ms: self.settings.tombstone_ms,
+            }
+            .add_to(&mut pipe, &self.sha);
+        }
+        let conn = self.connection()?;
+        match pipe.query::<Vec<redis::RedisResult<i64>>>(conn) {
+            Ok(results) => Ok(results),
+            Err(e) => {
+                // The connection may be out of step after an I/O error: start afresh next time.
+                self.conn = None;
+                Err(Error::from_redis(e))
+            }
+        }
+    }
+
+    fn connection(&mut self) -> Result<&mut redis::Connection> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connector.connect()?);
+            self.load_script()?;
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    fn load_script(&mut self) -> Result<()> {
+        let conn = match self.conn.as_mut() {
+            Some(c) => c,
+            None => return Ok(()),
+        };
+        let loaded: redis::RedisResult<String> =
+            redis::cmd("SCRIPT").arg("LOAD").arg(APPLY_SCRIPT).query(conn);
+        match loaded {
+            Ok(sha) => {
+                self.sha = sha;
+                Ok(())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(Error::from_redis(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Step 2 of the state node: cut the consumed stream into batches of at most `max_batch` records,
+//! waiting at most `max_wait` after the first record of a batch.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::bus::consumer::Record;
+
+/// What the intake thread hands to the batcher, in consumption order.
+pub(crate) enum Intake {
+    Record(Record),
+    /// Finish and commit everything received so far, then acknowledge. Sent before partitions
+    /// are revoked and on shutdown, so no record is left uncommitted by a node that owned it.
+    Barrier(Sender<()>),
+    /// The intake has stopped for good: finish this batch and end.
+    Stop,
+}
+
+/// One unit of work for the pipeline.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub records: Vec<Record>,
+    /// Acknowledge once this batch is committed.
+    pub barrier: Option<Sender<()>>,
+    /// The intake is gone: this is the last batch.
+    pub last: bool,
+}
+
+pub(crate) struct Batcher {
+    rx: Receiver<Intake>,
+    max_batch: usize,
+    max_wait: Duration,
+}
+
+impl Batcher {
+    pub(crate) fn new(rx: Receiver<Intake>, max_batch: usize, max_wait: Duration) -> Self {
+        Batcher {
+            rx,
+            max_batch,
+            max_wait,
+        }
+    }
+
+    /// Blocks for the next batch. A batch is cut at `max_batch` records, `max_wait` after its
+    /// first record, or at a barrier.
+    pub(crate) fn next_batch(&self) -> Batch {
+        let mut batch = Batch::default();
+        match self.rx.recv() {
+            Ok(Intake::Record(r)) => batch.records.push(r),
+            Ok(Intake::Barrier(ack)) => {
+                batch.barrier = Some(ack);
+                return batch;
+            }
+            Ok(Intake::Stop) | Err(_) => {
+                batch.last = true;
+                return batch;
+            }
+        }
+        let deadline = Instant::now() + self.max_wait;
+        while batch.records.len() < self.max_batch {
+            match self.rx.recv_deadline(deadline) {
+                Ok(Intake::Record(r)) => batch.records.push(r),
+                Ok(Intake::Barrier(ack)) => {
+                    batch.barrier = Some(ack);
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Ok(Intake::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    batch.last = true;
+                    break;
+                }
+            }
+        }
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    fn rec(offset: i64) -> Intake {
+        Intake::Record(Record {
+            partition: 0,
+            offset,
+            payload: None,
+        })
+    }
+
+    #[test]
+    fn cuts_at_size_barrier_and_disconnect() {
+        let (tx, rx) = bounded(16);
+        let b = Batcher::new(rx, 3, Duration::from_secs(5));
+        for i in 0..4 {
+            tx.send(rec(i)).unwrap();
+        }
+        assert_eq!(b.next_batch().records.len(), 3);
+        let (ack, _ack_rx) = bounded(1);
+        tx.send(Intake::Barrier(ack)).unwrap();
+        let batch = b.next_batch();
+        assert_eq!(batch.records.len(), 1);
+        assert!(batch.barrier.is_some());
+        tx.send(rec(9)).unwrap();
+        drop(tx);
+        let batch = b.next_batch();
+        assert_eq!(batch.records.len(), 1);
+        assert!(batch.last);
+    }
+
+    #[test]
+    fn cuts_after_max_wait() {
+        let (tx, rx) = bounded(16);
+        let b = Batcher::new(rx, 100, Duration::from_millis(20));
+        tx.send(rec(1)).unwrap();
+        let started = Instant::now();
+        assert_eq!(b.next_batch().records.len(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+}

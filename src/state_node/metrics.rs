@@ -1,0 +1,125 @@
+//! What a state node counts, and the snapshot it reports.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::metrics::{Histogram, PrometheusText, Summary};
+
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    pub consumed: AtomicU64,
+    pub applied: AtomicU64,
+    pub stale_dropped: AtomicU64,
+    pub deduped: AtomicU64,
+    pub malformed: AtomicU64,
+    pub failed: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    pub published: AtomicU64,
+    pub commits: AtomicU64,
+    pub consumer_errors: AtomicU64,
+    pub lag_ms: AtomicU64,
+    pub batch_size: Histogram,
+    pub apply_latency_us: Histogram,
+    pub end_to_end_us: Histogram,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> StateNodeMetrics {
+        StateNodeMetrics {
+            consumed: self.consumed.load(Relaxed),
+            applied: self.applied.load(Relaxed),
+            stale_dropped: self.stale_dropped.load(Relaxed),
+            deduped: self.deduped.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            published: self.published.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+            consumer_errors: self.consumer_errors.load(Relaxed),
+            lag_ms: self.lag_ms.load(Relaxed),
+            batch_size: self.batch_size.summary(),
+            apply_latency_us: self.apply_latency_us.summary(),
+            end_to_end_us: self.end_to_end_us.summary(),
+        }
+    }
+}
+
+/// A snapshot of a state node's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateNodeMetrics {
+    /// Records read from the set-del topic.
+    pub consumed: u64,
+    /// Events newer than Redis' version, applied (or accepted, for plain writes).
+    pub applied: u64,
+    /// Events not newer than what Redis (or this node) already held: dropped.
+    pub stale_dropped: u64,
+    /// Events replaced by a newer event for the same key within one batch.
+    pub deduped: u64,
+    /// Records that were not valid events: logged, skipped, committed.
+    pub malformed: u64,
+    /// Events Redis refused (e.g. the key holds another type): logged, skipped, committed.
+    pub failed: u64,
+    /// Batches processed.
+    pub batches: u64,
+    /// Retries of a batch step after Redis or the broker failed.
+    pub retries: u64,
+    /// Done events published.
+    pub published: u64,
+    /// Offset commits.
+    pub commits: u64,
+    /// Errors reported by the consumer.
+    pub consumer_errors: u64,
+    /// Age of the oldest event of the last batch when it was committed, in milliseconds: how far
+    /// the state node runs behind the core nodes (across machines this includes clock skew).
+    pub lag_ms: u64,
+    /// Records per batch.
+    pub batch_size: Summary,
+    /// Time to apply one batch to Redis, in microseconds.
+    pub apply_latency_us: Summary,
+    /// From a core node producing an event to its done event being acknowledged, in microseconds
+    /// (across machines this includes clock skew).
+    pub end_to_end_us: Summary,
+}
+
+impl StateNodeMetrics {
+    /// The metrics in the Prometheus text format.
+    pub fn to_prometheus(&self) -> String {
+        let mut p = PrometheusText::default();
+        for (name, help, v) in [
+            ("consumed", "records read from the set-del topic", self.consumed),
+            ("applied", "events applied", self.applied),
+            ("stale_dropped", "events older than the stored version", self.stale_dropped),
+            ("deduped", "events replaced within a batch", self.deduped),
+            ("malformed", "records that were not valid events", self.malformed),
+            ("failed", "events refused by redis", self.failed),
+            ("batches", "batches processed", self.batches),
+            ("retries", "batch step retries", self.retries),
+            ("published", "done events published", self.published),
+            ("commits", "offset commits", self.commits),
+            ("consumer_errors", "consumer errors", self.consumer_errors),
+        ] {
+            p.counter(&format!("distcache_state_node_{name}_total"), help, "", v);
+        }
+        p.gauge(
+            "distcache_state_node_lag_ms",
+            "age of the oldest event of the last batch",
+            "",
+            self.lag_ms as f64,
+        );
+        p.summary("distcache_state_node_batch_size", "records per batch", "", &self.batch_size);
+        p.summary(
+            "distcache_state_node_apply_latency_us",
+            "redis apply time per batch",
+            "",
+            &self.apply_latency_us,
+        );
+        p.summary(
+            "distcache_state_node_end_to_end_us",
+            "produce to done-acknowledged time",
+            "",
+            &self.end_to_end_us,
+        );
+        p.finish()
+    }
+}

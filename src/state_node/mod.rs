@@ -1,0 +1,330 @@
+//! The state node: the one writer of Redis.
+//!
+//! It consumes `core-distributed-cache-set-del` in a consumer group and runs each batch through
+//! the pipeline, one file per step:
+//! [`intake`] (consumer thread) → bounded channel → [`batcher`] → [`plan`] (decode, dedup, sort)
+//! → [`apply`] (Redis workers, versioned Lua script) → [`publish`] (done events, acknowledged)
+//! → commit offsets ([`pipeline`]).
+
+mod apply;
+mod batcher;
+mod intake;
+mod metrics;
+mod pipeline;
+mod plan;
+mod publish;
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::bus::admin::ensure_topics;
+use crate::bus::consumer::group_consumer;
+use crate::bus::producer::EventProducer;
+use crate::bus::KafkaConfig;
+use crate::event::{GROUP_SET_DEL, TOPIC_DONE, TOPIC_SET_DEL};
+use crate::redis_store::{RedisConfig, RedisStore};
+use crate::{Error, Result};
+pub use metrics::StateNodeMetrics;
+
+/// Default Redis key prefix; core nodes and state nodes must use the same one.
+pub const DEFAULT_KEY_PREFIX: &str = "distcache:";
+
+/// A running state node. Build one with [`StateNode::builder`].
+///
+/// Dropping it shuts it down like [`StateNode::shutdown`].
+///
+/// ```no_run
+/// use distcache::StateNode;
+///
+/// let node = StateNode::builder()
+///     .kafka_brokers("127.0.0.1:9092")
+///     .redis_url("redis://127.0.0.1:6379/")
+///     .start()?;
+/// // … serve until asked to stop …
+/// node.shutdown();
+/// # Ok::<(), distcache::Error>(())
+/// ```
+pub struct StateNode {
+    stop: Arc<AtomicBool>,
+    give_up_at: Arc<Mutex<Option<Instant>>>,
+    shutdown_timeout: Duration,
+    counters: Arc<metrics::Counters>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for StateNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateNode")
+            .field("stopped", &self.stop.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+static GLOBAL: OnceLock<StateNode> = OnceLock::new();
+
+impl StateNode {
+    /// A builder with defaults.
+    pub fn builder() -> StateNodeBuilder {
+        StateNodeBuilder::default()
+    }
+
+    /// Starts the process-wide state node once (the reference's `Init()`); later calls return the
+    /// node started first and ignore their builder.
+    pub fn init(builder: StateNodeBuilder) -> Result<&'static StateNode> {
+        if let Some(node) = GLOBAL.get() {
+            return Ok(node);
+        }
+        let node = builder.start()?;
+        // If another thread won the race, ours shuts down on drop and theirs is returned.
+        Ok(GLOBAL.get_or_init(|| node))
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> StateNodeMetrics {
+        self.counters.snapshot()
+    }
+
+    /// Stops consuming, finishes and commits the batch in progress, leaves the group and joins
+    /// every thread. If Redis or the broker stays unreachable, gives up after the shutdown timeout
+    /// and leaves that batch uncommitted (it is replayed by the next owner). Idempotent.
+    pub fn shutdown(&self) {
+        *self.give_up_at.lock() = Some(Instant::now() + self.shutdown_timeout);
+        self.stop.store(true, Ordering::Release);
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StateNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Configures and starts a [`StateNode`].
+#[derive(Clone, Debug)]
+pub struct StateNodeBuilder {
+    kafka: KafkaConfig,
+    redis: RedisConfig,
+    key_prefix: String,
+    group: String,
+    max_batch: usize,
+    max_wait: Duration,
+    redis_workers: usize,
+    tombstone_ttl: Duration,
+    inline_value_limit: usize,
+    version_cache: usize,
+    shutdown_timeout: Duration,
+}
+
+impl Default for StateNodeBuilder {
+    fn default() -> Self {
+        StateNodeBuilder {
+            kafka: KafkaConfig::new(""),
+            redis: RedisConfig::new(""),
+            key_prefix: DEFAULT_KEY_PREFIX.into(),
+            group: GROUP_SET_DEL.into(),
+            max_batch: 1024,
+            max_wait: Duration::from_millis(2),
+            redis_workers: 4,
+            tombstone_ttl: Duration::from_secs(600),
+            inline_value_limit: 64 * 1024,
+            version_cache: 100_000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl StateNodeBuilder {
+    /// Kafka bootstrap servers, `host:port[,…]` (required).
+    pub fn kafka_brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.kafka.brokers = brokers.into();
+        self
+    }
+
+    /// Replaces all Kafka settings.
+    pub fn kafka(mut self, config: KafkaConfig) -> Self {
+        self.kafka = config;
+        self
+    }
+
+    /// Passes a librdkafka property through (SASL, SSL, …).
+    pub fn kafka_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka = self.kafka.set(key, value);
+        self
+    }
+
+    /// Partitions of the topics when this node creates them (default 8).
+    pub fn partitions(mut self, partitions: i32) -> Self {
+        self.kafka.partitions = partitions;
+        self
+    }
+
+    /// Redis URL (required).
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis.url = url.into();
+        self
+    }
+
+    /// Replaces all Redis settings.
+    pub fn redis(mut self, config: RedisConfig) -> Self {
+        self.redis = config;
+        self
+    }
+
+    /// Redis key prefix (default `"distcache:"`); must match the core nodes'.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Consumer group (default `core-distributed-cache-set-del`). State nodes in one group split
+    /// the partitions.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// Most events per batch (default 1024).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n;
+        self
+    }
+
+    /// Longest wait for a batch to fill after its first event (default 2 ms).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// Redis worker threads, each with its own connection (default 4).
+    pub fn redis_workers(mut self, n: usize) -> Self {
+        self.redis_workers = n;
+        self
+    }
+
+    /// How long a delete's tombstone keeps an older set from resurrecting the key (default 10 min).
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl;
+        self
+    }
+
+    /// Largest value inlined in done events (default 64 KiB); larger values are omitted and core
+    /// nodes drop their local copy instead.
+    pub fn inline_value_limit(mut self, bytes: usize) -> Self {
+        self.inline_value_limit = bytes;
+        self
+    }
+
+    /// Keys whose last applied version is remembered to skip Redis for stale events (default 100k).
+    pub fn version_cache(mut self, keys: usize) -> Self {
+        self.version_cache = keys;
+        self
+    }
+
+    /// How long [`StateNode::shutdown`] keeps retrying an unreachable Redis or broker (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.kafka.validate()?;
+        if self.redis.url.is_empty() {
+            return Err(Error::Config("state node needs a redis url".into()));
+        }
+        self.redis.validate()?;
+        if self.max_batch == 0 || self.redis_workers == 0 || self.version_cache == 0 {
+            return Err(Error::Config(
+                "max_batch, redis_workers and version_cache must be at least 1".into(),
+            ));
+        }
+        if self.tombstone_ttl < Duration::from_millis(1) {
+            return Err(Error::Config("tombstone_ttl must be at least 1 ms".into()));
+        }
+        if self.group.is_empty() {
+            return Err(Error::Config("consumer group must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks the configuration, connects to Redis (ping) and Kafka, creates the topics if
+    /// missing, joins the consumer group and starts the pipeline threads.
+    pub fn start(self) -> Result<StateNode> {
+        self.validate()?;
+        let store = RedisStore::connect(&self.redis, self.key_prefix.clone())?;
+        ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
+        let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
+
+        let counters = Arc::new(metrics::Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let give_up_at = Arc::new(Mutex::new(None));
+        // Bounded: at most a few batches wait between the consumer and the pipeline.
+        let (tx, rx) = bounded(self.max_batch.saturating_mul(4).max(64));
+
+        let revoke_tx = tx.clone();
+        let closing = stop.clone();
+        let consumer = Arc::new(group_consumer(&self.kafka, &self.group, TOPIC_SET_DEL, move || {
+            // On shutdown the pipeline is already drained and may be gone.
+            if !closing.load(Ordering::Acquire) {
+                intake::barrier(&revoke_tx);
+            }
+        })?);
+
+        let workers = apply::RedisWorkers::start(
+            store.connector().clone(),
+            apply::ApplySettings {
+                prefix: self.key_prefix.clone(),
+                tombstone_ms: self.tombstone_ttl.as_millis().max(1) as u64,
+            },
+            self.redis_workers,
+        )?;
+        let pipeline = pipeline::Pipeline {
+            batcher: batcher::Batcher::new(rx, self.max_batch, self.max_wait),
+            workers,
+            producer,
+            consumer: consumer.clone(),
+            applied: LruCache::with_hasher(
+                NonZeroUsize::new(self.version_cache).expect("validated"),
+                Default::default(),
+            ),
+            counters: counters.clone(),
+            inline_value_limit: self.inline_value_limit,
+            give_up_at: give_up_at.clone(),
+        };
+        let intake = intake::IntakeThread {
+            consumer,
+            tx,
+            stop: stop.clone(),
+            counters: counters.clone(),
+            kafka: self.kafka.clone(),
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| Error::Config(format!("cannot start thread {name}: {e}")))
+        };
+        let pipeline_thread = spawn("distcache-pipeline", Box::new(move || pipeline.run()))?;
+        let intake_thread = spawn("distcache-intake", Box::new(move || intake.run()))?;
+        log::info!(target: "distcache::state_node",
+            "state node started: brokers {}, group {}, {} redis workers, batches of {} / {:?}",
+            self.kafka.brokers, self.group, self.redis_workers, self.max_batch, self.max_wait);
+        Ok(StateNode {
+            stop,
+            give_up_at,
+            shutdown_timeout: self.shutdown_timeout,
+            counters,
+            threads: Mutex::new(vec![intake_thread, pipeline_thread]),
+        })
+    }
+}

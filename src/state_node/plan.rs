@@ -1,0 +1,166 @@
+//! Step 3 of the state node: turn a batch of raw records into the writes to apply.
+//!
+//! Decode (malformed records are counted and skipped), keep only the newest event per key, drop
+//! events not newer than a version this node already applied (a bounded fast path; Redis stays
+//! the authority), and sort what is left by version.
+
+use hashbrown::HashMap;
+use lru::LruCache;
+
+use crate::bus::consumer::Record;
+use crate::event::{Event, Op};
+use crate::Version;
+
+/// What to do with one batch.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Newest event per key, sorted by version.
+    pub writes: Vec<Event>,
+    /// Events known to be older than what Redis holds (from the fast path).
+    pub stale: Vec<Event>,
+    /// Records that were not valid events.
+    pub malformed: u64,
+    /// Events replaced by a newer event for the same key in the same batch.
+    pub deduped: u64,
+    /// Next offset to commit per partition once the batch is done.
+    pub next_offsets: HashMap<i32, i64>,
+}
+
+/// The highest version applied per key, bounded by LRU eviction. Forgetting a key only costs a
+/// Redis round trip, never correctness.
+pub(crate) type AppliedVersions = LruCache<(String, String), Version, foldhash::fast::RandomState>;
+
+pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions) -> Plan {
+    let mut out = Plan::default();
+    let mut newest: HashMap<(String, String), Event> = HashMap::with_capacity(records.len());
+    for record in records {
+        let next = out.next_offsets.entry(record.partition).or_insert(0);
+        *next = (*next).max(record.offset + 1);
+        let event = match record.payload.as_deref().map(Event::decode) {
+            Some(Ok(event)) if event.op != Op::Stale => event,
+            Some(Ok(_)) => {
+                log::warn!(target: "distcache::state_node",
+                    "skipping stale-marker event on the set-del topic at {}:{}", record.partition, record.offset);
+                out.malformed += 1;
+                continue;
+            }
+            Some(Err(err)) => {
+                log::warn!(target: "distcache::state_node",
+                    "skipping malformed record at {}:{}: {err}", record.partition, record.offset);
+                out.malformed += 1;
+                continue;
+            }
+            None => {
+                log::warn!(target: "distcache::state_node",
+                    "skipping empty record at {}:{}", record.partition, record.offset);
+                out.malformed += 1;
+                continue;
+            }
+        };
+        let id = (event.ns.clone(), event.key.clone());
+        match newest.get_mut(&id) {
+            Some(kept) => {
+                out.deduped += 1;
+                if event.version > kept.version {
+                    *kept = event;
+                }
+            }
+            None => {
+                newest.insert(id, event);
+            }
+        }
+    }
+    for (id, event) in newest {
+        match applied.get(&id) {
+            Some(&known) if event.version <= known => out.stale.push(event),
+            _ => out.writes.push(event),
+        }
+    }
+    out.writes.sort_by_key(|e| e.version);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroUsize;
+
+    fn event(key: &str, hlc: u64, op: Op) -> Event {
+        Event {
+            op,
+            ns: "ns".into(),
+            key: key.into(),
+            version: Version::new(hlc, 1),
+            remote_ttl: None,
+            local_ttl: None,
+            value: (op == Op::Set).then(|| b"1".to_vec()),
+            write_redis: true,
+            value_omitted: false,
+            origin: 1,
+            produced_at_us: 0,
+        }
+    }
+
+    fn record(partition: i32, offset: i64, e: &Event) -> Record {
+        Record {
+            partition,
+            offset,
+            payload: Some(e.encode()),
+        }
+    }
+
+    fn applied() -> AppliedVersions {
+        LruCache::with_hasher(NonZeroUsize::new(16).unwrap(), Default::default())
+    }
+
+    #[test]
+    fn keeps_newest_per_key_sorted_and_skips_malformed() {
+        let records = vec![
+            record(0, 10, &event("a", 14, Op::Set)),
+            record(0, 11, &event("a", 10, Op::Delete)),
+            record(1, 5, &event("b", 12, Op::Set)),
+            Record {
+                partition: 1,
+                offset: 6,
+                payload: Some(b"junk".to_vec()),
+            },
+            Record {
+                partition: 2,
+                offset: 0,
+                payload: None,
+            },
+            record(0, 12, &event("c", 3, Op::Delete)),
+        ];
+        let p = plan(records, &mut applied());
+        let got: Vec<(&str, u64, Op)> = p
+            .writes
+            .iter()
+            .map(|e| (e.key.as_str(), e.version.hlc, e.op))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("c", 3, Op::Delete), ("b", 12, Op::Set), ("a", 14, Op::Set)]
+        );
+        assert_eq!(p.malformed, 2);
+        assert_eq!(p.deduped, 1);
+        assert_eq!(p.next_offsets[&0], 13);
+        assert_eq!(p.next_offsets[&1], 7);
+        assert_eq!(p.next_offsets[&2], 1);
+    }
+
+    #[test]
+    fn drops_events_not_newer_than_applied() {
+        let mut known = applied();
+        known.put(("ns".into(), "a".into()), Version::new(20, 1));
+        let p = plan(
+            vec![
+                record(0, 0, &event("a", 20, Op::Set)),
+                record(0, 1, &event("b", 1, Op::Set)),
+            ],
+            &mut known,
+        );
+        assert_eq!(p.stale.len(), 1);
+        assert_eq!(p.writes.len(), 1);
+        assert_eq!(p.writes[0].key, "b");
+    }
+}

@@ -1,0 +1,88 @@
+//! Step 5 of the state node: tell every core node what was applied, on the done topic, and wait
+//! until the broker acknowledged every message (offsets are committed only after that).
+
+use crossbeam_channel::bounded;
+
+use crate::bus::producer::EventProducer;
+use crate::event::{Event, Op, TOPIC_DONE};
+use crate::Result;
+
+/// The done event for an applied write: same version; the value inlined up to `inline_limit`
+/// bytes, else omitted (listeners then drop their copy and re-read Redis on demand).
+pub(crate) fn applied(event: &Event, inline_limit: usize) -> Event {
+    let mut done = event.clone();
+    if let Some(value) = &done.value {
+        if value.len() > inline_limit {
+            done.value = None;
+            done.value_omitted = true;
+        }
+    }
+    done
+}
+
+/// The done event for a write that lost to a newer one: it wakes writers waiting for the
+/// outcome; caches ignore it.
+pub(crate) fn stale(event: &Event) -> Event {
+    Event {
+        op: Op::Stale,
+        value: None,
+        value_omitted: false,
+        remote_ttl: None,
+        local_ttl: None,
+        ..event.clone()
+    }
+}
+
+/// Produces every event and waits for all acknowledgements. Fails if any delivery failed; the
+/// caller then publishes the batch again (listeners apply by version, so repeats are harmless).
+pub(crate) fn publish(producer: &EventProducer, events: &[Event]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (tx, rx) = bounded(events.len());
+    for e in events {
+        producer.send(TOPIC_DONE, &e.message_key(), &e.encode(), tx.clone())?;
+    }
+    drop(tx);
+    let mut failure = None;
+    for _ in 0..events.len() {
+        if let Err(e) = producer.wait(&rx) {
+            failure.get_or_insert(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Version;
+
+    #[test]
+    fn large_values_are_omitted_small_ones_inlined() {
+        let e = Event {
+            op: Op::Set,
+            ns: "n".into(),
+            key: "k".into(),
+            version: Version::new(1, 1),
+            remote_ttl: None,
+            local_ttl: None,
+            value: Some(vec![0; 10]),
+            write_redis: true,
+            value_omitted: false,
+            origin: 1,
+            produced_at_us: 5,
+        };
+        assert_eq!(applied(&e, 10).value.as_deref(), Some(&[0u8; 10][..]));
+        let big = applied(&e, 9);
+        assert!(big.value.is_none() && big.value_omitted);
+        assert!(Event::decode(&big.encode()).is_ok());
+        let s = stale(&e);
+        assert_eq!(s.op, Op::Stale);
+        assert_eq!(s.version, e.version);
+        assert!(Event::decode(&s.encode()).is_ok());
+    }
+}
