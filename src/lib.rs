@@ -2,7 +2,7 @@
 //!
 //! A blocking two-tier distributed cache: a fast in-process LRU cache on every node ([`LocalCache`]),
 //! Redis as the shared store ([`RedisCache`]), and Kafka as the ordered log that keeps them consistent
-//! ([`StateNode`] applying writes to Redis).
+//! ([`DistributedCache`] on every application node, [`StateNode`] applying writes to Redis).
 //!
 //! No async runtime: every call blocks the calling thread, and the threads the library owns are
 //! bounded, named and joined on shutdown.
@@ -11,6 +11,7 @@
 mod bus;
 mod cache;
 mod codec;
+mod distributed;
 mod error;
 pub mod event;
 pub mod local;
@@ -22,6 +23,9 @@ pub mod version;
 pub use bus::KafkaConfig;
 pub use cache::Cache;
 pub use codec::Codec;
+pub use distributed::{
+    DistributedCache, DistributedCacheBuilder, DistributedMetrics, WriteOutcome,
+};
 pub use error::{BoxError, Error, Result};
 pub use local::{LocalCache, LocalCacheBuilder, LocalMetrics};
 pub use metrics::Summary;

@@ -117,7 +117,13 @@ impl PrometheusText {
         for (q, v) in [("0.5", s.p50), ("0.99", s.p99)] {
             let _ = writeln!(self.out, "{name}{{{labels}{sep}quantile=\"{q}\"}} {v}");
         }
-        let braces = |l: &str| if l.is_empty() { String::new() } else { format!("{{{l}}}") };
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
         let _ = writeln!(self.out, "{name}_sum{} {}", braces(labels), s.sum);
         let _ = writeln!(self.out, "{name}_count{} {}", braces(labels), s.count);
     }

@@ -15,8 +15,7 @@ use crate::{Error, Result};
 
 /// Creates each topic with `config.partitions` partitions unless it already exists.
 pub(crate) fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        config.admin().create().map_err(Error::kafka)?;
+    let admin: AdminClient<DefaultClientContext> = config.admin().create().map_err(Error::kafka)?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, config.partitions, TopicReplication::Fixed(1)))

@@ -89,7 +89,9 @@ pub(crate) fn commit(
         tpl.add_partition_offset(topic, partition, Offset::Offset(next))
             .map_err(Error::kafka)?;
     }
-    consumer.commit(&tpl, CommitMode::Sync).map_err(Error::kafka)
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(Error::kafka)
 }
 
 /// Records that a client-level error happened, so the listener can assume it missed events.

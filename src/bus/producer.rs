@@ -54,7 +54,13 @@ impl EventProducer {
 
     /// Queues one message; its acknowledgement arrives on `ack`. Waits (bounded by the produce
     /// timeout) while librdkafka's queue is full.
-    pub(crate) fn send(&self, topic: &str, key: &[u8], payload: &[u8], ack: Sender<Ack>) -> Result<()> {
+    pub(crate) fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        ack: Sender<Ack>,
+    ) -> Result<()> {
         let deadline = Instant::now() + self.timeout;
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack))
             .key(key)

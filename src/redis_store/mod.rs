@@ -58,7 +58,10 @@ impl RedisStore {
     /// Runs `f` on a pooled connection. A pooled connection can die while idle (the server
     /// restarted), so a dropped connection is retried once on a fresh one; every command we send
     /// is idempotent.
-    fn run<R>(&self, mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>) -> Result<R> {
+    fn run<R>(
+        &self,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>,
+    ) -> Result<R> {
         let mut attempt = 0;
         loop {
             let mut conn = self.pool.get()?;
@@ -138,11 +141,19 @@ impl RedisStore {
 
     pub(crate) fn exists(&self, key: &str) -> Result<bool> {
         let k = self.full_key(key);
-        self.run(|c| redis::cmd("HEXISTS").arg(&k).arg(layout::FIELD_VALUE).query(c))
+        self.run(|c| {
+            redis::cmd("HEXISTS")
+                .arg(&k)
+                .arg(layout::FIELD_VALUE)
+                .query(c)
+        })
     }
 
     /// Walks every key under the prefix with `SCAN` (never `KEYS`), handing each batch to `f`.
-    fn scan(&self, mut f: impl FnMut(&mut redis::Connection, &[String]) -> redis::RedisResult<()>) -> Result<()> {
+    fn scan(
+        &self,
+        mut f: impl FnMut(&mut redis::Connection, &[String]) -> redis::RedisResult<()>,
+    ) -> Result<()> {
         let pattern = format!("{}*", layout::glob_escape(&self.prefix));
         let mut cursor: u64 = 0;
         loop {

@@ -56,7 +56,11 @@ pub(crate) struct RedisWorkers {
 }
 
 impl RedisWorkers {
-    pub(crate) fn start(connector: Connector, settings: ApplySettings, workers: usize) -> Result<Self> {
+    pub(crate) fn start(
+        connector: Connector,
+        settings: ApplySettings,
+        workers: usize,
+    ) -> Result<Self> {
         let connector = std::sync::Arc::new(connector);
         let mut senders = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
@@ -186,7 +190,10 @@ impl Worker {
     fn pipeline(&mut self, writes: &[(usize, Event)]) -> Result<Vec<redis::RedisResult<i64>>> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let keys: Vec<String> = writes.iter().map(|(_, e)| self.settings.redis_key(e)).collect();
+        let keys: Vec<String> = writes
+            .iter()
+            .map(|(_, e)| self.settings.redis_key(e))
+            .collect();
         for ((_, e), key) in writes.iter().zip(&keys) {
             VersionedWrite {
                 key,
@@ -222,8 +229,10 @@ impl Worker {
             Some(c) => c,
             None => return Ok(()),
         };
-        let loaded: redis::RedisResult<String> =
-            redis::cmd("SCRIPT").arg("LOAD").arg(APPLY_SCRIPT).query(conn);
+        let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(APPLY_SCRIPT)
+            .query(conn);
         match loaded {
             Ok(sha) => {
                 self.sha = sha;

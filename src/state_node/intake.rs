@@ -23,10 +23,12 @@ const TOPIC_RECHECK: Duration = Duration::from_secs(5);
 /// Asks the batcher to finish and commit everything sent so far, and waits for it.
 pub(crate) fn barrier(tx: &Sender<Intake>) {
     let (ack, done) = bounded(1);
-    if tx.send_timeout(Intake::Barrier(ack), BARRIER_TIMEOUT).is_ok() {
-        if done.recv_timeout(BARRIER_TIMEOUT).is_err() {
-            log::warn!(target: "distcache::state_node", "barrier not acknowledged in {BARRIER_TIMEOUT:?}");
-        }
+    if tx
+        .send_timeout(Intake::Barrier(ack), BARRIER_TIMEOUT)
+        .is_ok()
+        && done.recv_timeout(BARRIER_TIMEOUT).is_err()
+    {
+        log::warn!(target: "distcache::state_node", "barrier not acknowledged in {BARRIER_TIMEOUT:?}");
     }
 }
 
@@ -62,7 +64,9 @@ impl IntakeThread {
                     }
                 }
                 Some(Err(err)) => {
-                    self.counters.consumer_errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .consumer_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     log::warn!(target: "distcache::state_node", "consumer error: {err}");
                     let due = last_topic_check.is_none_or(|t| t.elapsed() >= TOPIC_RECHECK);
                     if due && err.to_string().contains("Unknown topic") {

@@ -87,11 +87,23 @@ impl StateNodeMetrics {
     pub fn to_prometheus(&self) -> String {
         let mut p = PrometheusText::default();
         for (name, help, v) in [
-            ("consumed", "records read from the set-del topic", self.consumed),
+            (
+                "consumed",
+                "records read from the set-del topic",
+                self.consumed,
+            ),
             ("applied", "events applied", self.applied),
-            ("stale_dropped", "events older than the stored version", self.stale_dropped),
+            (
+                "stale_dropped",
+                "events older than the stored version",
+                self.stale_dropped,
+            ),
             ("deduped", "events replaced within a batch", self.deduped),
-            ("malformed", "records that were not valid events", self.malformed),
+            (
+                "malformed",
+                "records that were not valid events",
+                self.malformed,
+            ),
             ("failed", "events refused by redis", self.failed),
             ("batches", "batches processed", self.batches),
             ("retries", "batch step retries", self.retries),
@@ -107,7 +119,12 @@ impl StateNodeMetrics {
             "",
             self.lag_ms as f64,
         );
-        p.summary("distcache_state_node_batch_size", "records per batch", "", &self.batch_size);
+        p.summary(
+            "distcache_state_node_batch_size",
+            "records per batch",
+            "",
+            &self.batch_size,
+        );
         p.summary(
             "distcache_state_node_apply_latency_us",
             "redis apply time per batch",

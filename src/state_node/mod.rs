@@ -273,12 +273,17 @@ impl StateNodeBuilder {
 
         let revoke_tx = tx.clone();
         let closing = stop.clone();
-        let consumer = Arc::new(group_consumer(&self.kafka, &self.group, TOPIC_SET_DEL, move || {
-            // On shutdown the pipeline is already drained and may be gone.
-            if !closing.load(Ordering::Acquire) {
-                intake::barrier(&revoke_tx);
-            }
-        })?);
+        let consumer = Arc::new(group_consumer(
+            &self.kafka,
+            &self.group,
+            TOPIC_SET_DEL,
+            move || {
+                // On shutdown the pipeline is already drained and may be gone.
+                if !closing.load(Ordering::Acquire) {
+                    intake::barrier(&revoke_tx);
+                }
+            },
+        )?);
 
         let workers = apply::RedisWorkers::start(
             store.connector().clone(),

@@ -1,0 +1,249 @@
+//! Configures and builds a [`DistributedCache`].
+
+use std::marker::PhantomData;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::fill_guard::FillGuard;
+use super::listener::Listener;
+use super::{load, metrics, registry, waiters, DistributedCache, Inner};
+use crate::bus::admin::ensure_topics;
+use crate::bus::consumer::broadcast_consumer;
+use crate::bus::producer::EventProducer;
+use crate::bus::KafkaConfig;
+use crate::event::{TOPIC_DONE, TOPIC_SET_DEL};
+use crate::redis_store::{RedisConfig, RedisStore};
+use crate::state_node::DEFAULT_KEY_PREFIX;
+use crate::{Codec, Error, HybridClock, LocalCache, Result};
+
+/// Longest namespace accepted (it travels in every event).
+const MAX_NAMESPACE_LEN: usize = 1024;
+
+/// The process-wide clock: one node id per process, shared by every namespace.
+fn process_clock(node: Option<u64>) -> Arc<HybridClock> {
+    static CLOCK: OnceLock<Arc<HybridClock>> = OnceLock::new();
+    match node {
+        Some(id) => Arc::new(HybridClock::new(id)),
+        None => CLOCK
+            .get_or_init(|| Arc::new(HybridClock::new(rand::random::<u64>())))
+            .clone(),
+    }
+}
+
+/// Configures a [`DistributedCache`]. Created by [`DistributedCache::builder`].
+///
+/// One instance runs per (process, namespace): if the namespace already has a live instance,
+/// [`build`](Self::build) returns a handle to it and the rest of this builder is ignored.
+pub struct DistributedCacheBuilder<T> {
+    kafka: KafkaConfig,
+    redis: RedisConfig,
+    key_prefix: String,
+    namespace: Option<String>,
+    local_capacity: usize,
+    local_ttl: Option<Duration>,
+    codec: Codec,
+    node_id: Option<u64>,
+    wait_timeout: Duration,
+    max_waiters: usize,
+    trace: bool,
+    _values: PhantomData<fn() -> T>,
+}
+
+impl<T> DistributedCacheBuilder<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new() -> Self {
+        DistributedCacheBuilder {
+            kafka: KafkaConfig::new(""),
+            redis: RedisConfig::new(""),
+            key_prefix: DEFAULT_KEY_PREFIX.into(),
+            namespace: None,
+            local_capacity: 10_000,
+            local_ttl: None,
+            codec: Codec::default(),
+            node_id: None,
+            wait_timeout: Duration::from_secs(10),
+            max_waiters: 10_000,
+            trace: false,
+            _values: PhantomData,
+        }
+    }
+
+    /// Kafka bootstrap servers, `host:port[,…]` (required; the reference's `WithKafkaBrokers`).
+    pub fn kafka_brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.kafka.brokers = brokers.into();
+        self
+    }
+
+    /// Replaces all Kafka settings.
+    pub fn kafka(mut self, config: KafkaConfig) -> Self {
+        self.kafka = config;
+        self
+    }
+
+    /// Passes a librdkafka property through (SASL, SSL, `fetch.wait.max.ms` …).
+    pub fn kafka_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka = self.kafka.set(key, value);
+        self
+    }
+
+    /// Redis URL (required): `redis://[user[:password]@]host:port[/db]`.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis.url = url.into();
+        self
+    }
+
+    /// Replaces all Redis settings.
+    pub fn redis(mut self, config: RedisConfig) -> Self {
+        self.redis = config;
+        self
+    }
+
+    /// Redis key prefix (default `"distcache:"`); must match the state nodes'. Entries live at
+    /// `prefix + namespace + ":" + key`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The namespace (default: the type's name, `std::any::type_name::<T>()`). Every node caching
+    /// the same data must use the same namespace.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Local cache capacity in entries (default 10 000).
+    pub fn local_capacity(mut self, entries: usize) -> Self {
+        self.local_capacity = entries;
+        self
+    }
+
+    /// Default TTL of local entries written without one (default: none).
+    pub fn local_ttl(mut self, ttl: Duration) -> Self {
+        self.local_ttl = Some(ttl);
+        self
+    }
+
+    /// Value codec (default JSON); every node of the namespace must use the same.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Node id stamped into versions (default: random per process).
+    pub fn node_id(mut self, id: u64) -> Self {
+        self.node_id = Some(id);
+        self
+    }
+
+    /// How long the `*_and_wait` calls wait for the state node (default 10 s).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// Most writers waiting at once in `*_and_wait` calls (default 10 000).
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.max_waiters = n;
+        self
+    }
+
+    /// Logs every produced and received event at debug level (target `distcache::core` and
+    /// `distcache::listener`).
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
+    fn validate(&self, ns: &str) -> Result<()> {
+        self.kafka.validate()?;
+        if self.redis.url.is_empty() {
+            return Err(Error::Config("a redis url is required".into()));
+        }
+        self.redis.validate()?;
+        if ns.is_empty() || ns.len() > MAX_NAMESPACE_LEN || ns.contains('\x1f') {
+            return Err(Error::Config(format!(
+                "namespace {ns:?} must be 1..={MAX_NAMESPACE_LEN} bytes without \\x1f"
+            )));
+        }
+        if self.wait_timeout.is_zero() || self.max_waiters == 0 {
+            return Err(Error::Config(
+                "wait_timeout and max_waiters must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Connects to Redis (ping) and Kafka, creates the topics if missing, and starts the
+    /// namespace's listener at the end of the done topic. When this returns, every done event
+    /// produced afterwards reaches this node.
+    pub fn build(self) -> Result<DistributedCache<T>> {
+        let ns = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| std::any::type_name::<T>().to_string());
+        self.validate(&ns)?;
+        let inner =
+            registry::get_or_build(&ns, std::any::type_name::<T>(), || self.start(ns.clone()))?;
+        Ok(DistributedCache { inner })
+    }
+
+    fn start(&self, ns: String) -> Result<Arc<Inner<T>>> {
+        let mut local = LocalCache::builder().capacity(self.local_capacity);
+        if let Some(ttl) = self.local_ttl {
+            local = local.default_ttl(ttl);
+        }
+        let local = local.build()?;
+        let redis = RedisStore::connect(&self.redis, format!("{}{}:", self.key_prefix, ns))?;
+        ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
+        let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
+        let clock = process_clock(self.node_id);
+        let group = format!("distcache-listener-{:x}-{}", clock.node(), ns);
+        let consumer = broadcast_consumer(&self.kafka, &group, TOPIC_DONE)?;
+
+        let waiters = Arc::new(waiters::Waiters::new(self.max_waiters));
+        let fills = Arc::new(FillGuard::new());
+        let counters = Arc::new(metrics::Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = Listener {
+            consumer,
+            ns: ns.clone(),
+            local: local.clone(),
+            codec: self.codec,
+            clock: clock.clone(),
+            waiters: waiters.clone(),
+            fills: fills.clone(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+            trace: self.trace,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("distcache-listener-{ns}"))
+            .spawn(move || listener.run())
+            .map_err(|e| Error::Config(format!("cannot start the listener thread: {e}")))?;
+        log::info!(target: "distcache::core",
+            "core node {:x} serving namespace {ns:?} (brokers {})", clock.node(), self.kafka.brokers);
+        Ok(Arc::new(Inner {
+            ns,
+            local,
+            redis,
+            codec: self.codec,
+            producer,
+            clock,
+            waiters,
+            fills,
+            counters,
+            loads: load::SingleFlight::new(),
+            wait_timeout: self.wait_timeout,
+            trace: self.trace,
+            stop,
+            listener: Mutex::new(Some(handle)),
+        }))
+    }
+}

@@ -1,0 +1,114 @@
+//! The done-topic listener: one thread per namespace that brings this node's local cache in line
+//! with what the state nodes applied.
+//!
+//! Every event is applied only when newer than the local entry (the origin's own events too, so
+//! a write that lost is corrected). Anything that could mean missed events (a consumer error, a
+//! broker restart) clears the namespace's local cache: bounded staleness over silent staleness.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::fill_guard::FillGuard;
+use super::metrics::Counters;
+use super::waiters::Waiters;
+use crate::bus::consumer::{BroadcastConsumer, POLL_INTERVAL};
+use crate::event::{now_micros, Event, Op};
+use crate::{Codec, HybridClock, LocalCache};
+
+pub(crate) struct Listener<T> {
+    pub consumer: BroadcastConsumer,
+    pub ns: String,
+    pub local: LocalCache<T>,
+    pub codec: Codec,
+    pub clock: Arc<HybridClock>,
+    pub waiters: Arc<Waiters>,
+    pub fills: Arc<FillGuard>,
+    pub counters: Arc<Counters>,
+    pub stop: Arc<AtomicBool>,
+    pub trace: bool,
+}
+
+impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
+    pub(crate) fn run(self) {
+        use rdkafka::Message;
+        while !self.stop.load(Ordering::Acquire) {
+            if self.consumer.trouble.swap(false, Ordering::AcqRel) {
+                self.reset("the consumer reported an error");
+            }
+            match self.consumer.consumer.poll(POLL_INTERVAL) {
+                None => {}
+                Some(Ok(msg)) => match msg.payload().map(Event::decode) {
+                    Some(Ok(event)) => self.handle(event),
+                    Some(Err(err)) => self.malformed(&err.to_string()),
+                    None => self.malformed("empty message"),
+                },
+                Some(Err(err)) => self.reset(&format!("consumer error: {err}")),
+            }
+        }
+    }
+
+    fn malformed(&self, why: &str) {
+        self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        log::warn!(target: "distcache::listener", "[{}] skipping malformed done event: {why}", self.ns);
+    }
+
+    fn reset(&self, why: &str) {
+        self.fills.reset();
+        let dropped = self.local.invalidate_all();
+        self.counters.resets.fetch_add(1, Ordering::Relaxed);
+        log::warn!(target: "distcache::listener",
+            "[{}] cleared the local cache ({dropped} entries): {why}", self.ns);
+    }
+
+    fn handle(&self, event: Event) {
+        self.clock.observe(event.version);
+        if event.ns != self.ns {
+            return;
+        }
+        let c = &self.counters;
+        c.events.fetch_add(1, Ordering::Relaxed);
+        c.propagation_us
+            .record(now_micros().saturating_sub(event.produced_at_us));
+        // Touch before changing the entry: a concurrent fill then either sees the touch or is
+        // overwritten by the change (see fill_guard).
+        self.fills.touch(&event.key);
+        let changed = match event.op {
+            Op::Set => match &event.value {
+                Some(bytes) => match self.codec.decode::<T>(bytes) {
+                    Ok(value) => {
+                        self.local
+                            .set_if_newer(&event.key, value, event.local_ttl, event.version)
+                    }
+                    Err(err) => {
+                        c.undecodable.fetch_add(1, Ordering::Relaxed);
+                        log::warn!(target: "distcache::listener",
+                            "[{}] value of {:?} at {} does not decode, dropping the local copy: {err}",
+                            self.ns, event.key, event.version);
+                        self.local.invalidate(&event.key)
+                    }
+                },
+                // Too large to inline: drop our copy unless it is already newer; the next
+                // get_with_sync reads Redis.
+                None => match self.local.version_of(&event.key) {
+                    Some(local) if local >= event.version => false,
+                    _ => self.local.invalidate(&event.key),
+                },
+            },
+            Op::Delete => self.local.delete_if_newer(&event.key, event.version),
+            Op::Stale => false,
+        };
+        if changed {
+            c.events_applied.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.events_ignored.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.trace {
+            log::debug!(target: "distcache::listener",
+                "[{}] {:?} {:?} at {} from {:x}: {}", self.ns, event.op, event.key, event.version,
+                event.origin, if changed { "applied" } else { "ignored" });
+        }
+        self.waiters.notify(&event);
+    }
+}

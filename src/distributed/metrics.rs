@@ -1,0 +1,140 @@
+//! What a core node counts, and the snapshot it reports.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::local::LocalMetrics;
+use crate::metrics::{Histogram, PrometheusText, Summary};
+
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    pub writes: AtomicU64,
+    pub write_failures: AtomicU64,
+    pub events: AtomicU64,
+    pub events_applied: AtomicU64,
+    pub events_ignored: AtomicU64,
+    pub malformed: AtomicU64,
+    pub undecodable: AtomicU64,
+    pub resets: AtomicU64,
+    pub redis_reads: AtomicU64,
+    pub loads: AtomicU64,
+    pub propagation_us: Histogram,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, local: LocalMetrics) -> DistributedMetrics {
+        DistributedMetrics {
+            local,
+            writes: self.writes.load(Relaxed),
+            write_failures: self.write_failures.load(Relaxed),
+            events: self.events.load(Relaxed),
+            events_applied: self.events_applied.load(Relaxed),
+            events_ignored: self.events_ignored.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            undecodable: self.undecodable.load(Relaxed),
+            resets: self.resets.load(Relaxed),
+            redis_reads: self.redis_reads.load(Relaxed),
+            loads: self.loads.load(Relaxed),
+            propagation_us: self.propagation_us.summary(),
+        }
+    }
+}
+
+/// A snapshot of a core node's counters for one namespace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DistributedMetrics {
+    /// The local tier's counters.
+    pub local: LocalMetrics,
+    /// Writes acknowledged by the broker.
+    pub writes: u64,
+    /// Writes that failed (nothing changed).
+    pub write_failures: u64,
+    /// Done events of this namespace received by the listener.
+    pub events: u64,
+    /// Done events that changed the local cache.
+    pub events_applied: u64,
+    /// Done events older than the local entry, or stale markers: no change.
+    pub events_ignored: u64,
+    /// Messages on the done topic that were not valid events.
+    pub malformed: u64,
+    /// Done events whose value did not decode as this cache's type (the key was dropped locally).
+    pub undecodable: u64,
+    /// Times the local cache was cleared because events may have been missed.
+    pub resets: u64,
+    /// Reads that went to Redis (`get_with_sync` misses).
+    pub redis_reads: u64,
+    /// Loader calls made by `get_or_load`.
+    pub loads: u64,
+    /// Time from a write being produced (on any node) to its done event reaching this node,
+    /// in microseconds (across machines this includes clock skew).
+    pub propagation_us: Summary,
+}
+
+impl DistributedMetrics {
+    /// The metrics in the Prometheus text format, labelled with `namespace`.
+    pub fn to_prometheus(&self, namespace: &str) -> String {
+        let labels = format!(
+            "namespace=\"{}\"",
+            namespace.replace(['"', '\\', '\n'], "_")
+        );
+        let mut p = PrometheusText::default();
+        let l = &self.local;
+        for (name, help, v) in [
+            ("local_hits", "local cache hits", l.hits),
+            ("local_misses", "local cache misses", l.misses),
+            ("local_inserts", "local cache inserts", l.inserts),
+            ("local_updates", "local cache updates", l.updates),
+            ("local_evictions", "local cache evictions", l.evictions),
+            (
+                "local_expirations",
+                "local cache expirations",
+                l.expirations,
+            ),
+            (
+                "local_invalidations",
+                "local cache invalidations",
+                l.invalidations,
+            ),
+            ("writes", "writes acknowledged by the broker", self.writes),
+            ("write_failures", "failed writes", self.write_failures),
+            ("events", "done events received", self.events),
+            (
+                "events_applied",
+                "done events applied locally",
+                self.events_applied,
+            ),
+            (
+                "events_ignored",
+                "done events with no local effect",
+                self.events_ignored,
+            ),
+            ("malformed", "malformed done-topic messages", self.malformed),
+            (
+                "undecodable",
+                "done events with undecodable values",
+                self.undecodable,
+            ),
+            (
+                "resets",
+                "local cache resets after possible gaps",
+                self.resets,
+            ),
+            ("redis_reads", "reads that went to redis", self.redis_reads),
+            ("loads", "loader calls", self.loads),
+        ] {
+            p.counter(&format!("distcache_{name}_total"), help, &labels, v);
+        }
+        p.gauge(
+            "distcache_local_entries",
+            "live local entries",
+            &labels,
+            l.entries as f64,
+        );
+        p.summary(
+            "distcache_propagation_us",
+            "write produced to done event received",
+            &labels,
+            &self.propagation_us,
+        );
+        p.finish()
+    }
+}

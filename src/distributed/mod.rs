@@ -1,0 +1,474 @@
+//! The core node: [`DistributedCache<T>`], the cache an application embeds.
+//!
+//! Writes become versioned events on `core-distributed-cache-set-del` and return once the broker
+//! acknowledged them; the writer's local cache holds the new value at once. A state node applies
+//! the events to Redis and reports them on `core-distributed-cache-done`, which the
+//! [`listener`] of every core node (origin included) applies to its local cache by version.
+//! Reads go local → Redis (`get_with_sync`) → loader (`get_or_load`).
+
+mod builder;
+mod fill_guard;
+mod listener;
+mod load;
+mod metrics;
+mod registry;
+mod waiters;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::bus::producer::EventProducer;
+use crate::event::{now_micros, Event, Op, TOPIC_SET_DEL};
+use crate::redis_store::{RedisStore, Stored};
+use crate::{Cache, Codec, Error, HybridClock, LocalCache, Result, Version};
+pub use builder::DistributedCacheBuilder;
+use fill_guard::FillGuard;
+pub use metrics::DistributedMetrics;
+pub use waiters::WriteOutcome;
+
+/// A two-tier distributed cache of `T` for one namespace. Cheap to clone, `Send + Sync`.
+///
+/// | call | local cache | Redis | other nodes' local caches |
+/// |---|---|---|---|
+/// | [`set`](Cache::set) / [`delete`](Cache::delete) | at once | untouched | via the done topic |
+/// | [`set_with_sync`](Self::set_with_sync) / [`delete_with_sync`](Self::delete_with_sync) | at once | by the state node | via the done topic |
+/// | [`get`](Cache::get), [`peek`](Cache::peek), [`exists`](Cache::exists), [`len`](Cache::len) | read | — | — |
+/// | [`get_with_sync`](Self::get_with_sync) | read, filled on a miss | read on a local miss | — |
+/// | [`clear`](Cache::clear) | cleared | — | — |
+///
+/// Every write is versioned by a hybrid logical clock; the newest version wins everywhere, in
+/// Redis and in every local cache, whatever order events arrive in.
+///
+/// ```no_run
+/// use distcache::{Cache, DistributedCache};
+/// use std::time::Duration;
+///
+/// let prices: DistributedCache<u64> = DistributedCache::builder()
+///     .kafka_brokers("127.0.0.1:9092")
+///     .redis_url("redis://127.0.0.1:6379/")
+///     .namespace("prices")
+///     .build()?;
+/// prices.set_with_sync("apple", 120, None, Some(Duration::from_secs(3600)))?;
+/// assert_eq!(prices.get("apple")?, Some(120)); // read-your-writes, from the local tier
+/// assert_eq!(prices.get_with_sync("pear", None)?, None); // local miss → Redis miss
+/// # Ok::<(), distcache::Error>(())
+/// ```
+pub struct DistributedCache<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for DistributedCache<T> {
+    fn clone(&self) -> Self {
+        DistributedCache {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DistributedCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedCache")
+            .field("namespace", &self.inner.ns)
+            .field("node", &self.inner.clock.node())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner<T> {
+    ns: String,
+    local: LocalCache<T>,
+    redis: RedisStore,
+    codec: Codec,
+    producer: EventProducer,
+    clock: Arc<HybridClock>,
+    waiters: Arc<waiters::Waiters>,
+    fills: Arc<FillGuard>,
+    counters: Arc<metrics::Counters>,
+    loads: load::SingleFlight<T>,
+    wait_timeout: Duration,
+    trace: bool,
+    stop: Arc<AtomicBool>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<T> Drop for Inner<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(handle) = self.listener.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A write before it is produced.
+struct Write<T> {
+    op: Op,
+    value: Option<T>,
+    local_ttl: Option<Duration>,
+    remote_ttl: Option<Duration>,
+    write_redis: bool,
+}
+
+impl<T> DistributedCache<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// A builder; `kafka_brokers` and `redis_url` are required.
+    pub fn builder() -> DistributedCacheBuilder<T> {
+        DistributedCacheBuilder::new()
+    }
+
+    /// This cache's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.ns
+    }
+
+    /// The id this process stamps into versions.
+    pub fn node_id(&self) -> u64 {
+        self.inner.clock.node()
+    }
+
+    /// The local tier (read-only use is safe; writes to it bypass replication).
+    pub fn local(&self) -> &LocalCache<T> {
+        &self.inner.local
+    }
+
+    /// A snapshot of this namespace's counters.
+    pub fn metrics(&self) -> DistributedMetrics {
+        self.inner.counters.snapshot(self.inner.local.metrics())
+    }
+
+    /// Stores `value` locally at once and in Redis and every node's local cache once the state
+    /// node applied it. `local_ttl` bounds the local copies, `remote_ttl` the Redis copy;
+    /// [`Error::Rejected`] when `remote_ttl` is shorter than `local_ttl` (local copies would
+    /// outlive the shared one). Returns once the broker acknowledged the write.
+    pub fn set_with_sync(
+        &self,
+        key: &str,
+        value: T,
+        local_ttl: Option<Duration>,
+        remote_ttl: Option<Duration>,
+    ) -> Result<Version> {
+        check_ttls(local_ttl, remote_ttl)?;
+        self.write(
+            key,
+            Write {
+                op: Op::Set,
+                value: Some(value),
+                local_ttl,
+                remote_ttl,
+                write_redis: true,
+            },
+        )
+    }
+
+    /// Removes `key` locally at once, and from Redis and every node's local cache once applied.
+    pub fn delete_with_sync(&self, key: &str) -> Result<Version> {
+        self.write(
+            key,
+            Write {
+                op: Op::Delete,
+                value: None,
+                local_ttl: None,
+                remote_ttl: None,
+                write_redis: true,
+            },
+        )
+    }
+
+    /// Like [`set_with_sync`](Self::set_with_sync), then waits (at most the builder's
+    /// `wait_timeout`) until the state node reported the write, and says whether it won.
+    pub fn set_with_sync_and_wait(
+        &self,
+        key: &str,
+        value: T,
+        local_ttl: Option<Duration>,
+        remote_ttl: Option<Duration>,
+    ) -> Result<WriteOutcome> {
+        check_ttls(local_ttl, remote_ttl)?;
+        self.write_and_wait(
+            key,
+            Write {
+                op: Op::Set,
+                value: Some(value),
+                local_ttl,
+                remote_ttl,
+                write_redis: true,
+            },
+        )
+    }
+
+    /// Like [`delete_with_sync`](Self::delete_with_sync), then waits for the state node's verdict.
+    pub fn delete_with_sync_and_wait(&self, key: &str) -> Result<WriteOutcome> {
+        self.write_and_wait(
+            key,
+            Write {
+                op: Op::Delete,
+                value: None,
+                local_ttl: None,
+                remote_ttl: None,
+                write_redis: true,
+            },
+        )
+    }
+
+    /// Like [`Cache::set`] (local caches only), then waits for the state node's verdict.
+    pub fn set_and_wait(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<WriteOutcome> {
+        self.write_and_wait(
+            key,
+            Write {
+                op: Op::Set,
+                value: Some(value),
+                local_ttl: ttl,
+                remote_ttl: None,
+                write_redis: false,
+            },
+        )
+    }
+
+    /// Reads the local cache; on a miss reads Redis and fills the local cache (with `local_ttl`,
+    /// or the local default) unless a newer event for the key arrived during the read.
+    pub fn get_with_sync(&self, key: &str, local_ttl: Option<Duration>) -> Result<Option<T>> {
+        if let Some(v) = self.inner.local.get(key)? {
+            return Ok(Some(v));
+        }
+        self.read_through(key, local_ttl)
+    }
+
+    /// Reads local, then Redis, then calls `loader` on a miss and stores what it returns with
+    /// [`set_with_sync`](Self::set_with_sync) (`local_ttl` and `remote_ttl` as there). Concurrent
+    /// callers for one key in this process share one loader call (single flight); the others wait
+    /// for its result.
+    pub fn get_or_load(
+        &self,
+        key: &str,
+        local_ttl: Option<Duration>,
+        remote_ttl: Option<Duration>,
+        loader: impl FnOnce(&str) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        check_ttls(local_ttl, remote_ttl)?;
+        if let Some(v) = self.get_with_sync(key, local_ttl)? {
+            return Ok(Some(v));
+        }
+        self.inner.loads.run(key, || {
+            // Another flight may have stored it while we queued.
+            if let Some(v) = self.get_with_sync(key, local_ttl)? {
+                return Ok(Some(v));
+            }
+            self.inner.counters.loads.fetch_add(1, Ordering::Relaxed);
+            let loaded = loader(key)?;
+            if let Some(v) = &loaded {
+                self.set_with_sync(key, v.clone(), local_ttl, remote_ttl)?;
+            }
+            Ok(loaded)
+        })
+    }
+
+    fn read_through(&self, key: &str, local_ttl: Option<Duration>) -> Result<Option<T>> {
+        let inner = &self.inner;
+        let ticket = inner.fills.ticket(key);
+        inner.counters.redis_reads.fetch_add(1, Ordering::Relaxed);
+        match inner.redis.get_stored(key)? {
+            None => Ok(None),
+            Some(Stored {
+                value: None,
+                version,
+            }) => {
+                if let Some(v) = version {
+                    inner.local.delete_if_newer(key, v);
+                }
+                Ok(None)
+            }
+            Some(Stored {
+                value: Some(bytes),
+                version,
+            }) => {
+                let value: T = inner.codec.decode(&bytes).map_err(|e| {
+                    Error::codec(format!("value of {key:?} in redis does not decode: {e}"))
+                })?;
+                let version = version.unwrap_or_default();
+                if inner.fills.unchanged(key, ticket)
+                    && inner
+                        .local
+                        .set_if_newer(key, value.clone(), local_ttl, version)
+                    && !inner.fills.unchanged(key, ticket)
+                    && inner.local.version_of(key) == Some(version)
+                {
+                    // An event landed between the check and the fill: drop what we filled.
+                    inner.local.invalidate(key);
+                }
+                Ok(Some(value))
+            }
+        }
+    }
+
+    fn write(&self, key: &str, write: Write<T>) -> Result<Version> {
+        let (version, event) = self.prepare(key, &write)?;
+        self.produce(&event)?;
+        self.apply_locally(key, write, version);
+        Ok(version)
+    }
+
+    fn write_and_wait(&self, key: &str, write: Write<T>) -> Result<WriteOutcome> {
+        let (version, event) = self.prepare(key, &write)?;
+        let inner = &self.inner;
+        let outcome = inner.waiters.register(key, version)?;
+        if let Err(e) = self.produce(&event) {
+            inner.waiters.cancel(key, version);
+            return Err(e);
+        }
+        self.apply_locally(key, write, version);
+        match outcome.recv_timeout(inner.wait_timeout) {
+            Ok(outcome) => Ok(outcome),
+            Err(_) => {
+                inner.waiters.cancel(key, version);
+                Err(Error::Timeout {
+                    what: format!("state node to apply {key:?} at {version}"),
+                    after: inner.wait_timeout,
+                })
+            }
+        }
+    }
+
+    fn prepare(&self, key: &str, write: &Write<T>) -> Result<(Version, Event)> {
+        let inner = &self.inner;
+        let value = write
+            .value
+            .as_ref()
+            .map(|v| inner.codec.encode(v))
+            .transpose()?;
+        let version = inner.clock.now();
+        let event = Event {
+            op: write.op,
+            ns: inner.ns.clone(),
+            key: key.to_string(),
+            version,
+            remote_ttl: write.remote_ttl,
+            local_ttl: write.local_ttl,
+            value,
+            write_redis: write.write_redis,
+            value_omitted: false,
+            origin: inner.clock.node(),
+            produced_at_us: now_micros(),
+        };
+        Ok((version, event))
+    }
+
+    fn produce(&self, event: &Event) -> Result<()> {
+        let inner = &self.inner;
+        match inner
+            .producer
+            .send_and_wait(TOPIC_SET_DEL, &event.message_key(), &event.encode())
+        {
+            Ok(()) => {
+                inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+                if inner.trace {
+                    log::debug!(target: "distcache::core",
+                        "[{}] produced {:?} {:?} at {}", inner.ns, event.op, event.key, event.version);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                inner
+                    .counters
+                    .write_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Read-your-writes: the writer's local cache reflects an acknowledged write at once (unless a
+    /// newer version is already there).
+    fn apply_locally(&self, key: &str, write: Write<T>, version: Version) {
+        let inner = &self.inner;
+        inner.fills.touch(key);
+        match (write.op, write.value) {
+            (Op::Set, Some(value)) => {
+                inner
+                    .local
+                    .set_if_newer(key, value, write.local_ttl, version);
+            }
+            _ => {
+                inner.local.delete_if_newer(key, version);
+            }
+        }
+    }
+}
+
+fn check_ttls(local: Option<Duration>, remote: Option<Duration>) -> Result<()> {
+    if let (Some(local), Some(remote)) = (local, remote) {
+        if remote < local {
+            return Err(Error::Rejected(format!(
+                "remote TTL {remote:?} is shorter than local TTL {local:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl<T> Cache<T> for DistributedCache<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// Replicates `value` to every node's local cache (Redis untouched); local at once.
+    fn set(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
+        self.write(
+            key,
+            Write {
+                op: Op::Set,
+                value: Some(value),
+                local_ttl: ttl,
+                remote_ttl: None,
+                write_redis: false,
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// Reads this node's local cache only; see [`get_with_sync`](Self::get_with_sync).
+    fn get(&self, key: &str) -> Result<Option<T>> {
+        self.inner.local.get(key)
+    }
+
+    /// Reads this node's local cache without changing recency.
+    fn peek(&self, key: &str) -> Result<Option<T>> {
+        self.inner.local.peek(key)
+    }
+
+    /// Removes `key` from every node's local cache (Redis untouched); local at once.
+    fn delete(&self, key: &str) -> Result<()> {
+        self.write(
+            key,
+            Write {
+                op: Op::Delete,
+                value: None,
+                local_ttl: None,
+                remote_ttl: None,
+                write_redis: false,
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// True when this node's local cache holds `key`.
+    fn exists(&self, key: &str) -> Result<bool> {
+        self.inner.local.exists(key)
+    }
+
+    /// Entries in this node's local cache.
+    fn len(&self) -> Result<usize> {
+        self.inner.local.len()
+    }
+
+    /// Clears this node's local cache only (other nodes and Redis are untouched).
+    fn clear(&self) -> Result<()> {
+        self.inner.fills.reset();
+        self.inner.local.clear()
+    }
+}
