@@ -1,0 +1,135 @@
+//! A runnable core node caching `String` values, driven by stdin (one command a line, one reply
+//! line each). Used by `scripts/demo.sh` and the integration tests.
+//!
+//! ```text
+//! cargo run --example core_node -- --brokers 127.0.0.1:9092 --redis redis://127.0.0.1:6379/
+//! ```
+//! Commands: `set K V [TTL_MS]`, `set-sync K V [TTL_MS]`, `get K`, `get-sync K`, `del K`,
+//! `del-sync K`, `set-sync-wait K V`, `metrics`, `quit`.
+//! Replies: `OK`, `OK applied` / `OK superseded` (for set-sync-wait), `VALUE <v>`, `NIL`,
+//! `ERR <message>`; `metrics` prints one line of `name=value` pairs. Prints `READY` once its
+//! listener is subscribed.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use clap::Parser;
+use distcache::{Cache, DistributedCache, WriteOutcome};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    brokers: String,
+    /// Redis URL.
+    #[arg(long)]
+    redis: String,
+    /// Cache namespace.
+    #[arg(long, default_value = "demo")]
+    namespace: String,
+    /// Redis key prefix (must match the state node's).
+    #[arg(long, default_value = distcache::DEFAULT_KEY_PREFIX)]
+    prefix: String,
+    /// Node id stamped into versions (default: random).
+    #[arg(long)]
+    node_id: Option<u64>,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let args = Args::parse();
+    let mut builder = DistributedCache::<String>::builder()
+        .kafka_brokers(&args.brokers)
+        .redis_url(&args.redis)
+        .namespace(&args.namespace)
+        .key_prefix(&args.prefix);
+    if let Some(id) = args.node_id {
+        builder = builder.node_id(id);
+    }
+    let cache = match builder.build() {
+        Ok(cache) => cache,
+        Err(e) => {
+            eprintln!("core node failed to start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let _ = writeln!(out, "READY");
+    let _ = out.flush();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"quit") {
+            let _ = writeln!(out, "OK");
+            break;
+        }
+        let reply = run(&cache, &words);
+        let _ = writeln!(out, "{reply}");
+        let _ = out.flush();
+    }
+}
+
+fn ttl(word: Option<&&str>) -> Result<Option<Duration>, String> {
+    word.map(|w| {
+        w.parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("bad TTL_MS {w:?}"))
+    })
+    .transpose()
+}
+
+fn value_reply(v: distcache::Result<Option<String>>) -> String {
+    match v {
+        Ok(Some(v)) => format!("VALUE {v}"),
+        Ok(None) => "NIL".into(),
+        Err(e) => format!("ERR {e}"),
+    }
+}
+
+fn ok_reply<T>(r: distcache::Result<T>) -> String {
+    match r {
+        Ok(_) => "OK".into(),
+        Err(e) => format!("ERR {e}"),
+    }
+}
+
+fn run(cache: &DistributedCache<String>, words: &[&str]) -> String {
+    let parsed = match words {
+        ["set", k, v, rest @ ..] if rest.len() <= 1 => {
+            ttl(rest.first()).map(|t| ok_reply(cache.set(k, v.to_string(), t)))
+        }
+        ["set-sync", k, v, rest @ ..] if rest.len() <= 1 => ttl(rest.first())
+            .map(|t| ok_reply(cache.set_with_sync(k, v.to_string(), t, t))),
+        ["set-sync-wait", k, v] => Ok(
+            match cache.set_with_sync_and_wait(k, v.to_string(), None, None) {
+                Ok(WriteOutcome::Applied) => "OK applied".into(),
+                Ok(WriteOutcome::Superseded) => "OK superseded".into(),
+                Err(e) => format!("ERR {e}"),
+            },
+        ),
+        ["get", k] => Ok(value_reply(cache.get(k))),
+        ["get-sync", k] => Ok(value_reply(cache.get_with_sync(k, None))),
+        ["del", k] => Ok(ok_reply(cache.delete(k))),
+        ["del-sync", k] => Ok(ok_reply(cache.delete_with_sync(k))),
+        ["metrics"] => Ok(metrics_line(cache)),
+        [] => Err("empty command".into()),
+        _ => Err(format!("unknown command {:?}", words.join(" "))),
+    };
+    parsed.unwrap_or_else(|e| format!("ERR {e}"))
+}
+
+fn metrics_line(cache: &DistributedCache<String>) -> String {
+    let m = cache.metrics();
+    let l = m.local;
+    format!(
+        "hits={} misses={} entries={} inserts={} updates={} evictions={} expirations={} invalidations={} \
+         writes={} write_failures={} events={} events_applied={} events_ignored={} malformed={} \
+         undecodable={} resets={} redis_reads={} propagation_p50_us={} propagation_p99_us={}",
+        l.hits, l.misses, l.entries, l.inserts, l.updates, l.evictions, l.expirations, l.invalidations,
+        m.writes, m.write_failures, m.events, m.events_applied, m.events_ignored, m.malformed,
+        m.undecodable, m.resets, m.redis_reads, m.propagation_us.p50, m.propagation_us.p99
+    )
+}

@@ -1,0 +1,111 @@
+//! `distcache-state-node`: the production state node. Consumes the set-del topic, applies events
+//! to Redis, publishes done events. Every flag can also be set through its `DISTCACHE_*`
+//! environment variable. SIGINT/SIGTERM drain the current batch, commit and exit 0.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX};
+
+#[derive(Parser, Debug)]
+#[command(name = "distcache-state-node", version, about = "The distcache state node")]
+struct Args {
+    /// Kafka bootstrap servers, host:port[,host:port…].
+    #[arg(long, env = "DISTCACHE_BROKERS")]
+    brokers: String,
+    /// Redis URL, redis://[user[:password]@]host:port[/db].
+    #[arg(long, env = "DISTCACHE_REDIS")]
+    redis: String,
+    /// Consumer group; state nodes in one group split the partitions.
+    #[arg(long, env = "DISTCACHE_GROUP", default_value = GROUP_SET_DEL)]
+    group: String,
+    /// Partitions of each topic when this node creates it.
+    #[arg(long, env = "DISTCACHE_PARTITIONS", default_value_t = 8)]
+    partitions: i32,
+    /// Most events per batch.
+    #[arg(long, env = "DISTCACHE_BATCH_SIZE", default_value_t = 1024)]
+    batch_size: usize,
+    /// Longest wait for a batch to fill, in milliseconds.
+    #[arg(long, env = "DISTCACHE_BATCH_WAIT_MS", default_value_t = 2)]
+    batch_wait_ms: u64,
+    /// Redis worker threads (one connection each).
+    #[arg(long, env = "DISTCACHE_THREADS", default_value_t = 4)]
+    threads: usize,
+    /// Redis key prefix; must match the core nodes'.
+    #[arg(long, env = "DISTCACHE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
+    key_prefix: String,
+    /// How long a delete's tombstone lives in Redis, in seconds.
+    #[arg(long, env = "DISTCACHE_TOMBSTONE_TTL_S", default_value_t = 600)]
+    tombstone_ttl_s: u64,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, env = "DISTCACHE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Print metrics to stderr every N seconds (0: only at exit).
+    #[arg(long, env = "DISTCACHE_METRICS_INTERVAL_S", default_value_t = 0)]
+    metrics_interval_s: u64,
+    /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-config", value_parser = key_value)]
+    kafka_config: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::new()
+        .parse_filters(&args.log_level)
+        .target(env_logger::Target::Stderr)
+        .init();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            log::error!("cannot install signal handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let mut builder = StateNode::builder()
+        .kafka_brokers(&args.brokers)
+        .redis_url(&args.redis)
+        .group(&args.group)
+        .partitions(args.partitions)
+        .max_batch(args.batch_size)
+        .max_wait(Duration::from_millis(args.batch_wait_ms))
+        .redis_workers(args.threads)
+        .key_prefix(&args.key_prefix)
+        .tombstone_ttl(Duration::from_secs(args.tombstone_ttl_s));
+    for (k, v) in &args.kafka_config {
+        builder = builder.kafka_config(k, v);
+    }
+    let node = match builder.start() {
+        Ok(node) => node,
+        Err(e) => {
+            log::error!("state node failed to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!("state node running; SIGINT or SIGTERM to stop");
+
+    let mut last_report = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+        if args.metrics_interval_s > 0
+            && last_report.elapsed() >= Duration::from_secs(args.metrics_interval_s)
+        {
+            log::info!("metrics: {:?}", node.metrics());
+            last_report = Instant::now();
+        }
+    }
+    log::info!("signal received: draining and committing");
+    node.shutdown();
+    log::info!("stopped; final metrics: {:?}", node.metrics());
+    ExitCode::SUCCESS
+}
