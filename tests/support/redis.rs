@@ -1,0 +1,128 @@
+//! A throwaway `redis-server` for one test: loopback only, nothing persisted (`--save '' --appendonly no`), so
+//! a `restart` comes back empty — the "Redis lost everything" case the design must survive.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::server::ServerProcess;
+
+const IO_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub struct RedisServer {
+    server: ServerProcess,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` from PATH on a free loopback port and waits until it answers. Panics if the
+    /// program is missing or does not come up (with its log).
+    pub fn start() -> RedisServer {
+        let server = ServerProcess::start(
+            "redis-server",
+            "redis-server not found: run scripts/services.sh install".to_string(),
+            Box::new(|port: u16, dir: &Path| {
+                let mut cmd = Command::new("redis-server");
+                cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .arg("--dir")
+                    .arg(dir);
+                cmd
+            }),
+            Box::new(|port, pid| redis_server_pid(port) == Some(pid)),
+        );
+        RedisServer { server }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// `redis://127.0.0.1:PORT/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.server.pid()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.server.is_running()
+    }
+
+    /// SIGKILL: connections drop, data is gone.
+    pub fn kill(&self) {
+        self.server.kill()
+    }
+
+    /// SIGSTOP: the server keeps its port but answers nothing (a hung server) until `resume`.
+    pub fn pause(&self) -> bool {
+        self.server.signal("STOP")
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) -> bool {
+        self.server.signal("CONT")
+    }
+
+    /// Kills it if running, starts it again on the same port (empty) and waits until it answers.
+    pub fn restart(&self) {
+        self.server.restart()
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.server.log_tail(n)
+    }
+
+    /// Its working directory (a temporary directory removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.server.dir()
+    }
+}
+
+/// Sends a raw `PING` to 127.0.0.1:`port`; true when the answer is `+PONG`.
+pub fn redis_ping(port: u16) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        let mut stream = connect(port)?;
+        stream.write_all(b"PING\r\n")?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim_end() == "+PONG")
+    };
+    attempt().unwrap_or(false)
+}
+
+/// The `process_id` that the Redis on `port` reports in `INFO server`: proves the answer comes from our
+/// process, not from someone else's listener on a port that was taken meanwhile.
+fn redis_server_pid(port: u16) -> Option<u32> {
+    let attempt = || -> std::io::Result<Option<u32>> {
+        let mut stream = connect(port)?;
+        stream.write_all(b"INFO server\r\n")?;
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        // A bulk string `$<len>\r\n<body>\r\n`; `-LOADING …` and other errors mean "not yet".
+        let Some(len) = header.trim_end().strip_prefix('$') else {
+            return Ok(None);
+        };
+        let len: usize = len.parse().unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        let pid = String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:")?.trim().parse().ok());
+        Ok(pid)
+    };
+    attempt().ok().flatten()
+}
+
+fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
