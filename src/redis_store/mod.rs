@@ -150,15 +150,17 @@ impl RedisStore {
     }
 
     /// Walks every key under the prefix with `SCAN` (never `KEYS`), handing each batch to `f`.
+    /// Keys are raw bytes: a foreign key under the prefix need not be UTF-8, and must not make
+    /// `len`/`clear` fail.
     fn scan(
         &self,
-        mut f: impl FnMut(&mut redis::Connection, &[String]) -> redis::RedisResult<()>,
+        mut f: impl FnMut(&mut redis::Connection, &[Vec<u8>]) -> redis::RedisResult<()>,
     ) -> Result<()> {
         let pattern = format!("{}*", layout::glob_escape(&self.prefix));
         let mut cursor: u64 = 0;
         loop {
             let batch = self.run(|c| {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
