@@ -101,8 +101,9 @@ fn run(cache: &DistributedCache<String>, words: &[&str]) -> String {
         ["set", k, v, rest @ ..] if rest.len() <= 1 => {
             ttl(rest.first()).map(|t| ok_reply(cache.set(k, v.to_string(), t)))
         }
-        ["set-sync", k, v, rest @ ..] if rest.len() <= 1 => ttl(rest.first())
-            .map(|t| ok_reply(cache.set_with_sync(k, v.to_string(), t, t))),
+        ["set-sync", k, v, rest @ ..] if rest.len() <= 1 => {
+            ttl(rest.first()).map(|t| ok_reply(cache.set_with_sync(k, v.to_string(), t, t)))
+        }
         ["set-sync-wait", k, v] => Ok(
             match cache.set_with_sync_and_wait(k, v.to_string(), None, None) {
                 Ok(WriteOutcome::Applied) => "OK applied".into(),

@@ -7,7 +7,9 @@ fn main() -> distcache::Result<()> {
     env_logger::init();
     let mut args = std::env::args().skip(1);
     let brokers = args.next().unwrap_or_else(|| "127.0.0.1:9092".into());
-    let redis = args.next().unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
+    let redis = args
+        .next()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
     let node = distcache::StateNode::builder()
         .kafka_brokers(brokers)
         .redis_url(redis)

@@ -11,7 +11,11 @@ use clap::Parser;
 use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX};
 
 #[derive(Parser, Debug)]
-#[command(name = "distcache-state-node", version, about = "The distcache state node")]
+#[command(
+    name = "distcache-state-node",
+    version,
+    about = "The distcache state node"
+)]
 struct Args {
     /// Kafka bootstrap servers, host:port[,host:port…].
     #[arg(long, env = "DISTCACHE_BROKERS")]

@@ -97,7 +97,15 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                 },
             },
             Op::Delete => self.local.delete_if_newer(&event.key, event.version),
-            Op::Stale => false,
+            // The write lost: Redis holds its version or a newer one. A local entry no newer
+            // than it — typically the origin's own losing write, whose winner this node may never
+            // have seen (it started listening later) — must not be served: drop it, and the next
+            // get_with_sync reads Redis. (Check and drop are two steps: a newer write of this
+            // node landing in between is dropped too, which costs a miss until its done event.)
+            Op::Stale => match self.local.version_of(&event.key) {
+                Some(local) if local <= event.version => self.local.invalidate(&event.key),
+                _ => false,
+            },
         };
         if changed {
             c.events_applied.fetch_add(1, Ordering::Relaxed);

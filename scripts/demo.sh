@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The distcache demo, from a fresh machine: installs and starts redis-server and a Kafka-protocol broker
+# (tansu) on free loopback ports, builds the state node and the example core node, starts one state node and
+# two core nodes (A and B), and narrates:
+#   1. a write on A visible on B, with the measured propagation time;
+#   2. a delete on B invalidating A;
+#   3. a stale write (an old version injected by hand onto the topic) losing to a newer one;
+#   4. the metrics of every part.
+# Everything it started is stopped on exit, Ctrl-C included.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/distcache-demo.XXXXXX")
+PIDS=()
+cleanup() {
+	set +e
+	exec 5>&- 6>&- 2>/dev/null
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null
+	done
+	scripts/services.sh stop all "$WORK/services" >/dev/null 2>&1
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "Installing what is missing (redis-server, tansu, kafka-python)"
+scripts/services.sh install
+tools=${DISTCACHE_TOOLS:-$HOME/.cache/distcache}
+[[ -d $tools/python ]] && export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
+
+say "Building the state node and the example core node (release; the first build compiles librdkafka)"
+cargo build --release --quiet --bin distcache-state-node --example core_node
+BIN=$REPO/target/release
+
+say "Starting redis-server and the broker on free loopback ports"
+REDIS=$(scripts/services.sh start redis "$WORK/services/redis")
+BROKERS=$(scripts/services.sh start kafka "$WORK/services/kafka")
+note "redis:  $REDIS"
+note "broker: $BROKERS"
+
+say "Starting the state node"
+"$BIN/distcache-state-node" --brokers "$BROKERS" --redis "$REDIS" --log-level info \
+	>"$WORK/state-node.log" 2>&1 &
+PIDS+=($!)
+STATE_NODE=$!
+
+# A core node reads commands from a fifo and writes one reply line per command to a file.
+start_core() {
+	local name=$1 id=$2
+	mkfifo "$WORK/$name.in"
+	"$BIN/examples/core_node" --brokers "$BROKERS" --redis "$REDIS" --namespace demo --node-id "$id" \
+		<"$WORK/$name.in" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+	PIDS+=($!)
+}
+start_core A 1
+exec 5>"$WORK/A.in"
+start_core B 2
+exec 6>"$WORK/B.in"
+declare -A FD=([A]=5 [B]=6) SEEN=([A]=0 [B]=0)
+
+# ask NODE COMMAND: sends one command and puts the node's reply line in $REPLY. (Not run in a $(…)
+# subshell: it advances the count of replies read.)
+ask() {
+	local node=$1 cmd=$2 want=$((SEEN[$1] + 1)) lines
+	printf '%s\n' "$cmd" >&"${FD[$node]}"
+	for _ in $(seq 3000); do
+		lines=$(wc -l <"$WORK/$node.out")
+		if ((lines >= want)); then
+			SEEN[$node]=$want
+			REPLY=$(sed -n "${want}p" "$WORK/$node.out")
+			return 0
+		fi
+		sleep 0.005
+	done
+	echo "node $node did not answer '$cmd'; its log:" >&2
+	tail -n 20 "$WORK/$node.err" >&2
+	exit 1
+}
+
+wait_ready() {
+	local node=$1
+	for _ in $(seq 600); do
+		if [[ $(head -n 1 "$WORK/$node.out" 2>/dev/null) == READY ]]; then
+			SEEN[$node]=1
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "core node $node did not start:" >&2
+	tail -n 20 "$WORK/$node.err" >&2
+	exit 1
+}
+wait_ready A
+wait_ready B
+note "core nodes A (node id 1) and B (node id 2) are listening on the done topic"
+
+for _ in $(seq 300); do grep -q "assigned" "$WORK/state-node.log" && break; sleep 0.05; done
+note "state node joined its consumer group: $(grep -m1 -o 'assigned [0-9]* partitions' "$WORK/state-node.log")"
+
+now_us() { echo $(($(date +%s%N) / 1000)); }
+
+# poll NODE KEY EXPECTED: asks NODE for KEY (local tier only) until the reply is EXPECTED.
+poll() {
+	local node=$1 key=$2 expected=$3
+	for _ in $(seq 2000); do
+		ask "$node" "get $key"
+		[[ $REPLY == "$expected" ]] && return 0
+	done
+	echo "node $node never saw '$expected' for $key (last: $REPLY)" >&2
+	exit 1
+}
+
+say "1. A write on A becomes visible on B"
+t0=$(now_us)
+ask A 'set-sync greeting hello'
+note "A> set-sync greeting hello      -> $REPLY   (acknowledged by the broker)"
+ask A 'get greeting'
+note "A> get greeting                 -> $REPLY   (read-your-writes, local tier)"
+poll B greeting "VALUE hello"
+t1=$(now_us)
+note "B> get greeting                 -> VALUE hello   (B's local tier, filled by the done event)"
+note "propagation A -> broker -> state node -> Redis -> broker -> B: $(((t1 - t0) / 1000)) ms (includes this script's polling)"
+note "Redis holds: $(redis-cli -u "$REDIS" --no-auth-warning hgetall distcache:demo:greeting 2>/dev/null | paste -sd' ' || echo '(redis-cli not found)')"
+
+say "2. A delete on B invalidates A"
+t0=$(now_us)
+ask B 'del-sync greeting'
+note "B> del-sync greeting            -> $REPLY"
+poll A greeting "NIL"
+t1=$(now_us)
+note "A> get greeting                 -> NIL   after $(((t1 - t0) / 1000)) ms"
+ask A 'get-sync greeting'
+note "A> get-sync greeting            -> $REPLY   (Redis holds a tombstone, not the value)"
+
+say "3. A stale write loses to a newer one"
+ask A 'set-sync-wait color blue'
+note "A> set-sync-wait color blue     -> $REPLY   (returns once the state node applied it)"
+note "injecting a set of color=red with a version from 1970 straight onto the topic, with kafka-python:"
+python3 - "$BROKERS" <<'PY'
+import json, struct, sys, time
+from kafka import KafkaProducer
+ns, key, value = b"demo", b"color", json.dumps("red").encode()
+# The envelope documented in the README: magic, format 1, op 1 (set), flags (value + write-redis),
+# version (hlc, node), origin, produced_at_us, remote ttl, local ttl, then namespace, key and value.
+env = b"DC" + struct.pack(">BBBQQQQQQ", 1, 1, 0b1100, 1 << 16, 99, 99, int(time.time() * 1e6), 0, 0)
+env += struct.pack(">H", len(ns)) + ns + struct.pack(">I", len(key)) + key + struct.pack(">I", len(value)) + value
+p = KafkaProducer(bootstrap_servers=sys.argv[1], api_version=(2, 5))
+p.send("core-distributed-cache-set-del", key=ns + b"\x1f" + key, value=env).get(timeout=10)
+p.flush()
+PY
+sleep 1
+ask A 'get color'
+note "A> get color                    -> $REPLY"
+ask B 'get-sync color'
+note "B> get-sync color               -> $REPLY   (the old version was dropped by the state node)"
+
+say "4. Metrics"
+ask A 'metrics'
+note "A: $REPLY"
+ask B 'metrics'
+note "B: $REPLY"
+kill -TERM "$STATE_NODE"
+for _ in $(seq 100); do kill -0 "$STATE_NODE" 2>/dev/null || break; sleep 0.1; done
+note "state node (stopped with SIGTERM: drained, committed, exited):"
+note "$(grep -o 'final metrics: .*' "$WORK/state-node.log" | cut -c1-400)"
+say "Done; stopping everything"
