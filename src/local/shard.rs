@@ -1,0 +1,307 @@
+//! One shard of a [`LocalCache`](super::LocalCache): an LRU map, its budget and its counters,
+//! all behind one lock. Holds the cache's rules (TTL, versions, tombstones, budget, which counter
+//! an operation bumps); the map itself is in `lru_map.rs`.
+//!
+//! Every method here runs with the shard's lock held, which is why plain integers make exact
+//! counters. Each method does one map operation plus bounded housekeeping (at most
+//! [`RECLAIM_PER_WRITE`] expired entries from the LRU end, then evictions until the shard is back
+//! within its budget) and never scans the map.
+//!
+//! Invariants, true whenever the lock is released:
+//! - `used` is the sum of the weights of all entries in the map, tombstones included;
+//! - `live` is the number of entries that hold a value (tombstones excluded, expired values
+//!   not yet reclaimed included);
+//! - `used <= budget`.
+
+use std::mem;
+use std::time::Instant;
+
+use super::lru_map::{LruMap, Slot};
+use crate::Version;
+
+/// How many expired entries one write reclaims from the LRU end, at most.
+const RECLAIM_PER_WRITE: usize = 4;
+
+/// What the map stores under a key: a value, or a tombstone that only remembers a version.
+pub(super) struct Entry<T> {
+    /// `None` marks a tombstone: the key was deleted at `version`.
+    value: Option<T>,
+    /// When the entry stops being visible; `None` means never.
+    expires_at: Option<Instant>,
+    /// The version of the write that produced this entry; `None` for unversioned writes.
+    version: Option<Version>,
+    /// Units of the shard's budget this entry holds (1 unless a weigher says otherwise).
+    weight: u64,
+}
+
+impl<T> Entry<T> {
+    /// An entry holding `value`.
+    pub(super) fn value(
+        value: T,
+        expires_at: Option<Instant>,
+        version: Option<Version>,
+        weight: u64,
+    ) -> Self {
+        Entry {
+            value: Some(value),
+            expires_at,
+            version,
+            weight,
+        }
+    }
+
+    /// A tombstone: no value, only the version of the delete. It weighs one unit.
+    pub(super) fn tombstone(version: Version, expires_at: Option<Instant>) -> Self {
+        Entry {
+            value: None,
+            expires_at,
+            version: Some(version),
+            weight: 1,
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.value.is_some()
+    }
+}
+
+/// A clock read at most once per operation, and only when an entry with a deadline is looked
+/// at: entries without a TTL never pay for `Instant::now()`.
+#[derive(Default)]
+pub(super) struct Now(Option<Instant>);
+
+impl Now {
+    pub(super) fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+
+    fn passed(&mut self, deadline: Option<Instant>) -> bool {
+        match deadline {
+            None => false,
+            Some(at) => at <= self.get(),
+        }
+    }
+}
+
+/// Exact per-shard counters; summed into [`LocalMetrics`](super::LocalMetrics).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Counters {
+    pub(super) hits: u64,
+    pub(super) misses: u64,
+    pub(super) inserts: u64,
+    pub(super) updates: u64,
+    pub(super) evictions: u64,
+    pub(super) expirations: u64,
+    pub(super) invalidations: u64,
+    pub(super) stale_rejections: u64,
+}
+
+/// Why an entry leaves the map; decides which counter a live, unexpired value bumps.
+/// (An expired value always counts as an expiration; a tombstone counts as nothing.)
+#[derive(Clone, Copy)]
+pub(super) enum Removal {
+    /// Pushed out to stay within budget.
+    Evicted,
+    /// Explicitly invalidated.
+    Invalidated,
+    /// Deleted or cleared: not counted.
+    Deleted,
+}
+
+/// One LRU map with its budget and counters.
+pub(super) struct Shard<T> {
+    map: LruMap<Entry<T>>,
+    budget: u64,
+    used: u64,
+    live: usize,
+    pub(super) counters: Counters,
+}
+
+impl<T> Shard<T> {
+    /// An empty shard that holds at most `budget` units.
+    pub(super) fn new(budget: u64) -> Self {
+        Shard {
+            map: LruMap::new(),
+            budget,
+            used: 0,
+            live: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The number of entries holding a value (expired ones not yet reclaimed included).
+    pub(super) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The value under `key`, counted as a hit or a miss. `touch` marks it most recently used.
+    pub(super) fn read(&mut self, hash: u64, key: &str, touch: bool, now: &mut Now) -> Option<T>
+    where
+        T: Clone,
+    {
+        let Some(slot) = self.map.find(hash, key) else {
+            self.counters.misses += 1;
+            return None;
+        };
+        let entry = self.map.get(slot);
+        if now.passed(entry.expires_at) {
+            self.remove_slot(slot, Removal::Deleted, now);
+            self.counters.misses += 1;
+            return None;
+        }
+        let value = entry.value.clone();
+        if touch {
+            self.map.touch(slot);
+        }
+        if value.is_some() {
+            self.counters.hits += 1;
+        } else {
+            self.counters.misses += 1;
+        }
+        value
+    }
+
+    /// Applies `f` to the unexpired entry (value or tombstone) under `key` without touching its
+    /// recency or the hit/miss counters. An expired entry is removed and yields `None`.
+    pub(super) fn inspect<R>(
+        &mut self,
+        hash: u64,
+        key: &str,
+        now: &mut Now,
+        f: impl FnOnce(Option<&T>, Option<Version>) -> R,
+    ) -> Option<R> {
+        let slot = self.map.find(hash, key)?;
+        let entry = self.map.get(slot);
+        if now.passed(entry.expires_at) {
+            self.remove_slot(slot, Removal::Deleted, now);
+            return None;
+        }
+        Some(f(entry.value.as_ref(), entry.version))
+    }
+
+    /// Stores `entry` under `key` as the most recently used entry.
+    ///
+    /// With `newer_than: Some(v)` the write applies only if the key has no unexpired entry, or
+    /// that entry has no version, or its version is older than `v`; a refused write is counted
+    /// as a stale rejection and changes nothing. Returns whether the write applied.
+    ///
+    /// `entry.weight` must not exceed the budget (the caller drops heavier values).
+    pub(super) fn write(
+        &mut self,
+        hash: u64,
+        key: &str,
+        entry: Entry<T>,
+        newer_than: Option<Version>,
+        now: &mut Now,
+    ) -> bool {
+        debug_assert!(entry.weight <= self.budget);
+        self.reclaim_expired(now);
+        let (weight, is_live) = (entry.weight, entry.is_live());
+        let replaced_live = match self.map.find(hash, key) {
+            Some(slot) => {
+                let old = self.map.get(slot);
+                let expired = now.passed(old.expires_at);
+                if let Some(version) = newer_than {
+                    if !expired && old.version.is_some_and(|old| old >= version) {
+                        self.counters.stale_rejections += 1;
+                        return false;
+                    }
+                }
+                self.map.touch(slot);
+                let old = mem::replace(self.map.get_mut(slot), entry);
+                self.used -= old.weight;
+                if old.is_live() {
+                    self.live -= 1;
+                    if expired {
+                        self.counters.expirations += 1;
+                    }
+                }
+                old.is_live() && !expired
+            }
+            None => {
+                self.map.insert(hash, key, entry);
+                false
+            }
+        };
+        self.used += weight;
+        if is_live {
+            self.live += 1;
+            if replaced_live {
+                self.counters.updates += 1;
+            } else {
+                self.counters.inserts += 1;
+            }
+        }
+        self.evict_to_budget(now);
+        true
+    }
+
+    /// Removes the entry under `key`, value or tombstone. Returns true when it held a live,
+    /// unexpired value.
+    pub(super) fn remove(&mut self, hash: u64, key: &str, why: Removal, now: &mut Now) -> bool {
+        match self.map.find(hash, key) {
+            Some(slot) => self.remove_slot(slot, why, now),
+            None => false,
+        }
+    }
+
+    fn remove_slot(&mut self, slot: Slot, why: Removal, now: &mut Now) -> bool {
+        let entry = self.map.remove(slot);
+        self.account_removal(&entry, why, now)
+    }
+
+    /// Removes everything. Returns how many entries held a value (expired ones included).
+    pub(super) fn clear(&mut self) -> usize {
+        let live = self.live;
+        self.map.clear();
+        self.used = 0;
+        self.live = 0;
+        live
+    }
+
+    /// Updates `used`, `live` and the counters for an entry that has left the map. Returns
+    /// true when it held a live, unexpired value.
+    fn account_removal(&mut self, entry: &Entry<T>, why: Removal, now: &mut Now) -> bool {
+        self.used -= entry.weight;
+        if !entry.is_live() {
+            return false;
+        }
+        self.live -= 1;
+        if now.passed(entry.expires_at) {
+            self.counters.expirations += 1;
+            return false;
+        }
+        match why {
+            Removal::Evicted => self.counters.evictions += 1,
+            Removal::Invalidated => self.counters.invalidations += 1,
+            Removal::Deleted => {}
+        }
+        true
+    }
+
+    /// Drops up to [`RECLAIM_PER_WRITE`] expired entries from the LRU end, where entries that
+    /// nobody reads collect. Bounded work, so a write never turns into a scan.
+    fn reclaim_expired(&mut self, now: &mut Now) {
+        for _ in 0..RECLAIM_PER_WRITE {
+            match self.map.lru() {
+                Some(slot) if now.passed(self.map.get(slot).expires_at) => {
+                    self.remove_slot(slot, Removal::Deleted, now);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Evicts from the LRU end until the shard is within budget. The entry just written is the
+    /// most recently used and weighs at most the budget, so it always survives.
+    fn evict_to_budget(&mut self, now: &mut Now) {
+        while self.used > self.budget {
+            match self.map.lru() {
+                Some(slot) => {
+                    self.remove_slot(slot, Removal::Evicted, now);
+                }
+                None => break,
+            }
+        }
+    }
+}
