@@ -31,7 +31,19 @@ impl Codec {
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(Error::codec),
-            Codec::Binary => postcard::from_bytes(bytes).map_err(Error::codec),
+            Codec::Binary => {
+                // postcard stops once the value is complete; leftover bytes mean the input was
+                // not one value of this type.
+                let (value, rest) = postcard::take_from_bytes(bytes).map_err(Error::codec)?;
+                if rest.is_empty() {
+                    Ok(value)
+                } else {
+                    Err(Error::codec(format!(
+                        "{} trailing bytes after the value",
+                        rest.len()
+                    )))
+                }
+            }
         }
     }
 }
@@ -88,6 +100,8 @@ mod tests {
     fn garbage_is_a_codec_error() {
         for codec in [Codec::Json, Codec::Binary] {
             let err = codec.decode::<User>(b"\xff\x00garbage").unwrap_err();
+            assert!(matches!(err, Error::Codec(_)), "{codec:?}: {err}");
+            let err = codec.decode::<u64>(b"\xff\xfe garbage").unwrap_err();
             assert!(matches!(err, Error::Codec(_)), "{codec:?}: {err}");
         }
     }

@@ -27,11 +27,11 @@ pub enum Error {
         source: BoxError,
     },
     /// An operation did not complete within its deadline. It may still complete later.
-    #[error("timed out after {after:?}: {what}")]
+    #[error("timed out{}: {what}", describe_wait(after))]
     Timeout {
         /// What was being waited for.
         what: String,
-        /// How long we waited.
+        /// How long we waited (zero when the client library did not say).
         after: std::time::Duration,
     },
     /// A value or an event could not be encoded or decoded.
@@ -53,7 +53,12 @@ impl Error {
     /// Wraps a Redis client error. Connection-level failures become [`Error::Unavailable`],
     /// timeouts [`Error::Timeout`], and errors answered by the server [`Error::Rejected`].
     pub(crate) fn from_redis(err: redis::RedisError) -> Self {
-        if err.is_timeout() {
+        let auth = err.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+        if auth {
+            // Retrying with the same credentials cannot help: a configuration problem.
+            Error::Config(format!("redis authentication failed: {err}"))
+        } else if err.is_timeout() {
             Error::Timeout {
                 what: format!("redis: {err}"),
                 after: std::time::Duration::ZERO,
@@ -88,5 +93,13 @@ impl Error {
     /// True when retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+}
+
+fn describe_wait(after: &std::time::Duration) -> String {
+    if after.is_zero() {
+        String::new()
+    } else {
+        format!(" after {after:?}")
     }
 }

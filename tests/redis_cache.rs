@@ -887,6 +887,10 @@ fn password_and_acl_user_urls_authenticate() {
         match built {
             Ok(_) => panic!("{url}: built without valid credentials"),
             Err(err) => {
+                assert!(
+                    matches!(err, Error::Config(_)),
+                    "{url}: bad credentials are a configuration error, not retryable: {err:?}"
+                );
                 let message = err.to_string();
                 assert!(
                     message.to_ascii_lowercase().contains("auth"),
