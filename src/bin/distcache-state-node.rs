@@ -17,10 +17,10 @@ use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX};
     about = "The distcache state node"
 )]
 struct Args {
-    /// Kafka bootstrap servers, host:port[,host:port…].
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092 or host1:9092,host2:9092.
     #[arg(long, env = "DISTCACHE_BROKERS")]
     brokers: String,
-    /// Redis URL, redis://[user[:password]@]host:port[/db].
+    /// Redis URL, e.g. redis://127.0.0.1:6379/ or redis://user:password@host:port/db.
     #[arg(long, env = "DISTCACHE_REDIS")]
     redis: String,
     /// Consumer group; state nodes in one group split the partitions.
