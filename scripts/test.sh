@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README and CI call it): installs what the tests need (scripts/services.sh install,
-# idempotent), then runs formatting, clippy, every test target and the doctests. Tests start their own
-# redis-server and tansu broker on free loopback ports through tests/support; whatever a killed or timed-out
+# idempotent), then runs formatting, clippy, every test target, the doctests and rustdoc (warnings are
+# errors). Tests start their own redis-server and tansu broker on free loopback ports through tests/support; whatever a killed or timed-out
 # test leaves running is killed at the end, found by the DISTCACHE_TEST_RUN marker every child inherits.
 #
 # Every step runs even when an earlier one failed; the exit status is non-zero if any failed.
@@ -89,13 +89,18 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --all-targets -- -D warnings
 # nextest runs each test in its own process with a per-test time-out (.config/nextest.toml); it skips
 # doctests, which the next step runs either way.
+# Together the tests and benches steps are `cargo test --all-targets`: benches run once each in test mode
+# (a smoke run; the measurements are scripts/bench.sh's job).
 if cargo nextest --version >/dev/null 2>&1; then
 	step tests timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" \
-		cargo nextest run --all-targets --no-tests=warn
+		cargo nextest run --lib --bins --tests --examples --no-tests=warn
 else
-	step tests timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" cargo test --all-targets
+	step tests timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" \
+		cargo test --lib --bins --tests --examples
 fi
+step benches cargo test --benches
 step doctests cargo test --doc
+step docs env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
 section "summary"
 elapsed=$((SECONDS - started))
