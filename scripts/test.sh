@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README and CI call it): installs what the tests need (scripts/services.sh install,
 # idempotent), then runs formatting, clippy, every test target, the doctests and rustdoc (warnings are
-# errors). Tests start their own redis-server and tansu broker on free loopback ports through tests/support; whatever a killed or timed-out
-# test leaves running is killed at the end, found by the DISTCACHE_TEST_RUN marker every child inherits.
+# errors). Tests start their own redis-server and tansu broker on free loopback ports through
+# tests/support; whatever a killed or timed-out test leaves running is killed at the end, found by the DISTCACHE_TEST_RUN marker every child inherits.
 #
 # Every step runs even when an earlier one failed; the exit status is non-zero if any failed.
 # Environment: DISTCACHE_TOOLS (tool cache), DISTCACHE_TEST_TIMEOUT (seconds for the test step, default 2700),
