@@ -23,6 +23,9 @@ struct Args {
     /// Redis URL, e.g. redis://127.0.0.1:6379/ or redis://user:password@host:port/db.
     #[arg(long, env = "DISTCACHE_REDIS")]
     redis: String,
+    /// Treat --redis as a comma-separated list of Redis Cluster seed nodes.
+    #[arg(long, env = "DISTCACHE_REDIS_CLUSTER")]
+    redis_cluster: bool,
     /// Consumer group; state nodes in one group split the partitions.
     #[arg(long, env = "DISTCACHE_GROUP", default_value = GROUP_SET_DEL)]
     group: String,
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
     let mut builder = StateNode::builder()
         .kafka_brokers(&args.brokers)
         .redis_url(&args.redis)
+        .redis_cluster(args.redis_cluster)
         .group(&args.group)
         .partitions(args.partitions)
         .max_batch(args.batch_size)

@@ -98,6 +98,12 @@ where
         self
     }
 
+    /// Talk to a Redis Cluster: the Redis URL is then a comma-separated list of seed nodes.
+    pub fn redis_cluster(mut self, on: bool) -> Self {
+        self.redis.cluster = on;
+        self
+    }
+
     /// Replaces all Redis settings.
     pub fn redis(mut self, config: RedisConfig) -> Self {
         self.redis = config;

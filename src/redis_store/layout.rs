@@ -49,6 +49,18 @@ end
 return 1
 "#;
 
+/// Unversioned set: value in, version out, TTL applied (ARGV[2] = TTL in ms, "0" for none).
+pub(crate) const SET_SCRIPT: &str = r#"
+redis.call('HSET', KEYS[1], 'v', ARGV[1])
+redis.call('HDEL', KEYS[1], 'ver')
+if ARGV[2] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return 1
+"#;
+
 /// A versioned write for [`APPLY_SCRIPT`].
 #[derive(Clone, Debug)]
 pub(crate) struct VersionedWrite<'a> {
@@ -66,12 +78,24 @@ pub(crate) struct VersionedWrite<'a> {
 }
 
 impl VersionedWrite<'_> {
-    /// Adds this write as one `EVALSHA` of the apply script to `pipe`.
-    pub(crate) fn add_to(&self, pipe: &mut redis::Pipeline, sha: &str) {
+    /// This write as one call of the apply script: `EVALSHA sha` when the script is loaded on the
+    /// connection's server, or `EVAL` with the script's text (a cluster routes each command to
+    /// another server, where the script may not be loaded).
+    pub(crate) fn command(&self, sha: Option<&str>) -> redis::Cmd {
         let op = if self.value.is_some() { "s" } else { "d" };
-        pipe.cmd("EVALSHA")
-            .arg(sha)
-            .arg(1)
+        let mut cmd = match sha {
+            Some(sha) => {
+                let mut c = redis::cmd("EVALSHA");
+                c.arg(sha);
+                c
+            }
+            None => {
+                let mut c = redis::cmd("EVAL");
+                c.arg(APPLY_SCRIPT);
+                c
+            }
+        };
+        cmd.arg(1)
             .arg(self.key)
             .arg(self.version.to_hex())
             .arg(op)
@@ -79,6 +103,7 @@ impl VersionedWrite<'_> {
             .arg(self.value.unwrap_or(b""))
             .arg(self.ttl_ms)
             .arg(self.tombstone_ms.max(1));
+        cmd
     }
 }
 

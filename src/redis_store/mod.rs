@@ -3,6 +3,7 @@
 
 mod layout;
 mod pool;
+mod scan;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Cache, Codec, Error, Result, Version};
 pub(crate) use layout::{VersionedWrite, APPLY_SCRIPT};
-pub(crate) use pool::Connector;
 pub use pool::RedisConfig;
+pub(crate) use pool::{Conn, Connector};
 
 /// How many keys one `SCAN` step asks for in `len`/`clear`.
 const SCAN_COUNT: usize = 1000;
@@ -58,10 +59,7 @@ impl RedisStore {
     /// Runs `f` on a pooled connection. A pooled connection can die while idle (the server
     /// restarted), so a dropped connection is retried once on a fresh one; every command we send
     /// is idempotent.
-    fn run<R>(
-        &self,
-        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<R>,
-    ) -> Result<R> {
+    fn run<R>(&self, mut f: impl FnMut(&mut Conn) -> redis::RedisResult<R>) -> Result<R> {
         let mut attempt = 0;
         loop {
             let mut conn = self.pool.get()?;
@@ -113,25 +111,20 @@ impl RedisStore {
         Ok(Some(Stored { value, version }))
     }
 
-    /// Unversioned write: replaces value and version atomically.
+    /// Unversioned write: replaces value and version atomically (one script, one key, so it also
+    /// works on a cluster, where MULTI across a pipeline does not).
     pub(crate) fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let k = self.full_key(key);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HSET")
-            .arg(&k)
-            .arg(layout::FIELD_VALUE)
-            .arg(value)
-            .ignore()
-            .cmd("HDEL")
-            .arg(&k)
-            .arg(layout::FIELD_VERSION)
-            .ignore();
-        match ttl {
-            Some(ttl) => pipe.cmd("PEXPIRE").arg(&k).arg(ttl_millis(ttl)).ignore(),
-            None => pipe.cmd("PERSIST").arg(&k).ignore(),
-        };
-        self.run(|c| pipe.query::<()>(c))
+        let ttl_ms = ttl.map_or(0, ttl_millis);
+        self.run(|c| {
+            redis::cmd("EVAL")
+                .arg(layout::SET_SCRIPT)
+                .arg(1)
+                .arg(&k)
+                .arg(value)
+                .arg(ttl_ms)
+                .query::<()>(c)
+        })
     }
 
     pub(crate) fn delete(&self, key: &str) -> Result<()> {
@@ -149,46 +142,40 @@ impl RedisStore {
         })
     }
 
-    /// Walks every key under the prefix with `SCAN` (never `KEYS`), handing each batch to `f`.
-    /// Keys are raw bytes: a foreign key under the prefix need not be UTF-8, and must not make
-    /// `len`/`clear` fail.
+    /// Walks every key under the prefix with `SCAN` (never `KEYS`), on every master of a cluster,
+    /// handing each batch to `f`. Keys are raw bytes: a foreign key under the prefix need not be
+    /// UTF-8, and must not make `len`/`clear` fail.
     fn scan(
         &self,
-        mut f: impl FnMut(&mut redis::Connection, &[Vec<u8>]) -> redis::RedisResult<()>,
+        mut f: impl FnMut(&mut Conn, &[Vec<u8>]) -> redis::RedisResult<()>,
     ) -> Result<()> {
         let pattern = format!("{}*", layout::glob_escape(&self.prefix));
-        let mut cursor: u64 = 0;
-        loop {
-            let batch = self.run(|c| {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query(c)?;
-                f(c, &keys)?;
-                Ok(next)
-            })?;
-            cursor = batch;
-            if cursor == 0 {
-                return Ok(());
+        let nodes = self.run(scan::nodes)?;
+        for node in &nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                cursor = self.run(|c| {
+                    let (next, keys) = scan::step(c, node.as_ref(), cursor, &pattern, SCAN_COUNT)?;
+                    f(c, &keys)?;
+                    Ok(next)
+                })?;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
+        Ok(())
     }
 
     /// Entries holding a value (tombstones excluded). O(keys under the prefix).
     pub(crate) fn len(&self) -> Result<usize> {
         let mut total = 0;
         self.scan(|c, keys| {
-            if keys.is_empty() {
-                return Ok(());
-            }
-            let mut pipe = redis::pipe();
-            for k in keys {
-                pipe.cmd("HEXISTS").arg(k).arg(layout::FIELD_VALUE);
-            }
-            let present: Vec<bool> = pipe.query(c)?;
+            let present: Vec<bool> = scan::per_key(c, keys, |k| {
+                let mut cmd = redis::cmd("HEXISTS");
+                cmd.arg(k).arg(layout::FIELD_VALUE);
+                cmd
+            })?;
             total += present.into_iter().filter(|p| *p).count();
             Ok(())
         })?;
@@ -198,10 +185,12 @@ impl RedisStore {
     /// Removes every key under the prefix (tombstones too). O(keys under the prefix).
     pub(crate) fn clear(&self) -> Result<()> {
         self.scan(|c, keys| {
-            if keys.is_empty() {
-                return Ok(());
-            }
-            redis::cmd("UNLINK").arg(keys).query::<()>(c)
+            scan::per_key::<()>(c, keys, |k| {
+                let mut cmd = redis::cmd("UNLINK");
+                cmd.arg(k);
+                cmd
+            })
+            .map(drop)
         })
     }
 }
@@ -338,6 +327,13 @@ impl<T: Serialize + DeserializeOwned> RedisCacheBuilder<T> {
     /// Value codec (default [`Codec::Json`]).
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// Talk to a Redis Cluster: the URL is then a comma-separated list of seed nodes
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`). `len`/`clear` scan every master.
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.config.cluster = on;
         self
     }
 

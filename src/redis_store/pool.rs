@@ -1,4 +1,4 @@
-//! A small bounded pool of blocking Redis connections.
+//! A small bounded pool of blocking Redis connections, to a single server or a Redis Cluster.
 //!
 //! Why not r2d2: we want a dead server to fail fast (a refused connection is reported at once, not
 //! after a pool-wide wait), connections with read/write timeouts so a hung server never hangs a
@@ -14,8 +14,12 @@ use crate::{Error, Result};
 /// Connection settings shared by every Redis user in the crate.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// `redis://[user[:password]@]host:port[/db]`, or `rediss://…` with the `tls` feature.
+    /// `redis://[user[:password]@]host:port[/db]`, or `rediss://…` with the `tls` feature. With
+    /// `cluster`, a comma-separated list of seed nodes.
     pub url: String,
+    /// Talk to a Redis Cluster through the seed nodes in `url`. Keys are routed by slot; an entry
+    /// is one key, so every operation stays on one node.
+    pub cluster: bool,
     /// Most connections open at once (default 16).
     pub pool_size: usize,
     /// Deadline for opening a connection (default 1 s).
@@ -31,6 +35,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            cluster: false,
             pool_size: 16,
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(2),
@@ -58,34 +63,132 @@ impl RedisConfig {
 /// Opens connections with the configured timeouts.
 #[derive(Clone)]
 pub(crate) struct Connector {
-    client: redis::Client,
+    backend: Backend,
     connect_timeout: Duration,
     io_timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
 }
 
 impl Connector {
     pub(crate) fn new(config: &RedisConfig) -> Result<Self> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| Error::Config(format!("redis url {:?}: {e}", redact(&config.url))))?;
+        let bad_url = |e: redis::RedisError| {
+            Error::Config(format!("redis url {:?}: {e}", redact(&config.url)))
+        };
+        let backend = if config.cluster {
+            cluster_backend(config).map_err(bad_url)?
+        } else {
+            Backend::Single(redis::Client::open(config.url.as_str()).map_err(bad_url)?)
+        };
         Ok(Connector {
-            client,
+            backend,
             connect_timeout: config.connect_timeout,
             io_timeout: config.io_timeout,
         })
     }
 
     /// A new connection, not pooled (state-node workers own one each).
-    pub(crate) fn connect(&self) -> Result<redis::Connection> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)
-            .map_err(Error::from_redis)?;
-        conn.set_read_timeout(Some(self.io_timeout))
-            .map_err(Error::from_redis)?;
-        conn.set_write_timeout(Some(self.io_timeout))
-            .map_err(Error::from_redis)?;
-        Ok(conn)
+    pub(crate) fn connect(&self) -> Result<Conn> {
+        match &self.backend {
+            Backend::Single(client) => {
+                let conn = client
+                    .get_connection_with_timeout(self.connect_timeout)
+                    .map_err(Error::from_redis)?;
+                conn.set_read_timeout(Some(self.io_timeout))
+                    .map_err(Error::from_redis)?;
+                conn.set_write_timeout(Some(self.io_timeout))
+                    .map_err(Error::from_redis)?;
+                Ok(Conn::Single(conn))
+            }
+            Backend::Cluster(client) => client
+                .get_connection()
+                .map(Conn::Cluster)
+                .map_err(Error::from_redis),
+        }
+    }
+}
+
+fn cluster_backend(config: &RedisConfig) -> redis::RedisResult<Backend> {
+    let seeds: Vec<&str> = config.url.split(',').map(str::trim).collect();
+    redis::cluster::ClusterClientBuilder::new(seeds)
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.io_timeout)
+        .build()
+        .map(Backend::Cluster)
+}
+
+/// One connection: to a single server, or to a cluster (which routes each command by key).
+pub(crate) enum Conn {
+    Single(redis::Connection),
+    Cluster(redis::cluster::ClusterConnection),
+}
+
+impl Conn {
+    /// True for a cluster connection.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+
+    /// The cluster connection, when this is one.
+    pub(crate) fn as_cluster(&mut self) -> Option<&mut redis::cluster::ClusterConnection> {
+        match self {
+            Conn::Cluster(c) => Some(c),
+            Conn::Single(_) => None,
+        }
+    }
+
+    fn inner(&mut self) -> &mut dyn redis::ConnectionLike {
+        match self {
+            Conn::Single(c) => c,
+            Conn::Cluster(c) => c,
+        }
+    }
+
+    fn inner_ref(&self) -> &dyn redis::ConnectionLike {
+        match self {
+            Conn::Single(c) => c,
+            Conn::Cluster(c) => c,
+        }
+    }
+}
+
+impl redis::ConnectionLike for Conn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        self.inner().req_packed_command(cmd)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        self.inner().req_packed_commands(cmd, offset, count)
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        self.inner().req_command(cmd)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner_ref().get_db()
+    }
+
+    fn supports_pipelining(&self) -> bool {
+        self.inner_ref().supports_pipelining()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.inner().check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.inner_ref().is_open()
     }
 }
 
@@ -99,7 +202,7 @@ pub(crate) struct Pool {
 }
 
 struct PoolState {
-    idle: Vec<redis::Connection>,
+    idle: Vec<Conn>,
     /// Connections checked out or idle; never above `max`.
     open: usize,
 }
@@ -156,7 +259,7 @@ impl Pool {
         }
     }
 
-    fn release(&self, conn: Option<redis::Connection>) {
+    fn release(&self, conn: Option<Conn>) {
         let mut state = self.state.lock();
         match conn {
             Some(conn) => state.idle.push(conn),
@@ -170,12 +273,12 @@ impl Pool {
 /// A checked-out connection; goes back to the pool on drop unless marked broken.
 pub(crate) struct PooledConnection<'a> {
     pool: &'a Pool,
-    conn: Option<redis::Connection>,
+    conn: Option<Conn>,
     broken: bool,
 }
 
 impl<'a> PooledConnection<'a> {
-    fn new(pool: &'a Pool, conn: redis::Connection) -> Self {
+    fn new(pool: &'a Pool, conn: Conn) -> Self {
         PooledConnection {
             pool,
             conn: Some(conn),
@@ -190,14 +293,14 @@ impl<'a> PooledConnection<'a> {
 }
 
 impl Deref for PooledConnection<'_> {
-    type Target = redis::Connection;
-    fn deref(&self) -> &redis::Connection {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
         self.conn.as_ref().expect("present until drop")
     }
 }
 
 impl DerefMut for PooledConnection<'_> {
-    fn deref_mut(&mut self) -> &mut redis::Connection {
+    fn deref_mut(&mut self) -> &mut Conn {
         self.conn.as_mut().expect("present until drop")
     }
 }

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::event::Event;
-use crate::redis_store::{Connector, VersionedWrite, APPLY_SCRIPT};
+use crate::redis_store::{Conn, Connector, VersionedWrite, APPLY_SCRIPT};
 use crate::{Error, Result};
 
 /// What happened to one write.
@@ -147,7 +147,7 @@ impl Drop for RedisWorkers {
 struct Worker {
     connector: std::sync::Arc<Connector>,
     settings: ApplySettings,
-    conn: Option<redis::Connection>,
+    conn: Option<Conn>,
     sha: String,
 }
 
@@ -188,35 +188,44 @@ impl Worker {
     }
 
     fn pipeline(&mut self, writes: &[(usize, Event)]) -> Result<Vec<redis::RedisResult<i64>>> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
         let keys: Vec<String> = writes
             .iter()
             .map(|(_, e)| self.settings.redis_key(e))
             .collect();
-        for ((_, e), key) in writes.iter().zip(&keys) {
+        let sha = self.sha.clone();
+        let tombstone_ms = self.settings.tombstone_ms;
+        let conn = self.connection()?;
+        let sha = (!conn.is_cluster()).then_some(sha.as_str());
+        let commands = writes.iter().zip(&keys).map(|((_, e), key)| {
             VersionedWrite {
                 key,
                 version: e.version,
                 value: e.value.as_deref(),
                 ttl_ms: e.remote_ttl.map_or(0, crate::redis_store::ttl_millis),
                 write: e.write_redis,
-                tombstone_ms: self.settings.tombstone_ms,
+                tombstone_ms,
             }
-            .add_to(&mut pipe, &self.sha);
-        }
-        let conn = self.connection()?;
-        match pipe.query::<Vec<redis::RedisResult<i64>>>(conn) {
-            Ok(results) => Ok(results),
-            Err(e) => {
-                // The connection may be out of step after an I/O error: start afresh next time.
-                self.conn = None;
-                Err(Error::from_redis(e))
+            .command(sha)
+        });
+        let results = match conn.as_cluster() {
+            Some(cluster) => apply_on_cluster(cluster, commands.collect()),
+            None => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for c in commands {
+                    pipe.add_command(c);
+                }
+                pipe.query::<Vec<redis::RedisResult<i64>>>(conn)
             }
-        }
+        };
+        results.map_err(|e| {
+            // The connection may be out of step after an I/O error: start afresh next time.
+            self.conn = None;
+            Error::from_redis(e)
+        })
     }
 
-    fn connection(&mut self) -> Result<&mut redis::Connection> {
+    fn connection(&mut self) -> Result<&mut Conn> {
         if self.conn.is_none() {
             self.conn = Some(self.connector.connect()?);
             self.load_script()?;
@@ -224,10 +233,11 @@ impl Worker {
         Ok(self.conn.as_mut().expect("just connected"))
     }
 
+    /// Loads the apply script on a single server (a cluster gets the script's text each call).
     fn load_script(&mut self) -> Result<()> {
         let conn = match self.conn.as_mut() {
-            Some(c) => c,
-            None => return Ok(()),
+            Some(c) if !c.is_cluster() => c,
+            _ => return Ok(()),
         };
         let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
             .arg("LOAD")
@@ -243,5 +253,23 @@ impl Worker {
                 Err(Error::from_redis(e))
             }
         }
+    }
+}
+
+/// A cluster pipeline routes each command by its key but stops at the first error reply, so when
+/// a reply is an error (a key of another type, say) the writes are sent one by one to learn each
+/// outcome. Every write is idempotent, so sending one twice is harmless.
+fn apply_on_cluster(
+    cluster: &mut redis::cluster::ClusterConnection,
+    commands: Vec<redis::Cmd>,
+) -> redis::RedisResult<Vec<redis::RedisResult<i64>>> {
+    let mut pipe = redis::cluster::cluster_pipe();
+    for c in &commands {
+        pipe.add_command(c.clone());
+    }
+    match pipe.query::<Vec<i64>>(cluster) {
+        Ok(replies) => Ok(replies.into_iter().map(Ok).collect()),
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
+        Err(_) => Ok(commands.iter().map(|c| c.query::<i64>(cluster)).collect()),
     }
 }
