@@ -16,8 +16,12 @@ pub(crate) const FIELD_VALUE: &str = "v";
 /// Hash field holding the version.
 pub(crate) const FIELD_VERSION: &str = "ver";
 
-/// Applies one versioned event. Returns 1 when the event is newer than the stored version (and,
-/// when ARGV[3] is "1", was written), 0 when it is not newer and was dropped.
+/// Applies one versioned event. Returns 1 when the event is at least as new as the stored version
+/// (and, when ARGV[3] is "1", was written), 0 when Redis holds a newer version and it was dropped.
+///
+/// An equal version is the same write delivered again (a replay after a crash, a retried batch, a
+/// producer retry): it counts as applied, so its done event is published again instead of
+/// reporting the write as stale.
 ///
 /// Versions are compared in four 8-hex-digit chunks: Lua numbers are doubles, which cannot hold a
 /// 64-bit clock exactly, and string comparison in Redis' Lua depends on the server's locale.
@@ -31,7 +35,7 @@ local function newer(a, b)
   return false
 end
 local cur = redis.call('HGET', KEYS[1], 'ver')
-if cur and not newer(ARGV[1], cur) then return 0 end
+if cur and newer(cur, ARGV[1]) then return 0 end
 if ARGV[3] == '1' then
   if ARGV[2] == 's' then
     redis.call('HSET', KEYS[1], 'v', ARGV[4], 'ver', ARGV[1])

@@ -72,7 +72,8 @@ pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions) -> Plan 
     }
     for (id, event) in newest {
         match applied.get(&id) {
-            Some(&known) if event.version <= known => out.stale.push(event),
+            // Strictly older only: an equal version is this write again, re-applied idempotently.
+            Some(&known) if event.version < known => out.stale.push(event),
             _ => out.writes.push(event),
         }
     }
@@ -149,18 +150,26 @@ mod tests {
     }
 
     #[test]
-    fn drops_events_not_newer_than_applied() {
+    fn drops_events_older_than_applied() {
         let mut known = applied();
         known.put(("ns".into(), "a".into()), Version::new(20, 1));
+        known.put(("ns".into(), "c".into()), Version::new(20, 1));
         let p = plan(
             vec![
-                record(0, 0, &event("a", 20, Op::Set)),
+                record(0, 0, &event("a", 19, Op::Set)),
                 record(0, 1, &event("b", 1, Op::Set)),
+                record(0, 2, &event("c", 20, Op::Set)),
             ],
             &mut known,
         );
         assert_eq!(p.stale.len(), 1);
-        assert_eq!(p.writes.len(), 1);
-        assert_eq!(p.writes[0].key, "b");
+        assert_eq!(p.stale[0].key, "a");
+        let mut kept: Vec<&str> = p.writes.iter().map(|e| e.key.as_str()).collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            vec!["b", "c"],
+            "an equal version is a replay, applied again"
+        );
     }
 }
