@@ -107,7 +107,7 @@ impl Connector {
             }
             Backend::Cluster(client) => client
                 .get_connection()
-                .map(Conn::Cluster)
+                .map(|c| Conn::Cluster(Box::new(c)))
                 .map_err(Error::from_redis),
         }
     }
@@ -125,7 +125,8 @@ fn cluster_backend(config: &RedisConfig) -> redis::RedisResult<Backend> {
 /// One connection: to a single server, or to a cluster (which routes each command by key).
 pub(crate) enum Conn {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    // Boxed: a cluster connection is four times the size of a single one.
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl Conn {
@@ -137,7 +138,7 @@ impl Conn {
     /// The cluster connection, when this is one.
     pub(crate) fn as_cluster(&mut self) -> Option<&mut redis::cluster::ClusterConnection> {
         match self {
-            Conn::Cluster(c) => Some(c),
+            Conn::Cluster(c) => Some(&mut **c),
             Conn::Single(_) => None,
         }
     }
@@ -145,14 +146,14 @@ impl Conn {
     fn inner(&mut self) -> &mut dyn redis::ConnectionLike {
         match self {
             Conn::Single(c) => c,
-            Conn::Cluster(c) => c,
+            Conn::Cluster(c) => &mut **c,
         }
     }
 
     fn inner_ref(&self) -> &dyn redis::ConnectionLike {
         match self {
             Conn::Single(c) => c,
-            Conn::Cluster(c) => c,
+            Conn::Cluster(c) => &**c,
         }
     }
 }

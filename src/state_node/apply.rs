@@ -256,20 +256,34 @@ impl Worker {
     }
 }
 
-/// A cluster pipeline routes each command by its key but stops at the first error reply, so when
-/// a reply is an error (a key of another type, say) the writes are sent one by one to learn each
-/// outcome. Every write is idempotent, so sending one twice is harmless.
+/// A cluster pipeline routes each command by its key but fails as a whole when one reply is an
+/// error (a key of another type, say), and the other replies are lost with it although their
+/// writes ran. So the writes are then sent one by one to learn each outcome: a write the pipeline
+/// already applied finds its own version and, by the script's rule, counts as applied again.
+/// Connection failures fail the whole share (the batch is retried) rather than marking writes as
+/// refused.
 fn apply_on_cluster(
     cluster: &mut redis::cluster::ClusterConnection,
     commands: Vec<redis::Cmd>,
 ) -> redis::RedisResult<Vec<redis::RedisResult<i64>>> {
+    let lost =
+        |e: &redis::RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
     let mut pipe = redis::cluster::cluster_pipe();
     for c in &commands {
         pipe.add_command(c.clone());
     }
     match pipe.query::<Vec<i64>>(cluster) {
         Ok(replies) => Ok(replies.into_iter().map(Ok).collect()),
-        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(e),
-        Err(_) => Ok(commands.iter().map(|c| c.query::<i64>(cluster)).collect()),
+        Err(e) if lost(&e) => Err(e),
+        Err(_) => {
+            let mut results = Vec::with_capacity(commands.len());
+            for c in &commands {
+                match c.query::<i64>(cluster) {
+                    Err(e) if lost(&e) => return Err(e),
+                    other => results.push(other),
+                }
+            }
+            Ok(results)
+        }
     }
 }

@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod broker;
+mod cluster;
 mod kafka_python;
 mod process;
 mod redis;
@@ -27,6 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use broker::Broker;
+pub use cluster::RedisCluster;
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
