@@ -105,6 +105,11 @@ impl<T> Drop for Inner<T> {
     }
 }
 
+/// `*_with_sync` writes: the state node also writes Redis.
+const ALSO_REDIS: bool = true;
+/// Plain writes: replicated to every node's local cache, Redis untouched.
+const LOCAL_ONLY: bool = false;
+
 /// A write before it is produced.
 struct Write<T> {
     op: Op,
@@ -112,6 +117,33 @@ struct Write<T> {
     local_ttl: Option<Duration>,
     remote_ttl: Option<Duration>,
     write_redis: bool,
+}
+
+impl<T> Write<T> {
+    fn set(
+        value: T,
+        local_ttl: Option<Duration>,
+        remote_ttl: Option<Duration>,
+        write_redis: bool,
+    ) -> Self {
+        Write {
+            op: Op::Set,
+            value: Some(value),
+            local_ttl,
+            remote_ttl,
+            write_redis,
+        }
+    }
+
+    fn delete(write_redis: bool) -> Self {
+        Write {
+            op: Op::Delete,
+            value: None,
+            local_ttl: None,
+            remote_ttl: None,
+            write_redis,
+        }
+    }
 }
 
 impl<T> DistributedCache<T>
@@ -155,30 +187,12 @@ where
         remote_ttl: Option<Duration>,
     ) -> Result<Version> {
         check_ttls(local_ttl, remote_ttl)?;
-        self.write(
-            key,
-            Write {
-                op: Op::Set,
-                value: Some(value),
-                local_ttl,
-                remote_ttl,
-                write_redis: true,
-            },
-        )
+        self.write(key, Write::set(value, local_ttl, remote_ttl, ALSO_REDIS))
     }
 
     /// Removes `key` locally at once, and from Redis and every node's local cache once applied.
     pub fn delete_with_sync(&self, key: &str) -> Result<Version> {
-        self.write(
-            key,
-            Write {
-                op: Op::Delete,
-                value: None,
-                local_ttl: None,
-                remote_ttl: None,
-                write_redis: true,
-            },
-        )
+        self.write(key, Write::delete(ALSO_REDIS))
     }
 
     /// Like [`set_with_sync`](Self::set_with_sync), then waits (at most the builder's
@@ -191,44 +205,17 @@ where
         remote_ttl: Option<Duration>,
     ) -> Result<WriteOutcome> {
         check_ttls(local_ttl, remote_ttl)?;
-        self.write_and_wait(
-            key,
-            Write {
-                op: Op::Set,
-                value: Some(value),
-                local_ttl,
-                remote_ttl,
-                write_redis: true,
-            },
-        )
+        self.write_and_wait(key, Write::set(value, local_ttl, remote_ttl, ALSO_REDIS))
     }
 
     /// Like [`delete_with_sync`](Self::delete_with_sync), then waits for the state node's verdict.
     pub fn delete_with_sync_and_wait(&self, key: &str) -> Result<WriteOutcome> {
-        self.write_and_wait(
-            key,
-            Write {
-                op: Op::Delete,
-                value: None,
-                local_ttl: None,
-                remote_ttl: None,
-                write_redis: true,
-            },
-        )
+        self.write_and_wait(key, Write::delete(ALSO_REDIS))
     }
 
     /// Like [`Cache::set`] (local caches only), then waits for the state node's verdict.
     pub fn set_and_wait(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<WriteOutcome> {
-        self.write_and_wait(
-            key,
-            Write {
-                op: Op::Set,
-                value: Some(value),
-                local_ttl: ttl,
-                remote_ttl: None,
-                write_redis: false,
-            },
-        )
+        self.write_and_wait(key, Write::set(value, ttl, None, LOCAL_ONLY))
     }
 
     /// Reads the local cache; on a miss reads Redis and fills the local cache (with `local_ttl`,
@@ -418,17 +405,8 @@ where
 {
     /// Replicates `value` to every node's local cache (Redis untouched); local at once.
     fn set(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
-        self.write(
-            key,
-            Write {
-                op: Op::Set,
-                value: Some(value),
-                local_ttl: ttl,
-                remote_ttl: None,
-                write_redis: false,
-            },
-        )
-        .map(|_| ())
+        self.write(key, Write::set(value, ttl, None, LOCAL_ONLY))
+            .map(|_| ())
     }
 
     /// Reads this node's local cache only; see [`get_with_sync`](Self::get_with_sync).
@@ -443,17 +421,7 @@ where
 
     /// Removes `key` from every node's local cache (Redis untouched); local at once.
     fn delete(&self, key: &str) -> Result<()> {
-        self.write(
-            key,
-            Write {
-                op: Op::Delete,
-                value: None,
-                local_ttl: None,
-                remote_ttl: None,
-                write_redis: false,
-            },
-        )
-        .map(|_| ())
+        self.write(key, Write::delete(LOCAL_ONLY)).map(|_| ())
     }
 
     /// True when this node's local cache holds `key`.
