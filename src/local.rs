@@ -10,10 +10,12 @@
 //! - keys are hashed once with foldhash; the hash picks one of a power-of-two number of shards,
 //!   each a `parking_lot::Mutex` around an LRU map (`shard.rs`), and the same hash finds the key
 //!   inside the shard's map (`lru_map.rs`: a hashbrown table over a slab of list nodes, short keys
-//!   stored inline);
+//!   stored inline). DESIGN.md names `lru::LruCache` for the map; it hashes every key a second
+//!   time and allocates per entry, and replacing it was the cheap win on the hit path;
 //! - a lock is held for one map operation only: values are cloned out and the lock released
 //!   before anything else happens; weighers and clocks run outside the lock where they can;
-//! - lookups by `&str` never allocate; only storing a new key does;
+//! - lookups by `&str` never allocate; storing a new key allocates only for keys longer than
+//!   22 bytes (and when a shard's slab or table grows);
 //! - counters are plain integers inside each shard, updated under its lock, so they are exact
 //!   and no cache line is shared by every thread; [`LocalCache::metrics`] sums them
 //!   (`metrics.rs`).

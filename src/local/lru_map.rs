@@ -46,6 +46,7 @@ impl Key {
         }
     }
 
+    #[inline]
     fn as_bytes(&self) -> &[u8] {
         match self {
             Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -89,6 +90,7 @@ impl<V> LruMap<V> {
     }
 
     /// The entry stored under `key`; `hash` must be the hash `key` was inserted with.
+    #[inline]
     pub(super) fn find(&self, hash: u64, key: &str) -> Option<Slot> {
         let nodes = &self.nodes;
         let key = key.as_bytes();
@@ -100,15 +102,18 @@ impl<V> LruMap<V> {
             .map(|&i| Slot(i))
     }
 
+    #[inline]
     pub(super) fn get(&self, slot: Slot) -> &V {
         &self.nodes[slot.0 as usize].value
     }
 
+    #[inline]
     pub(super) fn get_mut(&mut self, slot: Slot) -> &mut V {
         &mut self.nodes[slot.0 as usize].value
     }
 
     /// Marks the entry most recently used.
+    #[inline]
     pub(super) fn touch(&mut self, slot: Slot) {
         if self.head != slot.0 {
             self.unlink(slot.0);
@@ -182,6 +187,7 @@ impl<V> LruMap<V> {
         self.tail = NIL;
     }
 
+    #[inline]
     fn unlink(&mut self, i: u32) {
         let (prev, next) = {
             let node = &self.nodes[i as usize];
@@ -197,6 +203,7 @@ impl<V> LruMap<V> {
         }
     }
 
+    #[inline]
     fn push_front(&mut self, i: u32) {
         let old_head = self.head;
         {

@@ -71,10 +71,12 @@ impl<T> Entry<T> {
 pub(super) struct Now(Option<Instant>);
 
 impl Now {
+    #[inline]
     pub(super) fn get(&mut self) -> Instant {
         *self.0.get_or_insert_with(Instant::now)
     }
 
+    #[inline]
     fn passed(&mut self, deadline: Option<Instant>) -> bool {
         match deadline {
             None => false,
@@ -135,6 +137,7 @@ impl<T> Shard<T> {
     }
 
     /// The value under `key`, counted as a hit or a miss. `touch` marks it most recently used.
+    #[inline]
     pub(super) fn read(&mut self, hash: u64, key: &str, touch: bool, now: &mut Now) -> Option<T>
     where
         T: Clone,
@@ -233,6 +236,7 @@ impl<T> Shard<T> {
             }
         }
         self.evict_to_budget(now);
+        debug_assert!(self.live <= self.map.len() && self.used <= self.budget);
         true
     }
 
