@@ -266,6 +266,32 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
             .remove(hash, key, Removal::Invalidated, &mut now)
     }
 
+    /// Removes `key`'s value unless it is newer than `version`: a value written without a version,
+    /// or with a version at most `version`, goes; a newer value and tombstones stay. Check and
+    /// removal happen under one lock, so a newer write racing with this call is never lost.
+    /// Returns true, and counts an invalidation, when a value was removed.
+    ///
+    /// ```
+    /// use distcache::{LocalCache, Version};
+    ///
+    /// let cache = LocalCache::<u8>::builder().build()?;
+    /// cache.set_if_newer("k", 1, None, Version::new(10, 1));
+    /// assert!(!cache.invalidate_unless_newer("k", Version::new(9, 1)));
+    /// assert!(cache.invalidate_unless_newer("k", Version::new(10, 1)));
+    /// # Ok::<(), distcache::Error>(())
+    /// ```
+    pub fn invalidate_unless_newer(&self, key: &str, version: Version) -> bool {
+        let mut now = Now::default();
+        let hash = self.hash(key);
+        let mut shard = self.lock(hash);
+        let not_newer = shard
+            .inspect(hash, key, &mut now, |value, held| {
+                value.is_some() && held.is_none_or(|held| held <= version)
+            })
+            .unwrap_or(false);
+        not_newer && shard.remove(hash, key, Removal::Invalidated, &mut now)
+    }
+
     /// Removes every entry, tombstones included. Returns the number of live values removed
     /// (expired ones not yet reclaimed included) and counts each as an invalidation. Use it
     /// when the cache may have missed updates and must not serve what it holds.

@@ -698,3 +698,30 @@ fn concurrent_versioned_writes_converge_to_the_largest_version() {
         assert_eq!(cache.get(&name).unwrap(), expected, "{name}");
     }
 }
+
+#[test]
+fn invalidate_unless_newer_keeps_newer_values_and_tombstones() {
+    let cache = LocalCache::<u32>::builder().capacity(16).build().unwrap();
+    let v = |hlc| Version::new(hlc, 1);
+
+    cache.set_if_newer("newer", 1, None, v(20));
+    assert!(!cache.invalidate_unless_newer("newer", v(19)));
+    assert_eq!(cache.get("newer").unwrap(), Some(1));
+
+    cache.set_if_newer("same", 2, None, v(20));
+    assert!(cache.invalidate_unless_newer("same", v(20)));
+    assert_eq!(cache.get("same").unwrap(), None);
+
+    cache.set("plain", 3, None).unwrap();
+    assert!(cache.invalidate_unless_newer("plain", v(1)));
+    assert_eq!(cache.get("plain").unwrap(), None);
+
+    cache.delete_if_newer("gone", v(30));
+    assert!(!cache.invalidate_unless_newer("gone", v(40)));
+    assert!(
+        !cache.set_if_newer("gone", 4, None, v(25)),
+        "the tombstone still blocks older writes"
+    );
+    assert!(!cache.invalidate_unless_newer("missing", v(1)));
+    assert_eq!(cache.metrics().invalidations, 2);
+}

@@ -89,23 +89,20 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                         self.local.invalidate(&event.key)
                     }
                 },
-                // Too large to inline: drop our copy unless it is already newer; the next
+                // Too large to inline: drop our copy unless it is newer; the next
                 // get_with_sync reads Redis.
-                None => match self.local.version_of(&event.key) {
-                    Some(local) if local >= event.version => false,
-                    _ => self.local.invalidate(&event.key),
-                },
+                None => self
+                    .local
+                    .invalidate_unless_newer(&event.key, event.version),
             },
             Op::Delete => self.local.delete_if_newer(&event.key, event.version),
-            // The write lost: Redis holds its version or a newer one. A local entry no newer
-            // than it — typically the origin's own losing write, whose winner this node may never
-            // have seen (it started listening later) — must not be served: drop it, and the next
-            // get_with_sync reads Redis. (Check and drop are two steps: a newer write of this
-            // node landing in between is dropped too, which costs a miss until its done event.)
-            Op::Stale => match self.local.version_of(&event.key) {
-                Some(local) if local <= event.version => self.local.invalidate(&event.key),
-                _ => false,
-            },
+            // The write lost: Redis holds a newer version. A local entry no newer than the
+            // losing write (typically the origin's own, whose winner this node may never have
+            // seen: it started listening later) must not be served; the next get_with_sync
+            // reads Redis.
+            Op::Stale => self
+                .local
+                .invalidate_unless_newer(&event.key, event.version),
         };
         if changed {
             c.events_applied.fetch_add(1, Ordering::Relaxed);

@@ -284,10 +284,10 @@ where
                         .local
                         .set_if_newer(key, value.clone(), local_ttl, version)
                     && !inner.fills.unchanged(key, ticket)
-                    && inner.local.version_of(key) == Some(version)
                 {
-                    // An event landed between the check and the fill: drop what we filled.
-                    inner.local.invalidate(key);
+                    // An event landed between the check and the fill: drop what we filled
+                    // (unless the event already replaced it with something newer).
+                    inner.local.invalidate_unless_newer(key, version);
                 }
                 Ok(Some(value))
             }
