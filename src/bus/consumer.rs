@@ -41,6 +41,16 @@ pub(crate) struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            log::warn!(target: "distcache::bus", "offset commit failed (the records will be replayed): {e}");
+        }
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             log::info!(target: "distcache::bus", "revoking {} partitions", tpl.count());
@@ -75,11 +85,13 @@ pub(crate) fn group_consumer(
     Ok(consumer)
 }
 
-/// Commits "next offset to read" for each partition, synchronously.
+/// Commits "next offset to read" for each partition. `Sync` waits for the broker's answer;
+/// `Async` returns at once (a failure is logged by the consumer and the records are replayed).
 pub(crate) fn commit(
     consumer: &GroupConsumer,
     topic: &str,
     next_offsets: &HashMap<i32, i64>,
+    mode: CommitMode,
 ) -> Result<()> {
     if next_offsets.is_empty() {
         return Ok(());
@@ -89,9 +101,7 @@ pub(crate) fn commit(
         tpl.add_partition_offset(topic, partition, Offset::Offset(next))
             .map_err(Error::kafka)?;
     }
-    consumer
-        .commit(&tpl, CommitMode::Sync)
-        .map_err(Error::kafka)
+    consumer.commit(&tpl, mode).map_err(Error::kafka)
 }
 
 /// Records that a client-level error happened, so the listener can assume it missed events.

@@ -3,11 +3,13 @@
 //! It consumes `core-distributed-cache-set-del` in a consumer group and runs each batch through
 //! the pipeline, one file per step:
 //! [`intake`] (consumer thread) → bounded channel → [`batcher`] → [`plan`] (decode, dedup, sort)
-//! → [`apply`] (Redis workers, versioned Lua script) → [`publish`] (done events, acknowledged)
-//! → commit offsets ([`pipeline`]).
+//! → [`apply`] (Redis workers, versioned Lua script) → [`deliver`]: [`publish`] done events,
+//! wait for the broker's acknowledgements, commit offsets. [`pipeline`] runs the steps; a batch is
+//! delivered on its own thread while the next one is applied.
 
 mod apply;
 mod batcher;
+mod deliver;
 mod intake;
 mod metrics;
 mod pipeline;

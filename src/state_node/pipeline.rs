@@ -1,5 +1,6 @@
-//! Steps 3–6 of the state node, one batch at a time: plan, apply to Redis, publish done events,
-//! commit offsets.
+//! Steps 3–4 of the state node, one batch at a time: plan, apply to Redis; then hand the batch to
+//! the delivery stage ([`deliver`](super::deliver)) and go on with the next batch while it
+//! publishes and commits.
 //!
 //! Invariant: offsets are committed only after every event of the batch was applied (or found
 //! stale, malformed or refused) and every done event was acknowledged by the broker. A failure
@@ -10,23 +11,21 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
 use super::apply::{Outcome, RedisWorkers};
-use super::batcher::Batcher;
+use super::batcher::{Batch, Batcher};
+use super::deliver::{Delivery, Handoff};
 use super::metrics::Counters;
 use super::plan::{plan, AppliedVersions};
-use super::publish::{self, publish};
-use crate::bus::consumer::{commit, GroupConsumer, Record};
+use super::publish;
+use crate::bus::consumer::{GroupConsumer, Record};
 use crate::bus::producer::EventProducer;
-use crate::event::{now_micros, Event, TOPIC_SET_DEL};
 use crate::{Error, Result};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Commit failures usually mean the partitions moved to another node (which will replay the
-/// batch); retrying a few times covers a broker hiccup without stalling on a lost assignment.
-const COMMIT_ATTEMPTS: u32 = 3;
 
 pub(crate) struct Pipeline {
     pub batcher: Batcher,
@@ -41,129 +40,159 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(crate) fn run(mut self) {
-        loop {
-            let batch = self.batcher.next_batch();
-            if !batch.records.is_empty() {
-                if let Err(e) = self.process(batch.records) {
-                    log::warn!(target: "distcache::state_node",
-                        "batch abandoned uncommitted (it will be replayed): {e}");
-                }
-            }
-            if let Some(ack) = batch.barrier {
-                let _ = ack.send(());
-            }
-            if batch.last {
+    pub(crate) fn run(self) {
+        let Pipeline {
+            batcher,
+            workers,
+            producer,
+            consumer,
+            mut applied,
+            counters,
+            inline_value_limit,
+            give_up_at,
+        } = self;
+        let mut stage = ApplyStage {
+            workers,
+            applied: &mut applied,
+            counters: &counters,
+            inline_value_limit,
+            give_up_at: &give_up_at,
+        };
+        let delivery = Delivery {
+            producer,
+            consumer,
+            counters: &counters,
+            give_up_at: &give_up_at,
+        };
+        // One batch is delivered while the next is applied: the hand-off holds at most one.
+        let (handoff_tx, handoff_rx) = bounded::<Handoff>(1);
+        std::thread::scope(|scope| {
+            let deliverer = std::thread::Builder::new()
+                .name("distcache-deliver".into())
+                .spawn_scoped(scope, move || delivery.run(handoff_rx));
+            if let Err(e) = deliverer {
+                log::error!(target: "distcache::state_node", "cannot start the delivery thread: {e}");
                 return;
             }
+            loop {
+                let batch = batcher.next_batch();
+                let last = batch.last;
+                if !stage.forward(batch, &handoff_tx) || last {
+                    break;
+                }
+            }
+            drop(handoff_tx);
+        });
+    }
+}
+
+/// Plans and applies batches, then hands them over for delivery.
+struct ApplyStage<'a> {
+    workers: RedisWorkers,
+    applied: &'a mut AppliedVersions,
+    counters: &'a Counters,
+    inline_value_limit: usize,
+    give_up_at: &'a Mutex<Option<Instant>>,
+}
+
+impl ApplyStage<'_> {
+    /// Applies `batch` and hands it to the delivery stage. False when the delivery stage is gone.
+    fn forward(&mut self, batch: Batch, to: &Sender<Handoff>) -> bool {
+        let mut handoff = Handoff {
+            done: Vec::new(),
+            applied: 0,
+            next_offsets: Default::default(),
+            barrier: batch.barrier,
+            last: batch.last,
+            abandoned: false,
+            latency_from: Vec::new(),
+        };
+        if !batch.records.is_empty() {
+            match self.apply(batch.records, &mut handoff) {
+                Ok(()) => {}
+                Err(e) => {
+                    // Nothing of this batch is published or committed: it will be replayed.
+                    log::warn!(target: "distcache::state_node",
+                        "batch abandoned uncommitted (it will be replayed): {e}");
+                    handoff.done.clear();
+                    handoff.next_offsets.clear();
+                    handoff.abandoned = true;
+                }
+            }
         }
+        to.send(handoff).is_ok()
     }
 
-    fn process(&mut self, records: Vec<Record>) -> Result<()> {
-        let c = &self.counters;
+    fn apply(&mut self, records: Vec<Record>, out: &mut Handoff) -> Result<()> {
+        let c = self.counters;
         c.batches.fetch_add(1, Relaxed);
         c.batch_size.record(records.len() as u64);
-        let plan = plan(records, &mut self.applied);
+        let plan = plan(records, self.applied);
         c.malformed.fetch_add(plan.malformed, Relaxed);
         c.deduped.fetch_add(plan.deduped, Relaxed);
 
         let started = Instant::now();
-        let outcomes = self.retry("apply to redis", |p| p.workers.apply(&plan.writes))?;
-        self.counters
-            .apply_latency_us
+        let workers = &self.workers;
+        let outcomes = retry("apply to redis", c, self.give_up_at, || {
+            workers.apply(&plan.writes)
+        })?;
+        c.apply_latency_us
             .record(started.elapsed().as_micros() as u64);
 
-        let mut done = Vec::with_capacity(plan.writes.len() + plan.stale.len());
-        let mut applied_count = 0;
+        out.done.reserve(plan.writes.len() + plan.stale.len());
         for (event, outcome) in plan.writes.iter().zip(outcomes) {
             match outcome {
                 Outcome::Applied => {
-                    applied_count += 1;
+                    out.applied += 1;
                     self.applied
                         .put((event.ns.clone(), event.key.clone()), event.version);
-                    done.push(publish::applied(event, self.inline_value_limit));
+                    out.done
+                        .push(publish::applied(event, self.inline_value_limit));
+                    out.latency_from.push(event.produced_at_us);
                 }
                 Outcome::Stale => {
-                    self.counters.stale_dropped.fetch_add(1, Relaxed);
-                    done.push(publish::stale(event));
+                    c.stale_dropped.fetch_add(1, Relaxed);
+                    out.done.push(publish::stale(event));
                 }
                 Outcome::Failed(why) => {
-                    self.counters.failed.fetch_add(1, Relaxed);
+                    c.failed.fetch_add(1, Relaxed);
                     log::warn!(target: "distcache::state_node",
                         "redis refused {}/{} at {}: {why}", event.ns, event.key, event.version);
                 }
             }
         }
-        self.counters
-            .stale_dropped
-            .fetch_add(plan.stale.len() as u64, Relaxed);
-        done.extend(plan.stale.iter().map(publish::stale));
-
-        self.retry("publish done events", |p| publish(&p.producer, &done))?;
-        self.counters.applied.fetch_add(applied_count, Relaxed);
-        self.counters
-            .published
-            .fetch_add(done.len() as u64, Relaxed);
-        self.record_latency(&plan.writes);
-
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match commit(&self.consumer, TOPIC_SET_DEL, &plan.next_offsets) {
-                Ok(()) => {
-                    self.counters.commits.fetch_add(1, Relaxed);
-                    break;
-                }
-                Err(e) if attempt < COMMIT_ATTEMPTS => {
-                    self.counters.retries.fetch_add(1, Relaxed);
-                    log::warn!(target: "distcache::state_node", "commit failed, retrying: {e}");
-                    std::thread::sleep(FIRST_BACKOFF);
-                }
-                Err(e) => {
-                    log::warn!(target: "distcache::state_node",
-                        "commit failed; the batch will be replayed by the partitions' owner: {e}");
-                    break;
-                }
-            }
-        }
+        c.stale_dropped.fetch_add(plan.stale.len() as u64, Relaxed);
+        out.done.extend(plan.stale.iter().map(publish::stale));
+        out.next_offsets = plan.next_offsets;
         Ok(())
     }
+}
 
-    fn record_latency(&self, events: &[Event]) {
-        let now = now_micros();
-        let mut oldest = now;
-        for e in events {
-            self.counters
-                .end_to_end_us
-                .record(now.saturating_sub(e.produced_at_us));
-            oldest = oldest.min(e.produced_at_us);
-        }
-        self.counters
-            .lag_ms
-            .store(now.saturating_sub(oldest) / 1000, Relaxed);
-    }
-
-    /// Runs `step` until it succeeds, backing off between attempts. Gives up only once shutdown
-    /// set a deadline and it passed.
-    fn retry<R>(&mut self, what: &str, mut step: impl FnMut(&mut Self) -> Result<R>) -> Result<R> {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            match step(self) {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    if let Some(deadline) = *self.give_up_at.lock() {
-                        if Instant::now() >= deadline {
-                            return Err(e);
-                        }
-                    }
-                    if matches!(e, Error::Shutdown) {
+/// Runs `step` until it succeeds, backing off between attempts. Gives up only once shutdown set a
+/// deadline and it passed.
+pub(crate) fn retry<R>(
+    what: &str,
+    counters: &Counters,
+    give_up_at: &Mutex<Option<Instant>>,
+    mut step: impl FnMut() -> Result<R>,
+) -> Result<R> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match step() {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                if let Some(deadline) = *give_up_at.lock() {
+                    if Instant::now() >= deadline {
                         return Err(e);
                     }
-                    self.counters.retries.fetch_add(1, Relaxed);
-                    log::warn!(target: "distcache::state_node", "{what} failed, retrying in {backoff:?}: {e}");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                if matches!(e, Error::Shutdown) {
+                    return Err(e);
+                }
+                counters.retries.fetch_add(1, Relaxed);
+                log::warn!(target: "distcache::state_node", "{what} failed, retrying in {backoff:?}: {e}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
