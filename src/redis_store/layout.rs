@@ -16,8 +16,12 @@ pub(crate) const FIELD_VALUE: &str = "v";
 /// Hash field holding the version.
 pub(crate) const FIELD_VERSION: &str = "ver";
 
-/// Applies one versioned event. Returns 1 when the event is at least as new as the stored version
-/// (and, when ARGV[3] is "1", was written), 0 when Redis holds a newer version and it was dropped.
+/// Applies versioned events, one per key in `KEYS`, with six arguments each in `ARGV`: version
+/// (32 hex digits), op (`s`/`d`), write (`1`, or `0` to only compare), value, TTL ms (`0`: none),
+/// tombstone TTL ms. Returns one reply per key: 1 when the event is at least as new as the stored
+/// version (and, when writing, was written), 0 when Redis holds a newer version and it was
+/// dropped, or an error message when Redis refused that key (another type, say) — the other
+/// keys are still applied.
 ///
 /// An equal version is the same write delivered again (a replay after a crash, a retried batch, a
 /// producer retry): it counts as applied, so its done event is published again instead of
@@ -25,6 +29,7 @@ pub(crate) const FIELD_VERSION: &str = "ver";
 ///
 /// Versions are compared in four 8-hex-digit chunks: Lua numbers are doubles, which cannot hold a
 /// 64-bit clock exactly, and string comparison in Redis' Lua depends on the server's locale.
+/// Several keys per call share the script's fixed cost; on a cluster every call carries one key.
 pub(crate) const APPLY_SCRIPT: &str = r#"
 local function newer(a, b)
   for i = 1, 25, 8 do
@@ -34,23 +39,39 @@ local function newer(a, b)
   end
   return false
 end
-local cur = redis.call('HGET', KEYS[1], 'ver')
-if cur and newer(cur, ARGV[1]) then return 0 end
-if ARGV[3] == '1' then
-  if ARGV[2] == 's' then
-    redis.call('HSET', KEYS[1], 'v', ARGV[4], 'ver', ARGV[1])
-    if ARGV[5] ~= '0' then
-      redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local function apply(key, ver, op, write, val, ttl, tomb)
+  local cur = redis.call('HGET', key, 'ver')
+  if cur and newer(cur, ver) then return 0 end
+  if write == '1' then
+    if op == 's' then
+      redis.call('HSET', key, 'v', val, 'ver', ver)
+      if ttl ~= '0' then
+        redis.call('PEXPIRE', key, ttl)
+      else
+        redis.call('PERSIST', key)
+      end
     else
-      redis.call('PERSIST', KEYS[1])
+      redis.call('HDEL', key, 'v')
+      redis.call('HSET', key, 'ver', ver)
+      redis.call('PEXPIRE', key, tomb)
     end
+  end
+  return 1
+end
+local out = {}
+for i = 1, #KEYS do
+  local a = (i - 1) * 6
+  local ok, res = pcall(apply, KEYS[i], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
+    ARGV[a + 5], ARGV[a + 6])
+  if ok then
+    out[i] = res
+  elseif type(res) == 'table' and res.err then
+    out[i] = res.err
   else
-    redis.call('HDEL', KEYS[1], 'v')
-    redis.call('HSET', KEYS[1], 'ver', ARGV[1])
-    redis.call('PEXPIRE', KEYS[1], ARGV[6])
+    out[i] = tostring(res)
   end
 end
-return 1
+return out
 "#;
 
 /// Unversioned set: value in, version out, TTL applied (ARGV[2] = TTL in ms, "0" for none).
@@ -81,34 +102,59 @@ pub(crate) struct VersionedWrite<'a> {
     pub tombstone_ms: u64,
 }
 
-impl VersionedWrite<'_> {
-    /// This write as one call of the apply script: `EVALSHA sha` when the script is loaded on the
-    /// connection's server, or `EVAL` with the script's text (a cluster routes each command to
-    /// another server, where the script may not be loaded).
-    pub(crate) fn command(&self, sha: Option<&str>) -> redis::Cmd {
-        let op = if self.value.is_some() { "s" } else { "d" };
-        let mut cmd = match sha {
-            Some(sha) => {
-                let mut c = redis::cmd("EVALSHA");
-                c.arg(sha);
-                c
-            }
-            None => {
-                let mut c = redis::cmd("EVAL");
-                c.arg(APPLY_SCRIPT);
-                c
-            }
-        };
-        cmd.arg(1)
-            .arg(self.key)
-            .arg(self.version.to_hex())
-            .arg(op)
-            .arg(if self.write { "1" } else { "0" })
-            .arg(self.value.unwrap_or(b""))
-            .arg(self.ttl_ms)
-            .arg(self.tombstone_ms.max(1));
-        cmd
+/// One call of the apply script for `writes`: `EVALSHA sha` when the script is loaded on the
+/// connection's server, or `EVAL` with the script's text (a cluster routes each command to
+/// another server, where the script may not be loaded).
+pub(crate) fn apply_command(writes: &[VersionedWrite<'_>], sha: Option<&str>) -> redis::Cmd {
+    let mut cmd = match sha {
+        Some(sha) => {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(sha);
+            c
+        }
+        None => {
+            let mut c = redis::cmd("EVAL");
+            c.arg(APPLY_SCRIPT);
+            c
+        }
+    };
+    cmd.arg(writes.len());
+    for w in writes {
+        cmd.arg(w.key);
     }
+    for w in writes {
+        let op = if w.value.is_some() { "s" } else { "d" };
+        cmd.arg(w.version.to_hex())
+            .arg(op)
+            .arg(if w.write { "1" } else { "0" })
+            .arg(w.value.unwrap_or(b""))
+            .arg(w.ttl_ms)
+            .arg(w.tombstone_ms.max(1));
+    }
+    cmd
+}
+
+/// The apply script's reply for one key: `Ok(true)` applied, `Ok(false)` stale, `Err` refused.
+pub(crate) type KeyReply = std::result::Result<bool, String>;
+
+/// Splits the apply script's reply into one [`KeyReply`] per key.
+pub(crate) fn key_replies(reply: redis::Value, keys: usize) -> Vec<KeyReply> {
+    let items = match reply {
+        redis::Value::Array(items) if items.len() == keys => items,
+        other => {
+            let why = format!("unexpected reply from the apply script: {other:?}");
+            return vec![Err(why); keys];
+        }
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            redis::Value::Int(n) => Ok(n == 1),
+            redis::Value::BulkString(bytes) => Err(String::from_utf8_lossy(&bytes).into_owned()),
+            redis::Value::SimpleString(s) => Err(s),
+            other => Err(format!("unexpected reply from the apply script: {other:?}")),
+        })
+        .collect()
 }
 
 /// Escapes glob characters so `prefix` matches literally in `SCAN … MATCH prefix*`.

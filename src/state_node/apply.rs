@@ -10,7 +10,13 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::event::Event;
-use crate::redis_store::{Conn, Connector, VersionedWrite, APPLY_SCRIPT};
+
+/// Writes per apply-script call on a single server: enough to spread the script's fixed cost,
+/// few enough that one call never blocks Redis for long.
+const KEYS_PER_CALL: usize = 64;
+use crate::redis_store::{
+    apply_command, key_replies, Conn, Connector, KeyReply, VersionedWrite, APPLY_SCRIPT,
+};
 use crate::{Error, Result};
 
 /// What happened to one write.
@@ -160,69 +166,86 @@ impl Worker {
     }
 
     fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
-        // A restarted Redis forgets loaded scripts: reload once on NOSCRIPT.
-        for attempt in 0..2 {
-            let results = self.pipeline(writes)?;
-            if attempt == 0
-                && results
-                    .iter()
-                    .any(|r| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
-            {
+        let replies = match self.send(writes) {
+            // A restarted Redis forgets loaded scripts: reload once.
+            Err(e) if is_noscript(&e) => {
                 self.load_script()?;
-                continue;
+                self.send(writes)
             }
-            return Ok(writes
-                .iter()
-                .zip(results)
-                .map(|((i, _), r)| {
-                    let outcome = match r {
-                        Ok(1) => Outcome::Applied,
-                        Ok(_) => Outcome::Stale,
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    };
-                    (*i, outcome)
-                })
-                .collect());
+            other => other,
         }
-        unreachable!("the second attempt always returns")
+        .map_err(|e| {
+            // The connection may be out of step after an I/O error: start afresh next time.
+            if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                self.conn = None;
+            }
+            Error::from_redis(e)
+        })?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for ((i, _), reply) in writes.iter().zip(replies) {
+            let outcome = match reply {
+                Ok(true) => Outcome::Applied,
+                Ok(false) => Outcome::Stale,
+                // The key holds data of another type: this write can never apply. Skip it.
+                Err(why) if why.starts_with("WRONGTYPE") => Outcome::Failed(why),
+                // Anything else (out of memory, a read-only replica …) may pass on a retry:
+                // the whole batch is retried rather than an acknowledged write dropped.
+                Err(why) => return Err(Error::Rejected(format!("redis: {why}"))),
+            };
+            outcomes.push((*i, outcome));
+        }
+        Ok(outcomes)
     }
 
-    fn pipeline(&mut self, writes: &[(usize, Event)]) -> Result<Vec<redis::RedisResult<i64>>> {
+    /// Sends the writes: on a single server in calls of up to [`KEYS_PER_CALL`] keys, pipelined;
+    /// on a cluster one key per call (a script's keys must share a slot), in a cluster pipeline.
+    fn send(&mut self, writes: &[(usize, Event)]) -> redis::RedisResult<Vec<KeyReply>> {
         let keys: Vec<String> = writes
             .iter()
             .map(|(_, e)| self.settings.redis_key(e))
             .collect();
-        let sha = self.sha.clone();
         let tombstone_ms = self.settings.tombstone_ms;
-        let conn = self.connection()?;
-        let sha = (!conn.is_cluster()).then_some(sha.as_str());
-        let commands = writes.iter().zip(&keys).map(|((_, e), key)| {
-            VersionedWrite {
+        let versioned: Vec<VersionedWrite<'_>> = writes
+            .iter()
+            .zip(&keys)
+            .map(|((_, e), key)| VersionedWrite {
                 key,
                 version: e.version,
                 value: e.value.as_deref(),
                 ttl_ms: e.remote_ttl.map_or(0, crate::redis_store::ttl_millis),
                 write: e.write_redis,
                 tombstone_ms,
+            })
+            .collect();
+        let sha = self.sha.clone();
+        let conn = self.connection().map_err(|e| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                e.to_string(),
+            ))
+        })?;
+        if let Some(cluster) = conn.as_cluster() {
+            let mut pipe = redis::cluster::cluster_pipe();
+            for w in &versioned {
+                pipe.add_command(apply_command(std::slice::from_ref(w), None));
             }
-            .command(sha)
-        });
-        let results = match conn.as_cluster() {
-            Some(cluster) => apply_on_cluster(cluster, commands.collect()),
-            None => {
-                let mut pipe = redis::pipe();
-                pipe.ignore_errors();
-                for c in commands {
-                    pipe.add_command(c);
-                }
-                pipe.query::<Vec<redis::RedisResult<i64>>>(conn)
-            }
-        };
-        results.map_err(|e| {
-            // The connection may be out of step after an I/O error: start afresh next time.
-            self.conn = None;
-            Error::from_redis(e)
-        })
+            let replies: Vec<redis::Value> = pipe.query(cluster)?;
+            return Ok(replies
+                .into_iter()
+                .flat_map(|r| key_replies(r, 1))
+                .collect());
+        }
+        let chunks: Vec<&[VersionedWrite<'_>]> = versioned.chunks(KEYS_PER_CALL).collect();
+        let mut pipe = redis::pipe();
+        for chunk in &chunks {
+            pipe.add_command(apply_command(chunk, Some(&sha)));
+        }
+        let replies: Vec<redis::Value> = pipe.query(conn)?;
+        Ok(replies
+            .into_iter()
+            .zip(&chunks)
+            .flat_map(|(r, chunk)| key_replies(r, chunk.len()))
+            .collect())
     }
 
     fn connection(&mut self) -> Result<&mut Conn> {
@@ -256,34 +279,6 @@ impl Worker {
     }
 }
 
-/// A cluster pipeline routes each command by its key but fails as a whole when one reply is an
-/// error (a key of another type, say), and the other replies are lost with it although their
-/// writes ran. So the writes are then sent one by one to learn each outcome: a write the pipeline
-/// already applied finds its own version and, by the script's rule, counts as applied again.
-/// Connection failures fail the whole share (the batch is retried) rather than marking writes as
-/// refused.
-fn apply_on_cluster(
-    cluster: &mut redis::cluster::ClusterConnection,
-    commands: Vec<redis::Cmd>,
-) -> redis::RedisResult<Vec<redis::RedisResult<i64>>> {
-    let lost =
-        |e: &redis::RedisError| e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
-    let mut pipe = redis::cluster::cluster_pipe();
-    for c in &commands {
-        pipe.add_command(c.clone());
-    }
-    match pipe.query::<Vec<i64>>(cluster) {
-        Ok(replies) => Ok(replies.into_iter().map(Ok).collect()),
-        Err(e) if lost(&e) => Err(e),
-        Err(_) => {
-            let mut results = Vec::with_capacity(commands.len());
-            for c in &commands {
-                match c.query::<i64>(cluster) {
-                    Err(e) if lost(&e) => return Err(e),
-                    other => results.push(other),
-                }
-            }
-            Ok(results)
-        }
-    }
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
