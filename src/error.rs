@@ -58,6 +58,11 @@ impl Error {
         if auth {
             // Retrying with the same credentials cannot help: a configuration problem.
             Error::Config(format!("redis authentication failed: {err}"))
+        } else if is_transient_server_state(&err) {
+            Error::Unavailable {
+                service: "redis",
+                source: Box::new(err),
+            }
         } else if err.is_timeout() {
             Error::Timeout {
                 what: format!("redis: {err}"),
@@ -74,6 +79,25 @@ impl Error {
             }
         } else {
             Error::Rejected(format!("redis: {err}"))
+        }
+    }
+
+    /// Wraps a Kafka produce error: a message the broker will never take (too large, invalid)
+    /// is [`Error::Rejected`], an authorization failure [`Error::Config`], anything else
+    /// [`Error::Unavailable`].
+    pub(crate) fn kafka_produce(err: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match err.rdkafka_error_code() {
+            Some(Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::InvalidMessage) => {
+                Error::Rejected(format!("kafka refused the event: {err}"))
+            }
+            Some(
+                Code::TopicAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::SaslAuthenticationFailed
+                | Code::Authentication,
+            ) => Error::Config(format!("kafka authorization failed: {err}")),
+            _ => Error::kafka(err),
         }
     }
 
@@ -102,4 +126,20 @@ fn describe_wait(after: &std::time::Duration) -> String {
     } else {
         format!(" after {after:?}")
     }
+}
+
+/// Server replies that describe a passing state (loading, failover, a busy script), not a bad
+/// request: retrying later may succeed.
+fn is_transient_server_state(err: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind as Kind;
+    matches!(
+        err.kind(),
+        redis::ErrorKind::Server(
+            Kind::BusyLoading
+                | Kind::TryAgain
+                | Kind::ClusterDown
+                | Kind::MasterDown
+                | Kind::ReadOnly
+        )
+    ) || matches!(err.code(), Some("BUSY" | "OOM"))
 }

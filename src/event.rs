@@ -196,6 +196,9 @@ impl Event {
         if op == Op::Set && value.is_none() && flags & FLAG_VALUE_OMITTED == 0 {
             return Err(malformed("set without a value"));
         }
+        if op != Op::Set && (value.is_some() || flags & FLAG_VALUE_OMITTED != 0) {
+            return Err(malformed("only a set carries a value"));
+        }
         Ok(Event {
             op,
             ns,
@@ -348,6 +351,14 @@ mod tests {
                 matches!(Event::decode(&case), Err(Error::Codec(_))),
                 "{case:?} must be rejected"
             );
+        }
+    }
+
+    #[test]
+    fn only_sets_carry_values() {
+        for op in [Op::Delete, Op::Stale] {
+            let ev = Event { op, ..sample() };
+            assert!(Event::decode(&ev.encode()).is_err(), "{op:?} with a value");
         }
     }
 

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// Bits of the counter below the milliseconds in [`Version::hlc`].
 const COUNTER_BITS: u32 = 16;
 
+/// How far ahead of the local wall clock an observed version may be and still advance the clock.
+pub const MAX_AHEAD_MS: u64 = 60 * 60 * 1000;
+
 /// The version of one write. Ordered by `hlc`, then `node`.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -91,7 +94,8 @@ impl HybridClock {
         let wall = wall_millis() << COUNTER_BITS;
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
-            let next = wall.max(prev + 1);
+            // `observe` keeps `prev` within MAX_AHEAD of the wall clock, far below u64::MAX.
+            let next = wall.max(prev.saturating_add(1));
             match self
                 .last
                 .compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -102,9 +106,15 @@ impl HybridClock {
         }
     }
 
-    /// Advances the clock past `seen` so later versions from this node order after it.
-    pub fn observe(&self, seen: Version) {
+    /// Advances the clock past `seen` so later versions from this node order after it. A version
+    /// more than [`MAX_AHEAD_MS`] ahead of this machine's wall clock is not followed (one bad event
+    /// must not drag every clock into the far future) and `false` is returned.
+    pub fn observe(&self, seen: Version) -> bool {
+        if seen.millis() > wall_millis().saturating_add(MAX_AHEAD_MS) {
+            return false;
+        }
         self.last.fetch_max(seen.hlc, Ordering::AcqRel);
+        true
     }
 }
 
@@ -130,6 +140,16 @@ mod tests {
         clock.observe(far);
         let c = clock.now();
         assert!(c > far, "{c} must order after observed {far}");
+    }
+
+    #[test]
+    fn absurd_versions_are_not_followed() {
+        let clock = HybridClock::new(1);
+        assert!(!clock.observe(Version::new(u64::MAX, 9)));
+        let far = (wall_millis() + 2 * MAX_AHEAD_MS) << COUNTER_BITS;
+        assert!(!clock.observe(Version::new(far, 9)));
+        let v = clock.now();
+        assert!(v.millis() <= wall_millis() + 1, "{v}");
     }
 
     #[test]

@@ -11,8 +11,9 @@ use crate::{Error, Result};
 /// Defaults are chosen for low latency on a small cluster: `acks=all`, no Nagle, `linger.ms=0`
 /// for writes, `fetch.wait.max.ms=5` for consumers (brokers that do not wake a parked fetch, such as
 /// tansu, deliver a message about half of this after it was produced). Any librdkafka property can
-/// be set or overridden with [`KafkaConfig::set`] (SASL, SSL, client.id …).
-#[derive(Clone, Debug)]
+/// be set or overridden with [`KafkaConfig::set`] (SASL, SSL, client.id …). Its `Debug` output
+/// hides the values of properties that look secret (`*password*`, `*secret*`, `*key*`).
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
@@ -26,6 +27,29 @@ pub struct KafkaConfig {
     pub fetch_wait_max: Duration,
     /// Extra librdkafka properties, applied last.
     pub extra: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "key"]
+                    .iter()
+                    .any(|word| k.to_ascii_lowercase().contains(word));
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("partitions", &self.partitions)
+            .field("produce_timeout", &self.produce_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("fetch_wait_max", &self.fetch_wait_max)
+            .field("extra", &extra)
+            .finish()
+    }
 }
 
 impl KafkaConfig {
@@ -84,7 +108,8 @@ impl KafkaConfig {
                 "message.timeout.ms",
                 self.produce_timeout.as_millis().max(1).to_string(),
             )
-            // Bounds the producer's in-memory queue; a full queue fails the write at once.
+            // Bounds the producer's in-memory queue; while it is full a write waits, at most the
+            // produce timeout, then fails.
             .set("queue.buffering.max.messages", "100000");
         self.finish(c)
     }

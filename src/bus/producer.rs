@@ -74,7 +74,7 @@ impl EventProducer {
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((err, _)) => return Err(Error::kafka(err)),
+                Err((err, _)) => return Err(Error::kafka_produce(err)),
             }
         }
     }
@@ -93,7 +93,7 @@ impl EventProducer {
         let limit = self.timeout + Duration::from_secs(2);
         match rx.recv_timeout(limit) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Error::kafka(err)),
+            Ok(Err(err)) => Err(Error::kafka_produce(err)),
             Err(_) => Err(Error::Timeout {
                 what: "kafka acknowledgement".into(),
                 after: limit,

@@ -63,7 +63,11 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
     }
 
     fn handle(&self, event: Event) {
-        self.clock.observe(event.version);
+        if !self.clock.observe(event.version) {
+            log::warn!(target: "distcache::listener",
+                "[{}] done event for {:?} has a version far ahead of this clock ({}); not followed",
+                self.ns, event.key, event.version);
+        }
         if event.ns != self.ns {
             return;
         }

@@ -24,7 +24,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::bus::producer::EventProducer;
 use crate::event::{now_micros, Event, Op, TOPIC_SET_DEL};
-use crate::redis_store::{RedisStore, Stored};
+use crate::redis_store::{effective_ttl, RedisStore, Stored};
 use crate::{Cache, Codec, Error, HybridClock, LocalCache, Result, Version};
 pub use builder::DistributedCacheBuilder;
 use fill_guard::FillGuard;
@@ -129,8 +129,8 @@ impl<T> Write<T> {
         Write {
             op: Op::Set,
             value: Some(value),
-            local_ttl,
-            remote_ttl,
+            local_ttl: effective_ttl(local_ttl),
+            remote_ttl: effective_ttl(remote_ttl),
             write_redis,
         }
     }
@@ -389,7 +389,7 @@ where
 }
 
 fn check_ttls(local: Option<Duration>, remote: Option<Duration>) -> Result<()> {
-    if let (Some(local), Some(remote)) = (local, remote) {
+    if let (Some(local), Some(remote)) = (effective_ttl(local), effective_ttl(remote)) {
         if remote < local {
             return Err(Error::Rejected(format!(
                 "remote TTL {remote:?} is shorter than local TTL {local:?}"

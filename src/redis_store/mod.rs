@@ -115,7 +115,7 @@ impl RedisStore {
     /// works on a cluster, where MULTI across a pipeline does not).
     pub(crate) fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let k = self.full_key(key);
-        let ttl_ms = ttl.map_or(0, ttl_millis);
+        let ttl_ms = effective_ttl(ttl).map_or(0, ttl_millis);
         self.run(|c| {
             redis::cmd("EVAL")
                 .arg(layout::SET_SCRIPT)
@@ -195,8 +195,19 @@ impl RedisStore {
     }
 }
 
+/// Longest TTL sent to Redis (about 2,200 years): `PEXPIRE` rejects expiry times that overflow,
+/// and a script must never fail halfway through a write.
+const MAX_TTL_MS: u64 = 1 << 46;
+
+/// A TTL in whole milliseconds for `PEXPIRE`: at least 1, at most [`MAX_TTL_MS`].
 pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
-    (ttl.as_millis().min(u64::MAX as u128) as u64).max(1)
+    (ttl.as_millis().min(MAX_TTL_MS as u128) as u64).max(1)
+}
+
+/// `Some(Duration::ZERO)` means "no TTL" everywhere, as in the reference API (`ttl 0 = never
+/// expires`) and in [`LocalCache`](crate::LocalCache).
+pub(crate) fn effective_ttl(ttl: Option<Duration>) -> Option<Duration> {
+    ttl.filter(|t| !t.is_zero())
 }
 
 /// A typed cache stored in Redis under a key prefix.

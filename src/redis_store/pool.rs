@@ -11,8 +11,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::{Error, Result};
 
-/// Connection settings shared by every Redis user in the crate.
-#[derive(Clone, Debug)]
+/// Connection settings shared by every Redis user in the crate. Its `Debug` output hides the
+/// password.
+#[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://[user[:password]@]host:port[/db]`, or `rediss://…` with the `tls` feature. With
     /// `cluster`, a comma-separated list of seed nodes.
@@ -28,6 +29,19 @@ pub struct RedisConfig {
     pub io_timeout: Duration,
     /// Longest wait for a free pooled connection when all are busy (default 2 s).
     pub checkout_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("cluster", &self.cluster)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .finish()
+    }
 }
 
 impl RedisConfig {
@@ -315,6 +329,10 @@ impl Drop for PooledConnection<'_> {
 
 /// `url` with any password replaced, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
+    if url.contains(',') {
+        // A list of cluster seeds: each may carry credentials.
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let creds = &url[scheme_end + 3..at];
@@ -336,6 +354,12 @@ mod tests {
             "redis://app:***@host:6379/0"
         );
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact("redis://:pw@a:1,redis://:pw@b:2"),
+            "redis://:***@a:1,redis://:***@b:2"
+        );
+        let debug = format!("{:?}", RedisConfig::new("redis://u:s3cret@h:1/"));
+        assert!(!debug.contains("s3cret"), "{debug}");
     }
 
     #[test]

@@ -144,8 +144,11 @@ impl ApplyStage<'_> {
             match outcome {
                 Outcome::Applied => {
                     out.applied += 1;
-                    self.applied
-                        .put((event.ns.clone(), event.key.clone()), event.version);
+                    if event.write_redis {
+                        // Only versions stored in Redis may stand in for Redis' answer.
+                        self.applied
+                            .put((event.ns.clone(), event.key.clone()), event.version);
+                    }
                     out.done
                         .push(publish::applied(event, self.inline_value_limit));
                     out.latency_from.push(event.produced_at_us);
@@ -158,6 +161,9 @@ impl ApplyStage<'_> {
                     c.failed.fetch_add(1, Relaxed);
                     log::warn!(target: "distcache::state_node",
                         "redis refused {}/{} at {}: {why}", event.ns, event.key, event.version);
+                    // The write will never apply: tell the nodes, so the writer drops its copy
+                    // and a waiting writer gets an answer.
+                    out.done.push(publish::stale(event));
                 }
             }
         }

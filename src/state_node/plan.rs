@@ -32,15 +32,16 @@ pub(crate) type AppliedVersions = LruCache<(String, String), Version, foldhash::
 
 pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions) -> Plan {
     let mut out = Plan::default();
-    let mut newest: HashMap<(String, String), Event> = HashMap::with_capacity(records.len());
+    let mut newest: HashMap<(String, String, bool), Event> = HashMap::with_capacity(records.len());
     for record in records {
         let next = out.next_offsets.entry(record.partition).or_insert(0);
         *next = (*next).max(record.offset + 1);
         let event = match record.payload.as_deref().map(Event::decode) {
-            Some(Ok(event)) if event.op != Op::Stale => event,
+            Some(Ok(event)) if event.op != Op::Stale && !event.value_omitted => event,
             Some(Ok(_)) => {
                 log::warn!(target: "distcache::state_node",
-                    "skipping stale-marker event on the set-del topic at {}:{}", record.partition, record.offset);
+                    "skipping a done-topic-only event (stale marker or omitted value) on the set-del topic at {}:{}",
+                    record.partition, record.offset);
                 out.malformed += 1;
                 continue;
             }
@@ -57,7 +58,9 @@ pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions) -> Plan 
                 continue;
             }
         };
-        let id = (event.ns.clone(), event.key.clone());
+        // Writes that go to Redis and plain ones are deduplicated apart: a newer plain write
+        // must not keep an older `*_with_sync` write from reaching Redis.
+        let id = (event.ns.clone(), event.key.clone(), event.write_redis);
         match newest.get_mut(&id) {
             Some(kept) => {
                 out.deduped += 1;
@@ -70,8 +73,8 @@ pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions) -> Plan 
             }
         }
     }
-    for (id, event) in newest {
-        match applied.get(&id) {
+    for ((ns, key, _), event) in newest {
+        match applied.get(&(ns, key)) {
             // Strictly older only: an equal version is this write again, re-applied idempotently.
             Some(&known) if event.version < known => out.stale.push(event),
             _ => out.writes.push(event),
