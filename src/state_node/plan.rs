@@ -153,6 +153,37 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_plain_write_does_not_hide_an_older_synced_one() {
+        let synced = event("k", 10, Op::Set);
+        let plain = Event {
+            write_redis: false,
+            ..event("k", 11, Op::Set)
+        };
+        let p = plan(
+            vec![record(0, 0, &synced), record(0, 1, &plain)],
+            &mut applied(),
+        );
+        let kept: Vec<(u64, bool)> = p
+            .writes
+            .iter()
+            .map(|e| (e.version.hlc, e.write_redis))
+            .collect();
+        assert_eq!(kept, vec![(10, true), (11, false)]);
+        assert_eq!(p.deduped, 0);
+    }
+
+    #[test]
+    fn done_topic_only_events_are_malformed_here() {
+        let omitted = Event {
+            value: None,
+            value_omitted: true,
+            ..event("k", 1, Op::Set)
+        };
+        let p = plan(vec![record(0, 0, &omitted)], &mut applied());
+        assert_eq!((p.malformed, p.writes.len()), (1, 0));
+    }
+
+    #[test]
     fn drops_events_older_than_applied() {
         let mut known = applied();
         known.put(("ns".into(), "a".into()), Version::new(20, 1));

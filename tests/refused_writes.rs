@@ -1,0 +1,82 @@
+//! A write Redis refuses (its key holds another type) is counted and skipped without holding up
+//! its neighbours, and the writer is told: it drops its own copy and a waiting writer gets an answer.
+
+mod support;
+
+use std::time::Duration;
+
+use distcache::{Cache, DistributedCache, StateNode, WriteOutcome};
+use support::{unique_name, wait_until, Broker, RedisServer};
+
+#[test]
+fn refused_write_is_skipped_counted_and_reported() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let redis = RedisServer::start();
+    let broker = Broker::start();
+    let ns = unique_name("refused");
+    let node = StateNode::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(redis.url())
+        .group(unique_name("group"))
+        .start()
+        .expect("state node");
+    let cache = DistributedCache::<String>::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(redis.url())
+        .namespace(&ns)
+        .wait_timeout(Duration::from_secs(30))
+        .build()
+        .expect("core node");
+
+    // Something else owns this key as a plain string.
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let foreign = format!("distcache:{ns}:taken");
+    redis::cmd("SET")
+        .arg(&foreign)
+        .arg("not ours")
+        .query::<()>(&mut raw)
+        .unwrap();
+
+    cache
+        .set_with_sync("before", "1".into(), None, None)
+        .unwrap();
+    cache
+        .set_with_sync("taken", "mine".into(), None, None)
+        .unwrap();
+    assert_eq!(
+        cache.get("taken").unwrap().as_deref(),
+        Some("mine"),
+        "read-your-writes until the state node reports"
+    );
+    let outcome = cache
+        .set_with_sync_and_wait("after", "2".into(), None, None)
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Applied);
+
+    let outcome = cache
+        .set_with_sync_and_wait("taken", "again".into(), None, None)
+        .expect("a refused write is answered, not left to time out");
+    assert_eq!(outcome, WriteOutcome::Superseded);
+    assert!(
+        wait_until(Duration::from_secs(20), || cache
+            .get("taken")
+            .unwrap()
+            .is_none()),
+        "the writer drops the copy Redis refused"
+    );
+    let m = node.metrics();
+    assert_eq!(m.failed, 2, "{m:?}");
+    let stored: String = redis::cmd("GET").arg(&foreign).query(&mut raw).unwrap();
+    assert_eq!(stored, "not ours", "the foreign key is untouched");
+    for (key, want) in [("before", "1"), ("after", "2")] {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(format!("distcache:{ns}:{key}"))
+            .arg("v")
+            .query(&mut raw)
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(&*format!("\"{want}\"")), "{key}");
+    }
+}
