@@ -35,8 +35,8 @@ struct Args {
     /// Most events per batch.
     #[arg(long, env = "DISTCACHE_BATCH_SIZE", default_value_t = 1024)]
     batch_size: usize,
-    /// Longest wait for a batch to fill, in milliseconds.
-    #[arg(long, env = "DISTCACHE_BATCH_WAIT_MS", default_value_t = 2)]
+    /// Longest wait for a batch to fill, in milliseconds (0: take what has arrived).
+    #[arg(long, env = "DISTCACHE_BATCH_WAIT_MS", default_value_t = 0)]
     batch_wait_ms: u64,
     /// Redis worker threads (one connection each).
     #[arg(long, env = "DISTCACHE_THREADS", default_value_t = 4)]

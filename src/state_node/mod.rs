@@ -136,7 +136,7 @@ impl Default for StateNodeBuilder {
             key_prefix: DEFAULT_KEY_PREFIX.into(),
             group: GROUP_SET_DEL.into(),
             max_batch: 1024,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             redis_workers: 4,
             tombstone_ttl: Duration::from_secs(600),
             inline_value_limit: 64 * 1024,
@@ -208,7 +208,9 @@ impl StateNodeBuilder {
         self
     }
 
-    /// Longest wait for a batch to fill after its first event (default 2 ms).
+    /// Longest wait for a batch to fill after its first event (default 0: a batch is whatever has
+    /// arrived by the time the pipeline is ready for it). Under load, events queue up while the
+    /// previous batch is applied, so batches grow by themselves; waiting only adds latency.
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
         self
