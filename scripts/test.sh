@@ -70,6 +70,11 @@ if ! command -v cargo >/dev/null; then
 fi
 for component in fmt:rustfmt clippy:clippy; do
 	if ! cargo "${component%%:*}" --version >/dev/null 2>&1; then
+		if ! command -v rustup >/dev/null; then
+			echo "test.sh: cargo ${component%%:*} is missing and there is no rustup to add ${component##*:}:" \
+				"install Rust with rustup (rust-version in Cargo.toml)" >&2
+			exit 1
+		fi
 		echo "installing ${component##*:}"
 		rustup component add "${component##*:}"
 	fi
