@@ -247,6 +247,7 @@ where
             counters,
             loads: load::SingleFlight::new(),
             wait_timeout: self.wait_timeout,
+            local_default_ttl: self.local_ttl,
             trace: self.trace,
             stop,
             listener: Mutex::new(Some(handle)),

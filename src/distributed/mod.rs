@@ -91,6 +91,8 @@ pub(crate) struct Inner<T> {
     counters: Arc<metrics::Counters>,
     loads: load::SingleFlight<T>,
     wait_timeout: Duration,
+    /// The local tier's default TTL, which a fill from Redis must not exceed the remote TTL with.
+    local_default_ttl: Option<Duration>,
     trace: bool,
     stop: Arc<AtomicBool>,
     listener: Mutex<Option<JoinHandle<()>>>,
@@ -265,6 +267,7 @@ where
             Some(Stored {
                 value: None,
                 version,
+                ..
             }) => {
                 if let Some(v) = version {
                     inner.local.delete_if_newer(key, v);
@@ -274,7 +277,13 @@ where
             Some(Stored {
                 value: Some(bytes),
                 version,
+                ttl: remote_ttl,
             }) => {
+                // A local copy must not outlive the shared one.
+                let local_ttl = shorter(
+                    effective_ttl(local_ttl).or(inner.local_default_ttl),
+                    remote_ttl,
+                );
                 let value: T = inner.codec.decode(&bytes).map_err(|e| {
                     Error::codec(format!("value of {key:?} in redis does not decode: {e}"))
                 })?;
@@ -385,6 +394,15 @@ where
                 inner.local.delete_if_newer(key, version);
             }
         }
+    }
+}
+
+/// The shorter of two TTLs, `None` being "never expires".
+fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 

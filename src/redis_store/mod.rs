@@ -26,6 +26,8 @@ pub(crate) struct Stored {
     pub value: Option<Vec<u8>>,
     /// `None` when the value was written without a version (by [`RedisCache::set`]).
     pub version: Option<Version>,
+    /// Time left before Redis expires the entry; `None` when it does not expire.
+    pub ttl: Option<Duration>,
 }
 
 /// Byte-level access to the entries under one key prefix.
@@ -92,11 +94,15 @@ impl RedisStore {
     /// Value and version in one round trip; `None` when the key does not exist at all.
     pub(crate) fn get_stored(&self, key: &str) -> Result<Option<Stored>> {
         let k = self.full_key(key);
-        let (value, version): (Option<Vec<u8>>, Option<String>) = self.run(|c| {
-            redis::cmd("HMGET")
+        // One key, so the pipeline stays on one node of a cluster too.
+        let ((value, version), pttl): ((Option<Vec<u8>>, Option<String>), i64) = self.run(|c| {
+            redis::pipe()
+                .cmd("HMGET")
                 .arg(&k)
                 .arg(layout::FIELD_VALUE)
                 .arg(layout::FIELD_VERSION)
+                .cmd("PTTL")
+                .arg(&k)
                 .query(c)
         })?;
         if value.is_none() && version.is_none() {
@@ -108,7 +114,15 @@ impl RedisStore {
             })?),
             None => None,
         };
-        Ok(Some(Stored { value, version }))
+        let ttl = u64::try_from(pttl)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        Ok(Some(Stored {
+            value,
+            version,
+            ttl,
+        }))
     }
 
     /// Unversioned write: replaces value and version atomically (one script, one key, so it also

@@ -42,6 +42,9 @@ pub(crate) struct IntakeThread {
 
 impl IntakeThread {
     pub(crate) fn run(self) {
+        // If this thread dies, the batcher must still learn that no more records come, or
+        // shutdown would wait for it forever.
+        let _stop_on_panic = StopOnPanic(&self.tx);
         let mut last_topic_check: Option<Instant> = None;
         'poll: while !self.stop.load(Ordering::Acquire) {
             match self.consumer.poll(POLL_INTERVAL) {
@@ -81,5 +84,15 @@ impl IntakeThread {
         // Everything handed over so far is applied and committed before we leave the group.
         barrier(&self.tx);
         let _ = self.tx.send(Intake::Stop);
+    }
+}
+
+struct StopOnPanic<'a>(&'a Sender<Intake>);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.send_timeout(Intake::Stop, BARRIER_TIMEOUT);
+        }
     }
 }

@@ -1,0 +1,57 @@
+//! `get_with_sync` fills the local tier from Redis, and a filled copy never outlives Redis' own.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use distcache::{Cache, DistributedCache, StateNode, WriteOutcome};
+use support::{unique_name, wait_until, Broker, RedisServer};
+
+#[test]
+fn a_filled_copy_expires_with_the_redis_entry() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let redis = RedisServer::start();
+    let broker = Broker::start();
+    let _node = StateNode::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(redis.url())
+        .group(unique_name("group"))
+        .start()
+        .expect("state node");
+    let cache = DistributedCache::<String>::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(redis.url())
+        .namespace(unique_name("fill"))
+        .wait_timeout(Duration::from_secs(30))
+        .build()
+        .expect("core node");
+
+    let remote_ttl = Duration::from_millis(1500);
+    let outcome = cache
+        .set_with_sync_and_wait("k", "v".into(), None, Some(remote_ttl))
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Applied);
+    let written = Instant::now();
+
+    cache.clear().unwrap();
+    assert_eq!(cache.get("k").unwrap(), None);
+    let filled = cache.get_with_sync("k", None).unwrap();
+    if written.elapsed() < remote_ttl {
+        assert_eq!(filled.as_deref(), Some("v"), "read through from Redis");
+        assert_eq!(cache.metrics().redis_reads, 1);
+        assert_eq!(
+            cache.get("k").unwrap().as_deref(),
+            Some("v"),
+            "the local tier was filled"
+        );
+    }
+    // The fill asked for no local TTL, but Redis' entry expires: so does the local copy.
+    assert!(
+        wait_until(Duration::from_secs(10), || cache
+            .get("k")
+            .unwrap()
+            .is_none()),
+        "the local copy outlived the Redis entry"
+    );
+    assert_eq!(cache.get_with_sync("k", None).unwrap(), None);
+}
