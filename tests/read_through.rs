@@ -4,27 +4,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use distcache::{Cache, DistributedCache, StateNode, WriteOutcome};
-use support::{unique_name, wait_until, Broker, RedisServer};
+use distcache::{Cache, WriteOutcome};
+use support::{unique_name, wait_until, Stack};
 
 #[test]
 fn a_filled_copy_expires_with_the_redis_entry() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
-    let _node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .group(unique_name("group"))
-        .start()
-        .expect("state node");
-    let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .namespace(unique_name("fill"))
-        .wait_timeout(Duration::from_secs(30))
-        .build()
-        .expect("core node");
+    let stack = Stack::start();
+    let cache = stack.cache::<String>(&unique_name("fill"));
 
     let remote_ttl = Duration::from_millis(1500);
     let outcome = cache

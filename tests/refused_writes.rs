@@ -5,34 +5,17 @@ mod support;
 
 use std::time::Duration;
 
-use distcache::{Cache, DistributedCache, StateNode, WriteOutcome};
-use support::{unique_name, wait_until, Broker, RedisServer};
+use distcache::{Cache, WriteOutcome};
+use support::{unique_name, wait_until, Stack};
 
 #[test]
 fn refused_write_is_skipped_counted_and_reported() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
+    let stack = Stack::start();
     let ns = unique_name("refused");
-    let node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .group(unique_name("group"))
-        .start()
-        .expect("state node");
-    let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .namespace(&ns)
-        .wait_timeout(Duration::from_secs(30))
-        .build()
-        .expect("core node");
+    let cache = stack.cache::<String>(&ns);
 
     // Something else owns this key as a plain string.
-    let mut raw = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut raw = stack.redis_connection();
     let foreign = format!("distcache:{ns}:taken");
     redis::cmd("SET")
         .arg(&foreign)
@@ -67,7 +50,7 @@ fn refused_write_is_skipped_counted_and_reported() {
             .is_none()),
         "the writer drops the copy Redis refused"
     );
-    let m = node.metrics();
+    let m = stack.node.metrics();
     assert_eq!(m.failed, 2, "{m:?}");
     let stored: String = redis::cmd("GET").arg(&foreign).query(&mut raw).unwrap();
     assert_eq!(stored, "not ours", "the foreign key is untouched");

@@ -18,6 +18,7 @@ mod kafka_python;
 mod process;
 mod redis;
 mod server;
+mod stack;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -32,6 +33,7 @@ pub use cluster::RedisCluster;
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
+pub use stack::Stack;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could still take it
 /// before the caller binds, which the server starters handle by retrying on a new port).
