@@ -33,7 +33,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use support::{run_with_timeout, unique_name, wait_until, Broker, ChildProcess, RedisServer};
 
 /// The cap of every wait: generous for a loaded 2-core machine; waits end as soon as their condition holds.
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 /// Node ids of the two core nodes of a test (B is the child process, with the higher id).
 const NODE_A: u64 = 0xA;
 const NODE_B: u64 = 0xB;

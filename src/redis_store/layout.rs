@@ -13,8 +13,6 @@ use crate::Version;
 
 /// Hash field holding the encoded value.
 pub(crate) const FIELD_VALUE: &str = "v";
-/// Hash field holding the version.
-pub(crate) const FIELD_VERSION: &str = "ver";
 
 /// Applies versioned events, one per key in `KEYS`, with six arguments each in `ARGV`: version
 /// (32 hex digits), op (`s`/`d`), write (`1`, or `0` to only compare), value, TTL ms (`0`: none),
@@ -72,6 +70,12 @@ for i = 1, #KEYS do
   end
 end
 return out
+"#;
+
+/// Reads an entry: `{{value, version}, PTTL}` (missing fields are nil; PTTL is negative when the
+/// key has no expiry or does not exist).
+pub(crate) const GET_SCRIPT: &str = r#"
+return {redis.call('HMGET', KEYS[1], 'v', 'ver'), redis.call('PTTL', KEYS[1])}
 "#;
 
 /// Unversioned set: value in, version out, TTL applied (ARGV[2] = TTL in ms, "0" for none).

@@ -94,14 +94,11 @@ impl RedisStore {
     /// Value and version in one round trip; `None` when the key does not exist at all.
     pub(crate) fn get_stored(&self, key: &str) -> Result<Option<Stored>> {
         let k = self.full_key(key);
-        // One key, so the pipeline stays on one node of a cluster too.
+        // One script (a cluster connection does not pipeline): value, version and TTL at once.
         let ((value, version), pttl): ((Option<Vec<u8>>, Option<String>), i64) = self.run(|c| {
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(&k)
-                .arg(layout::FIELD_VALUE)
-                .arg(layout::FIELD_VERSION)
-                .cmd("PTTL")
+            redis::cmd("EVAL")
+                .arg(layout::GET_SCRIPT)
+                .arg(1)
                 .arg(&k)
                 .query(c)
         })?;
