@@ -166,11 +166,11 @@ impl Worker {
     }
 
     fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
-        let replies = match self.send(writes) {
+        let replies = match self.send(writes)? {
             // A restarted Redis forgets loaded scripts: reload once.
             Err(e) if is_noscript(&e) => {
                 self.load_script()?;
-                self.send(writes)
+                self.send(writes)?
             }
             other => other,
         }
@@ -197,9 +197,9 @@ impl Worker {
         Ok(outcomes)
     }
 
-    /// Sends the writes: on a single server in calls of up to [`KEYS_PER_CALL`] keys, pipelined;
-    /// on a cluster one key per call (a script's keys must share a slot), in a cluster pipeline.
-    fn send(&mut self, writes: &[(usize, Event)]) -> redis::RedisResult<Vec<KeyReply>> {
+    /// Sends the writes over this worker's connection. The outer error is a connection that
+    /// could not be opened; the inner one is Redis' answer (NOSCRIPT is handled by the caller).
+    fn send(&mut self, writes: &[(usize, Event)]) -> Result<redis::RedisResult<Vec<KeyReply>>> {
         let keys: Vec<String> = writes
             .iter()
             .map(|(_, e)| self.settings.redis_key(e))
@@ -218,34 +218,8 @@ impl Worker {
             })
             .collect();
         let sha = self.sha.clone();
-        let conn = self.connection().map_err(|e| {
-            redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                e.to_string(),
-            ))
-        })?;
-        if let Some(cluster) = conn.as_cluster() {
-            let mut pipe = redis::cluster::cluster_pipe();
-            for w in &versioned {
-                pipe.add_command(apply_command(std::slice::from_ref(w), None));
-            }
-            let replies: Vec<redis::Value> = pipe.query(cluster)?;
-            return Ok(replies
-                .into_iter()
-                .flat_map(|r| key_replies(r, 1))
-                .collect());
-        }
-        let chunks: Vec<&[VersionedWrite<'_>]> = versioned.chunks(KEYS_PER_CALL).collect();
-        let mut pipe = redis::pipe();
-        for chunk in &chunks {
-            pipe.add_command(apply_command(chunk, Some(&sha)));
-        }
-        let replies: Vec<redis::Value> = pipe.query(conn)?;
-        Ok(replies
-            .into_iter()
-            .zip(&chunks)
-            .flat_map(|(r, chunk)| key_replies(r, chunk.len()))
-            .collect())
+        let conn = self.connection()?;
+        Ok(send_writes(conn, &versioned, &sha))
     }
 
     fn connection(&mut self) -> Result<&mut Conn> {
@@ -277,6 +251,37 @@ impl Worker {
             }
         }
     }
+}
+
+/// On a single server the writes go in calls of up to [`KEYS_PER_CALL`] keys, pipelined; on a
+/// cluster one key per call (a script's keys must share a slot), in a cluster pipeline.
+fn send_writes(
+    conn: &mut Conn,
+    writes: &[VersionedWrite<'_>],
+    sha: &str,
+) -> redis::RedisResult<Vec<KeyReply>> {
+    if let Some(cluster) = conn.as_cluster() {
+        let mut pipe = redis::cluster::cluster_pipe();
+        for w in writes {
+            pipe.add_command(apply_command(std::slice::from_ref(w), None));
+        }
+        let replies: Vec<redis::Value> = pipe.query(cluster)?;
+        return Ok(replies
+            .into_iter()
+            .flat_map(|r| key_replies(r, 1))
+            .collect());
+    }
+    let chunks: Vec<&[VersionedWrite<'_>]> = writes.chunks(KEYS_PER_CALL).collect();
+    let mut pipe = redis::pipe();
+    for chunk in &chunks {
+        pipe.add_command(apply_command(chunk, Some(sha)));
+    }
+    let replies: Vec<redis::Value> = pipe.query(conn)?;
+    Ok(replies
+        .into_iter()
+        .zip(&chunks)
+        .flat_map(|(r, chunk)| key_replies(r, chunk.len()))
+        .collect())
 }
 
 fn is_noscript(e: &redis::RedisError) -> bool {
