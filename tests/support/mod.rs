@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use broker::Broker;
+pub use broker::{Broker, BrokerKind};
 pub use cluster::RedisCluster;
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;

@@ -1,4 +1,4 @@
-//! One server process (redis-server or tansu) owned by a test: started on a loopback port in its own temporary
+//! One server process (redis-server, Apache Kafka or tansu) owned by a test: started on a loopback port in its own temporary
 //! directory, with stdout and stderr appended to `<dir>/log`, probed until it serves, and killed on drop.
 //! `kill` and `restart` take `&self`, so a chaos thread can restart a server that other threads are using.
 
@@ -15,7 +15,7 @@ use tempfile::TempDir;
 
 use super::{free_port, tail_lines};
 
-/// How long a server may take to answer its readiness probe.
+/// How long a server may take to answer its readiness probe, unless its starter says otherwise.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `restart` keeps retrying while the old port is still taken.
 const RESTART_RETRY: Duration = Duration::from_secs(10);
@@ -29,6 +29,7 @@ pub(crate) struct ServerProcess {
     not_found: String,
     build: BuildCommand,
     ready: ReadyProbe,
+    ready_timeout: Duration,
     port: u16,
     dir: TempDir,
     log: PathBuf,
@@ -52,6 +53,17 @@ impl ServerProcess {
         build: BuildCommand,
         ready: ReadyProbe,
     ) -> ServerProcess {
+        Self::start_within(name, not_found, build, ready, READY_TIMEOUT)
+    }
+
+    /// `start` for a server that may take up to `ready_timeout` to serve (a JVM on a busy machine).
+    pub(crate) fn start_within(
+        name: &'static str,
+        not_found: String,
+        build: BuildCommand,
+        ready: ReadyProbe,
+        ready_timeout: Duration,
+    ) -> ServerProcess {
         let dir = tempfile::Builder::new()
             .prefix(&format!("distcache-{name}-"))
             .tempdir()
@@ -62,6 +74,7 @@ impl ServerProcess {
             not_found,
             build,
             ready,
+            ready_timeout,
             port: 0,
             dir,
             log,
@@ -177,7 +190,7 @@ impl ServerProcess {
             Err(e) => panic!("spawn {}: {e}", self.name),
         };
         let pid = child.id();
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + self.ready_timeout;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(StartError::Exited(status));
