@@ -1,9 +1,10 @@
-//! The write pipeline against real services: a tansu broker and redis-server.
+//! The write pipeline against real services: a Kafka broker (Apache Kafka or tansu, as
+//! scripts/bench.sh starts it) and redis-server.
 //!
 //! One run measures everything, so the ratios between lines mean something on a noisy shared
 //! machine. In the order they run (`--sections 1,2,3`):
 //!
-//! 1. Raw broker throughput with plain rdkafka clients (producer → tansu → `BaseConsumer`):
+//! 1. Raw broker throughput with plain rdkafka clients (producer → broker → `BaseConsumer`):
 //!    produce, consume in a fresh group, and both at once. The ceiling (3) is compared to.
 //! 2. Propagation latency: node A (in this process) does `set_with_sync(key_i, value_i)` one at a
 //!    time; node B is this binary re-executed with `--role listener` (its own process, same
@@ -87,6 +88,11 @@ struct Config {
     sections: Vec<u8>,
     /// Where to write every latency sample as CSV (`max_wait_ms,path,index,latency_us`).
     dump: Option<String>,
+    /// Where to write the headline figures as `name=value` lines (scripts/bench.sh puts the brokers' side by
+    /// side from them).
+    summary: Option<String>,
+    /// The broker's name for the tables (`DISTCACHE_BROKER_NAME`, set by scripts/bench.sh).
+    broker_name: String,
     /// Unique per run: topic, group, namespace and key-prefix names derive from it.
     run: String,
 }
@@ -94,8 +100,9 @@ struct Config {
 fn usage() -> ! {
     eprintln!(
         "usage: pipeline [--n N] [--keys K] [--value-bytes B] [--batches 1,16,128,1024] \
-         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3] [--dump CSV]\n\
-         env: DISTCACHE_BROKERS=host:port DISTCACHE_REDIS_URL=redis://host:port/"
+         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3] [--dump CSV] [--summary FILE]\n\
+         env: DISTCACHE_BROKERS=host:port DISTCACHE_REDIS_URL=redis://host:port/ \
+         DISTCACHE_BROKER_NAME=name"
     );
     std::process::exit(2);
 }
@@ -125,6 +132,11 @@ fn parse_args(args: &[String]) -> Config {
         rounds: 2,
         sections: vec![1, 2, 3],
         dump: None,
+        summary: None,
+        broker_name: std::env::var("DISTCACHE_BROKER_NAME")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "Kafka".into()),
         run: format!("{:x}{:x}", now_micros() % 0xffff_ffff, std::process::id()),
     };
     let mut it = args.iter();
@@ -145,6 +157,7 @@ fn parse_args(args: &[String]) -> Config {
             "--rounds" => c.rounds = num(&mut it).max(1),
             "--diag-samples" => c.diag_samples = num(&mut it),
             "--dump" => c.dump = Some(it.next().cloned().unwrap_or_else(|| usage())),
+            "--summary" => c.summary = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--sections" => {
                 let list = it.next().unwrap_or_else(|| usage());
                 c.sections = list
@@ -200,21 +213,24 @@ fn run_all(c: Config) -> R<()> {
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     println!("### Pipeline: setup\n");
     println!(
-        "One run against a real tansu broker (`{}`) and redis-server (`{}`) on this machine \
+        "One run against a real {} broker (`{}`) and redis-server (`{}`) on this machine \
          ({cores} cores, everything shares them). Release build. Topics have {PARTITIONS} \
          partitions. All clients: `socket.nagle.disable=true`, `acks=all`; consumers \
          `fetch.wait.max.ms={}`, `session.timeout.ms=6000`, `heartbeat.interval.ms=2000`, \
          `auto.offset.reset=earliest`. Throughput producers `linger.ms=5`; latency producers \
          `linger.ms=0` (as distcache's own). N = {} messages of {} value bytes, keys cycling \
          over {} distinct keys. Run id `{}`.\n",
-        c.brokers, c.redis_url, c.fetch_wait_ms, c.n, c.value_bytes, c.keys, c.run
+        c.broker_name, c.brokers, c.redis_url, c.fetch_wait_ms, c.n, c.value_bytes, c.keys, c.run
     );
 
+    let mut summary = Vec::new();
     let mut raw = None;
     if c.sections.contains(&1) {
         progress("1/3 raw broker throughput");
         let r = raw_throughput(&c)?;
-        print_raw(&r);
+        print_raw(&c, &r);
+        summary.push(format!("raw_consume={:.0}", rate(r.n, r.consume)));
+        summary.push(format!("raw_produce={:.0}", rate(r.n, r.produce)));
         raw = Some(r);
     }
     // Latency before the state-node throughput runs: those leave several hundred thousand
@@ -224,6 +240,18 @@ fn run_all(c: Config) -> R<()> {
         progress("2/3 propagation latency");
         let lat = latency(&c)?;
         print_latency(&c, &lat);
+        for r in &lat {
+            let mw = r.max_wait.as_millis();
+            for (path, l) in [
+                ("one_hop", &r.one_hop),
+                ("two_hops", &r.two_hops),
+                ("distcache", &r.distcache),
+            ] {
+                for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+                    summary.push(format!("{path}_{name}_ms_wait{mw}={:.2}", l.pct(q)));
+                }
+            }
+        }
         if let Some(path) = &c.dump {
             dump_latency(path, &lat)?;
         }
@@ -234,6 +262,9 @@ fn run_all(c: Config) -> R<()> {
         let steps = step_costs(&c)?;
         let done_check = done_topic_check(&c)?;
         print_state_node(&c, &sn, ceiling.as_ref(), &plain, raw.as_ref());
+        for run in &sn {
+            summary.push(format!("drain_batch{}={:.0}", run.max_batch, run.rate()));
+        }
         print_step_costs(&sn, &steps);
         print_done_topic_check(&c, &done_check);
     }
@@ -242,6 +273,9 @@ fn run_all(c: Config) -> R<()> {
         "\nTotal bench time {:.0} s.",
         started.elapsed().as_secs_f64()
     );
+    if let Some(path) = &c.summary {
+        std::fs::write(path, summary.join("\n") + "\n")?;
+    }
     Ok(())
 }
 
@@ -610,8 +644,11 @@ fn consume_n(consumer: &BaseConsumer, n: usize) -> R<(Instant, Instant)> {
     Ok((first, last_progress))
 }
 
-fn print_raw(r: &RawThroughput) {
-    println!("### Pipeline 1. Raw broker throughput (rdkafka → tansu → rdkafka, no distcache)\n");
+fn print_raw(c: &Config, r: &RawThroughput) {
+    println!(
+        "### Pipeline 1. Raw broker throughput (rdkafka → {} → rdkafka, no distcache)\n",
+        c.broker_name
+    );
     println!("| measurement | messages | time | msg/s |");
     println!("|---|---:|---:|---:|");
     println!(

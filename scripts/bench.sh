@@ -4,12 +4,14 @@
 # Usage: scripts/bench.sh [SECTION...]
 #   SECTION  local   LocalCache vs quick_cache, moka and one Mutex<lru::LruCache> (benches/local_cache.rs)
 #            pipeline  raw broker vs state node throughput, propagation latency (benches/pipeline.rs,
-#                      against a redis-server and tansu broker it starts and stops; ~3 minutes)
+#                      against a redis-server and each broker in turn — Apache Kafka, then tansu — that
+#                      it starts and stops; ~3 minutes per broker), then the brokers side by side
 #   (none)   every section below, in order
 # Environment:
 #   BENCH_NO_RUN=1   do not run cargo bench; print tables from the results already in target/criterion
 #                    (pipeline: the tables of its last run, kept in target/bench-pipeline.md)
 #   PIPELINE_BENCH_ARGS  extra arguments for benches/pipeline.rs, e.g. "--n 20000 --samples 500"
+#   PIPELINE_BROKERS     which brokers the pipeline section measures, in order (default "apache tansu")
 #
 # Each section is one function `section_<name>` that runs its bench and prints its tables with
 # `criterion_table`; add a section by adding a function and its name to SECTIONS.
@@ -87,25 +89,48 @@ section_local() {
   echo
 }
 
-# section_pipeline: benches/pipeline.rs measures against real services, so this starts a
-# redis-server and a tansu broker on free loopback ports (scripts/services.sh) in a private state
-# dir, hands their addresses over in DISTCACHE_REDIS_URL / DISTCACHE_BROKERS, and stops them when
-# the section ends, however it ends. A subshell, so its traps stay its own. The bench prints
-# markdown on stdout; a copy goes to target/bench-pipeline.md.
-section_pipeline() (
-  local out=target/bench-pipeline.md state
+# section_pipeline: benches/pipeline.rs measures against real services, so for each broker this starts a
+# redis-server and that broker on free loopback ports (scripts/services.sh) in a private state dir, hands
+# their addresses over in DISTCACHE_REDIS_URL / DISTCACHE_BROKERS, and stops them when the run ends, however it
+# ends. Each run prints its markdown tables; then one table puts the brokers' headline figures side by side
+# (each broker's ratios are within its own run). A copy of everything goes to target/bench-pipeline.md.
+section_pipeline() {
+  local out=target/bench-pipeline.md brokers=() broker summaries=()
   if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
     if [[ ! -f $out ]]; then
       echo "no $out yet: run scripts/bench.sh pipeline" >&2
       exit 1
     fi
     cat "$out"
-    exit 0
+    return
   fi
   scripts/services.sh install
   # Compile before the services start: nothing else should compete for the cores while measuring.
   echo "building: cargo bench --bench pipeline --no-run" >&2
   cargo bench --bench pipeline --no-run >&2
+  read -r -a brokers <<<"${PIPELINE_BROKERS:-apache tansu}"
+  mkdir -p "$(dirname "$out")"
+  : >"$out.tmp"
+  for broker in "${brokers[@]}"; do
+    pipeline_on "$broker" "target/bench-pipeline-$broker.summary" | tee -a "$out.tmp"
+    summaries+=("$broker=target/bench-pipeline-$broker.summary")
+  done
+  pipeline_side_by_side "${summaries[@]}" | tee -a "$out.tmp"
+  mv -f "$out.tmp" "$out"
+}
+
+broker_title() {
+  case $1 in
+  apache) echo "Apache Kafka" ;;
+  tansu) echo "tansu" ;;
+  *) echo "$1" ;;
+  esac
+}
+
+# pipeline_on BROKER SUMMARY: one bench run against a fresh redis-server and BROKER (apache or tansu).
+# A subshell, so its traps stay its own.
+pipeline_on() (
+  local broker=$1 summary=$2 state args=()
   state=$(mktemp -d "${TMPDIR:-/tmp}/distcache-bench.XXXXXX")
   stop_services() {
     scripts/services.sh stop redis "$state/redis" || true
@@ -115,20 +140,71 @@ section_pipeline() (
   trap stop_services EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
+  echo "== pipeline on $(broker_title "$broker"): starting redis-server and the broker" >&2
   DISTCACHE_REDIS_URL=$(scripts/services.sh start redis "$state/redis")
-  DISTCACHE_BROKERS=$(scripts/services.sh start kafka "$state/kafka")
-  export DISTCACHE_REDIS_URL DISTCACHE_BROKERS
-  local args=()
+  DISTCACHE_BROKERS=$(DISTCACHE_BROKER=$broker scripts/services.sh start kafka "$state/kafka")
+  DISTCACHE_BROKER_NAME=$(broker_title "$broker")
+  export DISTCACHE_REDIS_URL DISTCACHE_BROKERS DISTCACHE_BROKER_NAME
   read -r -a args <<<"${PIPELINE_BENCH_ARGS:-}"
-  echo "running: cargo bench --bench pipeline -- ${args[*]}" >&2
-  mkdir -p "$(dirname "$out")"
-  if ! cargo bench --bench pipeline -- "${args[@]}" | tee "$out.tmp"; then
-    echo "pipeline bench failed; service logs:" >&2
+  echo "running: cargo bench --bench pipeline -- ${args[*]} --summary $summary" >&2
+  echo "## Pipeline on $DISTCACHE_BROKER_NAME"
+  echo
+  rm -f "$summary"
+  if ! cargo bench --bench pipeline -- "${args[@]}" --summary "$summary"; then
+    echo "pipeline bench on $broker failed; service logs:" >&2
     tail -n 20 "$state/redis/log" "$state/kafka/log" >&2 || true
     exit 1
   fi
-  mv -f "$out.tmp" "$out"
 )
+
+# pipeline_side_by_side BROKER=SUMMARY...: the headline figures of each broker's run in one table.
+pipeline_side_by_side() {
+  python3 - "$@" <<'PY'
+import sys
+
+titles = {"apache": "Apache Kafka", "tansu": "tansu"}
+runs = []
+for arg in sys.argv[1:]:
+    broker, path = arg.split("=", 1)
+    figures = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    figures[k] = float(v)
+    except OSError:
+        pass
+    runs.append((titles.get(broker, broker), figures))
+
+rows = [
+    ("raw one hop p50 (ms)", "one_hop_p50_ms_wait0"),
+    ("raw one hop p99 (ms)", "one_hop_p99_ms_wait0"),
+    ("distcache A → B p50 (ms)", "distcache_p50_ms_wait0"),
+    ("distcache A → B p99 (ms)", "distcache_p99_ms_wait0"),
+    ("raw consume (msg/s)", "raw_consume"),
+    ("state-node drain, max_batch=1024 (events/s)", "drain_batch1024"),
+]
+def cell(figures, key):
+    return f"{figures[key]:,.2f}" if key in figures and figures[key] < 1000 else (
+        f"{figures[key]:,.0f}" if key in figures else "n/a")
+print("## Brokers side by side (`max_wait=0`, the default; each column is its own run)")
+print()
+print("| figure | " + " | ".join(t for t, _ in runs) + " |")
+print("|---|" + "---:|" * len(runs))
+for label, key in rows:
+    print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
+for label, num, den in [
+    ("distcache ÷ raw one hop, p50", "distcache_p50_ms_wait0", "one_hop_p50_ms_wait0"),
+    ("distcache ÷ raw one hop, p99", "distcache_p99_ms_wait0", "one_hop_p99_ms_wait0"),
+]:
+    cells = []
+    for _, f in runs:
+        cells.append(f"{f[num] / f[den]:.2f}×" if num in f and f.get(den) else "n/a")
+    print(f"| {label} | " + " | ".join(cells) + " |")
+print()
+PY
+}
 
 main() {
   local sections=("$@")

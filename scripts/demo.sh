@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The distcache demo, from a fresh machine: installs and starts redis-server and a Kafka-protocol broker
-# (tansu) on free loopback ports, builds the state node and the example core node, starts one state node and
-# two core nodes (A and B), and narrates:
+# The distcache demo, from a fresh machine: installs and starts redis-server and a Kafka broker on free
+# loopback ports — Apache Kafka 4 (KRaft, single node) by default, tansu with --tansu — builds the state node
+# and the example core node, starts one state node and two core nodes (A and B), and narrates:
 #   1. a write on A visible on B, with the measured propagation time;
 #   2. a delete on B invalidating A;
 #   3. a stale write (an old version injected by hand onto the topic) losing to a newer one;
 #   4. the metrics of every part.
 # Everything it started is stopped on exit, Ctrl-C included.
+#
+#   scripts/demo.sh            on Apache Kafka
+#   scripts/demo.sh --tansu    on tansu (a light Kafka-protocol broker; README "Brokers")
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -33,7 +36,22 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "Installing what is missing (redis-server, tansu, kafka-python)"
+BROKER=apache
+BROKER_NAME="Apache Kafka"
+case ${1:-} in
+"") ;;
+--tansu) BROKER=tansu BROKER_NAME=tansu ;;
+-h | --help)
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit 0
+	;;
+*)
+	echo "demo.sh: unknown argument $1 (try --help)" >&2
+	exit 2
+	;;
+esac
+
+say "Installing what is missing (redis-server, a JDK, Apache Kafka, tansu, kafka-python)"
 scripts/services.sh install
 tools=${DISTCACHE_TOOLS:-$HOME/.cache/distcache}
 [[ -d $tools/python ]] && export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
@@ -42,11 +60,11 @@ say "Building the state node and the example core node (release; the first build
 cargo build --release --quiet --bin distcache-state-node --example core_node
 BIN=$REPO/target/release
 
-say "Starting redis-server and the broker on free loopback ports"
+say "Starting redis-server and the broker ($BROKER_NAME) on free loopback ports"
 REDIS=$(scripts/services.sh start redis "$WORK/services/redis")
-BROKERS=$(scripts/services.sh start kafka "$WORK/services/kafka")
+BROKERS=$(DISTCACHE_BROKER=$BROKER scripts/services.sh start kafka "$WORK/services/kafka")
 note "redis:  $REDIS"
-note "broker: $BROKERS"
+note "broker: $BROKERS ($BROKER_NAME)"
 
 say "Starting the state node"
 "$BIN/distcache-state-node" --brokers "$BROKERS" --redis "$REDIS" --log-level info \

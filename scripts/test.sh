@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The one test command (README and CI call it): installs what the tests need (scripts/services.sh install,
-# idempotent), then runs formatting, clippy, every test target, the doctests and rustdoc (warnings are
-# errors). Tests start their own redis-server and tansu broker on free loopback ports through
-# tests/support; whatever a killed or timed-out test leaves running is killed at the end, found by the DISTCACHE_TEST_RUN marker every child inherits.
+# The one test command (README and CI call it): installs what the tests need (scripts/services.sh install and
+# cargo-nextest, idempotent and cached), then runs formatting, clippy, every test target against Apache Kafka,
+# the broker-facing subset again against tansu, the doctests and rustdoc (warnings are errors). Tests start
+# their own redis-server and broker on free loopback ports through tests/support; whatever a killed or
+# timed-out test leaves running is killed at the end, found by the DISTCACHE_TEST_RUN marker every child
+# inherits.
 #
 # Every step runs even when an earlier one failed; the exit status is non-zero if any failed.
-# Environment: DISTCACHE_TOOLS (tool cache), DISTCACHE_TEST_TIMEOUT (seconds for the test step, default 2700),
+# Environment: DISTCACHE_TOOLS (tool cache), DISTCACHE_TEST_TIMEOUT (seconds for each test step, default 2700),
+# DISTCACHE_TEST_BROKER (kafka, the default, or tansu: the broker of the main test step),
+# DISTCACHE_TANSU_SUITE (`subset`, the default: the pipeline tests again on tansu; `all`; `none`),
 # NEXTEST_PROFILE (default `ci` when CI=true), RUST_TEST_THREADS (default 2; brokers are heavy on 2 cores).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,7 +65,8 @@ export TANSU_BIN=${TANSU_BIN:-$tools/bin/tansu}
 if [[ -d $tools/python ]]; then
 	export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
 fi
-echo "TANSU_BIN=$TANSU_BIN"
+export DISTCACHE_KAFKA_HOME=${DISTCACHE_KAFKA_HOME:-$tools/kafka}
+echo "TANSU_BIN=$TANSU_BIN DISTCACHE_KAFKA_HOME=$DISTCACHE_KAFKA_HOME"
 
 section "toolchain"
 if ! command -v cargo >/dev/null; then
@@ -79,9 +84,19 @@ for component in fmt:rustfmt clippy:clippy; do
 		rustup component add "${component##*:}"
 	fi
 done
+# nextest runs every test in its own process with a per-test time-out; built once into the tool cache (a few
+# minutes on 2 cores from the crates registry), then found there.
+export PATH="$tools/bin:$PATH"
+if ! cargo nextest --version >/dev/null 2>&1; then
+	echo "installing cargo-nextest into $tools (cargo install, once)"
+	if ! cargo install cargo-nextest --locked --root "$tools"; then
+		echo "test.sh: cargo-nextest did not install; falling back to cargo test (no per-test time-outs)" >&2
+	fi
+fi
 cargo --version
 cargo fmt --version
 cargo clippy --version
+cargo nextest --version 2>/dev/null | head -n 1 || true
 
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-2}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
@@ -93,16 +108,34 @@ test_timeout=${DISTCACHE_TEST_TIMEOUT:-2700}
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --all-targets -- -D warnings
 # nextest runs each test in its own process with a per-test time-out (.config/nextest.toml); it skips
-# doctests, which the next step runs either way.
+# doctests, which a later step runs either way.
 # Together the tests and benches steps are `cargo test --all-targets`: benches run once each in test mode
 # (a smoke run; the measurements are scripts/bench.sh's job).
-if cargo nextest --version >/dev/null 2>&1; then
-	step tests timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" \
-		cargo nextest run --lib --bins --tests --examples --no-tests=warn
-else
-	step tests timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" \
-		cargo test --lib --bins --tests --examples
-fi
+run_tests() {
+	if cargo nextest --version >/dev/null 2>&1; then
+		timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" \
+			cargo nextest run --no-tests=warn "$@"
+	else
+		timeout --foreground --signal=TERM --kill-after=30 "$test_timeout" cargo test "$@"
+	fi
+}
+# `on_broker NAME cmd…`: runs cmd with tests/support starting that broker.
+on_broker() {
+	local broker=$1
+	shift
+	DISTCACHE_TEST_BROKER=$broker "$@"
+}
+main_broker=${DISTCACHE_TEST_BROKER:-kafka}
+step "tests ($main_broker)" on_broker "$main_broker" run_tests --lib --bins --tests --examples
+# tansu keeps the code defensive (it hides records from tailing consumers, answers ListOffsets wrongly, keeps
+# its log in memory): the tests of the distributed path run against it too.
+tansu_targets=(--test pipeline_convergence --test pipeline_faults --test support_selftest)
+case ${DISTCACHE_TANSU_SUITE:-subset} in
+subset) [[ $main_broker == tansu ]] || step "tests (tansu subset)" on_broker tansu run_tests "${tansu_targets[@]}" ;;
+all) [[ $main_broker == tansu ]] || step "tests (tansu, all)" on_broker tansu run_tests --tests ;;
+none) ;;
+*) echo "test.sh: DISTCACHE_TANSU_SUITE must be subset, all or none" >&2 && failed+=(tansu-suite) ;;
+esac
 step benches cargo test --benches
 step doctests cargo test --doc
 step docs env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps

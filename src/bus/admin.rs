@@ -1,10 +1,11 @@
-//! Creates the topics distcache uses when they are missing.
+//! Creates the topics distcache uses when they are missing, and waits until the broker serves them.
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -13,7 +14,15 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::KafkaConfig;
 use crate::{Error, Result};
 
-/// Creates each topic with `config.partitions` partitions unless it already exists.
+/// How often a topic that is not served yet is asked for again.
+const SERVED_POLL: Duration = Duration::from_millis(50);
+
+/// Creates each topic with `config.partitions` partitions unless it already exists, then waits (at most
+/// `config.request_timeout`) until every partition of each answers an offsets request.
+///
+/// Apache Kafka acknowledges a new topic once its controller recorded it; the broker loads the partitions
+/// moments later and meanwhile answers `NotLeaderForPartition`. Waiting here means a node that just created
+/// (or raced another node creating) the topics starts like one that found them.
 pub(crate) fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = config.admin().create().map_err(Error::kafka)?;
     let new: Vec<NewTopic<'_>> = topics
@@ -32,7 +41,68 @@ pub(crate) fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()>
             }
         }
     }
+    let deadline = Instant::now() + config.request_timeout;
+    for topic in topics {
+        wait_until_served(admin.inner(), topic, deadline)?;
+    }
     Ok(())
+}
+
+/// Polls until every partition of `topic` has a leader that answers a watermark (offsets) request.
+fn wait_until_served<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    deadline: Instant,
+) -> Result<()> {
+    let mut pending: Option<Vec<i32>> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt: std::result::Result<(), String> = (|| {
+            let partitions = match &pending {
+                Some(p) => p.clone(),
+                None => {
+                    let metadata = client
+                        .fetch_metadata(Some(topic), left.max(SERVED_POLL))
+                        .map_err(|e| e.to_string())?;
+                    let t = metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .ok_or_else(|| format!("topic {topic} not in the metadata"))?;
+                    if let Some(e) = t.error() {
+                        return Err(format!("topic {topic}: {:?}", RDKafkaErrorCode::from(e)));
+                    }
+                    if t.partitions().is_empty() {
+                        return Err(format!("topic {topic} has no partitions yet"));
+                    }
+                    t.partitions().iter().map(|p| p.id()).collect()
+                }
+            };
+            let mut waiting = Vec::new();
+            let mut last = String::new();
+            for p in partitions {
+                if let Err(e) = client.fetch_watermarks(topic, p, left.max(SERVED_POLL)) {
+                    last = format!("{topic}/{p}: {e}");
+                    waiting.push(p);
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            pending = Some(waiting);
+            Err(last)
+        })();
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(Error::kafka(format!("topic not served in time: {e}")));
+            }
+            Err(e) => {
+                log::debug!(target: "distcache::bus", "waiting for {topic} to be served: {e}");
+                std::thread::sleep(SERVED_POLL);
+            }
+        }
+    }
 }
 
 /// Runs a future to completion on this thread. rdkafka's admin API returns futures; we have no
