@@ -7,15 +7,20 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 /// Bits of the counter below the milliseconds in [`Version::hlc`].
 const COUNTER_BITS: u32 = 16;
 
-/// How far ahead of the local wall clock an observed version may be and still advance the clock.
-pub const MAX_AHEAD_MS: u64 = 60 * 60 * 1000;
+/// How far ahead of the local wall clock a version may be before it is refused: core nodes do not
+/// follow (or stamp) versions further ahead, and the state node refuses events further ahead.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(60 * 60);
+
+/// [`DEFAULT_MAX_CLOCK_SKEW`] in milliseconds: how far ahead of the local wall clock an observed
+/// version may be and still advance the clock.
+pub const MAX_AHEAD_MS: u64 = DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64;
 
 /// The version of one write. Ordered by `hlc`, then `node`.
 #[derive(
