@@ -24,11 +24,13 @@ pub use bus::KafkaConfig;
 pub use cache::Cache;
 pub use codec::Codec;
 pub use distributed::{
-    DistributedCache, DistributedCacheBuilder, DistributedMetrics, WriteOutcome,
+    default_namespace, DistributedCache, DistributedCacheBuilder, DistributedMetrics, WriteOutcome,
 };
 pub use error::{BoxError, Error, Result};
 pub use local::{LocalCache, LocalCacheBuilder, LocalMetrics};
 pub use metrics::Summary;
-pub use redis_store::{RedisCache, RedisCacheBuilder, RedisConfig};
+pub use redis_store::{
+    redis_entry_key, redis_namespace_prefix, RedisCache, RedisCacheBuilder, RedisConfig,
+};
 pub use state_node::{StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_KEY_PREFIX};
 pub use version::{HybridClock, Version};

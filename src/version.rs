@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -73,19 +74,59 @@ impl fmt::Display for Version {
     }
 }
 
-/// A per-process hybrid logical clock. Cheap to share; lock-free.
+/// Why [`HybridClock::try_now`] refused to stamp a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FutureVersion {
+    /// The version the clock would have issued.
+    pub would_be: Version,
+    /// This machine's wall clock, Unix milliseconds.
+    pub wall_millis: u64,
+}
+
+impl fmt::Display for FutureVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the next version {} would be {} ms ahead of this machine's wall clock, more than the \
+             allowed clock skew (the wall clock stepped back?)",
+            self.would_be,
+            self.would_be.millis().saturating_sub(self.wall_millis)
+        )
+    }
+}
+
+impl std::error::Error for FutureVersion {}
+
+/// A hybrid logical clock. Cheap to share; lock-free.
+///
+/// Clocks made with [`share`](Self::share) advance one counter: versions from any of them are
+/// distinct even when their node ids are equal, which is how a process keeps "equal version" meaning
+/// "the same write" across all its caches.
 #[derive(Debug)]
 pub struct HybridClock {
     node: u64,
-    last: AtomicU64,
+    last: Arc<AtomicU64>,
+    max_ahead_ms: u64,
 }
 
 impl HybridClock {
-    /// A clock for the node with id `node`.
+    /// A clock for the node with id `node`, refusing to run more than
+    /// [`DEFAULT_MAX_CLOCK_SKEW`] ahead of the wall clock.
     pub fn new(node: u64) -> Self {
         HybridClock {
             node,
-            last: AtomicU64::new(0),
+            last: Arc::new(AtomicU64::new(0)),
+            max_ahead_ms: MAX_AHEAD_MS,
+        }
+    }
+
+    /// A clock for `node` that shares this clock's counter (and skew bound): versions from the two
+    /// never repeat one another.
+    pub fn share(&self, node: u64) -> Self {
+        HybridClock {
+            node,
+            last: self.last.clone(),
+            max_ahead_ms: self.max_ahead_ms,
         }
     }
 
@@ -94,18 +135,49 @@ impl HybridClock {
         self.node
     }
 
-    /// A new version, strictly greater than every version this clock issued or observed.
+    /// The largest clock value issued or observed so far.
+    pub fn last(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    /// A new version, strictly greater than every version this clock issued or observed. Unlike
+    /// [`try_now`](Self::try_now) it never refuses; cache writes use `try_now`.
     pub fn now(&self) -> Version {
-        let wall = wall_millis() << COUNTER_BITS;
+        self.stamp(wall_millis(), u64::MAX)
+            .unwrap_or_else(|e| e.would_be)
+    }
+
+    /// A new version as [`now`](Self::now), or an error (nothing issued) when that version would
+    /// be more than [`DEFAULT_MAX_CLOCK_SKEW`] ahead of this machine's wall clock: a state node
+    /// would refuse it, and a write stamped so far ahead would block its key for everyone until the
+    /// wall clocks catch up. This happens only when the wall clock stepped back by more than the
+    /// bound after the clock issued or observed a version.
+    pub fn try_now(&self) -> std::result::Result<Version, FutureVersion> {
+        self.stamp(wall_millis(), self.max_ahead_ms)
+    }
+
+    /// [`try_now`](Self::try_now) at wall-clock time `wall` (Unix ms), allowing `max_ahead_ms`.
+    pub(crate) fn stamp(
+        &self,
+        wall: u64,
+        max_ahead_ms: u64,
+    ) -> std::result::Result<Version, FutureVersion> {
+        let floor = wall << COUNTER_BITS;
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             // `observe` keeps `prev` within MAX_AHEAD of the wall clock, far below u64::MAX.
-            let next = wall.max(prev.saturating_add(1));
+            let next = floor.max(prev.saturating_add(1));
+            if (next >> COUNTER_BITS) > wall.saturating_add(max_ahead_ms) {
+                return Err(FutureVersion {
+                    would_be: Version::new(next, self.node),
+                    wall_millis: wall,
+                });
+            }
             match self
                 .last
                 .compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return Version::new(next, self.node),
+                Ok(_) => return Ok(Version::new(next, self.node)),
                 Err(actual) => prev = actual,
             }
         }
@@ -115,7 +187,7 @@ impl HybridClock {
     /// more than [`MAX_AHEAD_MS`] ahead of this machine's wall clock is not followed (one bad event
     /// must not drag every clock into the far future) and `false` is returned.
     pub fn observe(&self, seen: Version) -> bool {
-        if seen.millis() > wall_millis().saturating_add(MAX_AHEAD_MS) {
+        if seen.millis() > wall_millis().saturating_add(self.max_ahead_ms) {
             return false;
         }
         self.last.fetch_max(seen.hlc, Ordering::AcqRel);
@@ -123,7 +195,8 @@ impl HybridClock {
     }
 }
 
-fn wall_millis() -> u64 {
+/// This machine's wall clock in Unix milliseconds (48 bits, as in [`Version::hlc`]).
+pub(crate) fn wall_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -155,6 +228,34 @@ mod tests {
         assert!(!clock.observe(Version::new(far, 9)));
         let v = clock.now();
         assert!(v.millis() <= wall_millis() + 1, "{v}");
+    }
+
+    #[test]
+    fn refuses_to_stamp_beyond_the_skew_bound() {
+        let clock = HybridClock::new(3);
+        let wall = wall_millis();
+        let hour = MAX_AHEAD_MS;
+        let v = clock.stamp(wall, hour).unwrap();
+        // The wall clock steps back by more than the bound: the next version would be too far ahead.
+        let err = clock.stamp(wall - hour - 1000, hour).unwrap_err();
+        assert!(err.would_be > v);
+        assert_eq!(clock.last(), v.hlc, "nothing issued");
+        // Within the bound the clock runs on past what it issued.
+        let w = clock.stamp(wall - hour + 1000, hour).unwrap();
+        assert!(w > v);
+        // A clock sharing the counter refuses too, and `now` never refuses.
+        assert!(clock.share(4).stamp(wall - hour - 1000, hour).is_err());
+        assert!(clock.now() > w);
+    }
+
+    #[test]
+    fn shared_clocks_never_repeat_a_version() {
+        let a = HybridClock::new(1);
+        let b = a.share(1);
+        let x = a.now();
+        let y = b.now();
+        assert!(y > x);
+        assert_eq!(a.last(), y.hlc);
     }
 
     #[test]

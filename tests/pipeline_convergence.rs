@@ -136,7 +136,7 @@ impl Cluster {
     }
 
     fn redis_key(&self, key: &str) -> String {
-        format!("{}{}:{}", self.prefix, self.ns, key)
+        distcache::redis_entry_key(&self.prefix, &self.ns, key)
     }
 
     /// Runs `f` on the test's own Redis connection (reconnecting once if it broke).

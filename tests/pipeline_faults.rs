@@ -292,7 +292,7 @@ impl RedisProbe {
         let mut pipe = redis::pipe();
         for key in keys {
             pipe.cmd("HGET")
-                .arg(format!("{DEFAULT_KEY_PREFIX}{ns}:{key}"))
+                .arg(distcache::redis_entry_key(DEFAULT_KEY_PREFIX, ns, key))
                 .arg("v");
         }
         let conn = self.conn.as_mut().expect("connected");

@@ -16,7 +16,7 @@ fn refused_write_is_skipped_counted_and_reported() {
 
     // Something else owns this key as a plain string.
     let mut raw = stack.redis_connection();
-    let foreign = format!("distcache:{ns}:taken");
+    let foreign = distcache::redis_entry_key(distcache::DEFAULT_KEY_PREFIX, &ns, "taken");
     redis::cmd("SET")
         .arg(&foreign)
         .arg("not ours")
@@ -56,7 +56,7 @@ fn refused_write_is_skipped_counted_and_reported() {
     assert_eq!(stored, "not ours", "the foreign key is untouched");
     for (key, want) in [("before", "1"), ("after", "2")] {
         let v: Option<String> = redis::cmd("HGET")
-            .arg(format!("distcache:{ns}:{key}"))
+            .arg(distcache::redis_entry_key(distcache::DEFAULT_KEY_PREFIX, &ns, key))
             .arg("v")
             .query(&mut raw)
             .unwrap();

@@ -2,12 +2,13 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::clock::process_clock;
 use super::fill_guard::FillGuard;
 use super::listener::Listener;
 use super::{load, metrics, registry, waiters, DistributedCache, Inner};
@@ -16,23 +17,31 @@ use crate::bus::consumer::broadcast_consumer;
 use crate::bus::producer::EventProducer;
 use crate::bus::KafkaConfig;
 use crate::event::{TOPIC_DONE, TOPIC_SET_DEL};
-use crate::redis_store::{RedisConfig, RedisStore};
+use crate::redis_store::{redis_namespace_prefix, RedisConfig, RedisStore};
 use crate::state_node::DEFAULT_KEY_PREFIX;
-use crate::{Codec, Error, HybridClock, LocalCache, Result};
+use crate::{Codec, Error, LocalCache, Result};
 
 /// Longest namespace accepted (it travels in every event).
 const MAX_NAMESPACE_LEN: usize = 1024;
 
-/// The process-wide clock: one node id per process, shared by every namespace.
-fn process_clock(node: Option<u64>) -> Arc<HybridClock> {
-    static CLOCK: OnceLock<Arc<HybridClock>> = OnceLock::new();
-    match node {
-        Some(id) => Arc::new(HybridClock::new(id)),
-        None => CLOCK
-            .get_or_init(|| Arc::new(HybridClock::new(rand::random::<u64>())))
-            .clone(),
-    }
+/// The namespace a [`DistributedCache<T>`] uses when none is configured: the type's name
+/// (`std::any::type_name::<T>()`) with every `::` replaced by `.`, e.g. `alloc.string.String` or
+/// `myapp.model.User`. Its Redis keys are then `distcache:myapp.model.User:KEY` (a `:` left in a
+/// generic type's name is escaped, see [`redis_entry_key`](crate::redis_entry_key)). The
+/// compiler's type names can change between Rust versions and crate refactorings; set
+/// [`namespace`](DistributedCacheBuilder::namespace) explicitly when nodes built by different
+/// compilers share a namespace.
+///
+/// ```
+/// assert_eq!(distcache::default_namespace::<String>(), "alloc.string.String");
+/// assert_eq!(distcache::default_namespace::<Vec<u8>>(), "alloc.vec.Vec<u8>");
+/// ```
+pub fn default_namespace<T: ?Sized>() -> String {
+    std::any::type_name::<T>().replace("::", ".")
 }
+
+/// Local weigher of a [`DistributedCacheBuilder`].
+type Weigher<T> = Arc<dyn Fn(&str, &T) -> u64 + Send + Sync>;
 
 /// Configures a [`DistributedCache`]. Created by [`DistributedCache::builder`].
 ///
@@ -45,6 +54,7 @@ pub struct DistributedCacheBuilder<T> {
     namespace: Option<String>,
     local_capacity: usize,
     local_ttl: Option<Duration>,
+    local_weigher: Option<Weigher<T>>,
     codec: Codec,
     node_id: Option<u64>,
     wait_timeout: Duration,
@@ -65,6 +75,7 @@ where
             namespace: None,
             local_capacity: 10_000,
             local_ttl: None,
+            local_weigher: None,
             codec: Codec::default(),
             node_id: None,
             wait_timeout: Duration::from_secs(10),
@@ -111,14 +122,15 @@ where
     }
 
     /// Redis key prefix (default `"distcache:"`); must match the state nodes'. Entries live at
-    /// `prefix + namespace + ":" + key`.
+    /// [`redis_entry_key`](crate::redis_entry_key)`(prefix, namespace, key)`:
+    /// `prefix + namespace + ":" + key`, with `%` and `:` in the namespace escaped as `%25`/`%3A`.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
     }
 
-    /// The namespace (default: the type's name, `std::any::type_name::<T>()`). Every node caching
-    /// the same data must use the same namespace.
+    /// The namespace (default: [`default_namespace::<T>()`](default_namespace), the type's name
+    /// with `::` replaced by `.`). Every node caching the same data must use the same namespace.
     pub fn namespace(mut self, ns: impl Into<String>) -> Self {
         self.namespace = Some(ns.into());
         self
@@ -133,6 +145,13 @@ where
     /// Default TTL of local entries written without one (default: none).
     pub fn local_ttl(mut self, ttl: Duration) -> Self {
         self.local_ttl = Some(ttl);
+        self
+    }
+
+    /// Weighs local entries: the local capacity is then in weight units and a value heavier than
+    /// a local shard's share of it is not kept locally (reads of it go to Redis).
+    pub fn local_weigher(mut self, weigher: impl Fn(&str, &T) -> u64 + Send + Sync + 'static) -> Self {
+        self.local_weigher = Some(Arc::new(weigher));
         self
     }
 
@@ -193,7 +212,7 @@ where
         let ns = self
             .namespace
             .clone()
-            .unwrap_or_else(|| std::any::type_name::<T>().to_string());
+            .unwrap_or_else(default_namespace::<T>);
         self.validate(&ns)?;
         let inner =
             registry::get_or_build(&ns, std::any::type_name::<T>(), || self.start(ns.clone()))?;
@@ -201,15 +220,25 @@ where
     }
 
     fn start(&self, ns: String) -> Result<Arc<Inner<T>>> {
+        let clock = process_clock(self.node_id)?;
+        if clock.is_duplicate() {
+            return Err(Error::Config(format!(
+                "another process uses node id {:x}; give every process its own node id",
+                clock.node()
+            )));
+        }
         let mut local = LocalCache::builder().capacity(self.local_capacity);
         if let Some(ttl) = self.local_ttl {
             local = local.default_ttl(ttl);
         }
+        if let Some(weigher) = &self.local_weigher {
+            let weigher = weigher.clone();
+            local = local.weigher(move |k, v| weigher(k, v));
+        }
         let local = local.build()?;
-        let redis = RedisStore::connect(&self.redis, format!("{}{}:", self.key_prefix, ns))?;
+        let redis = RedisStore::connect(&self.redis, redis_namespace_prefix(&self.key_prefix, &ns))?;
         ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
         let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
-        let clock = process_clock(self.node_id);
         let group = format!("distcache-listener-{:x}-{}", clock.node(), ns);
         let consumer = broadcast_consumer(&self.kafka, &group, TOPIC_DONE)?;
 
@@ -251,6 +280,7 @@ where
             trace: self.trace,
             stop,
             listener: Mutex::new(Some(handle)),
+            after_produce: Mutex::new(None),
         }))
     }
 }

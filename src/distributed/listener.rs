@@ -15,14 +15,15 @@ use super::metrics::Counters;
 use super::waiters::Waiters;
 use crate::bus::consumer::{BroadcastConsumer, POLL_INTERVAL};
 use crate::event::{now_micros, Event, Op};
-use crate::{Codec, HybridClock, LocalCache};
+use super::clock::NodeClock;
+use crate::{Codec, LocalCache};
 
 pub(crate) struct Listener<T> {
     pub consumer: BroadcastConsumer,
     pub ns: String,
     pub local: LocalCache<T>,
     pub codec: Codec,
-    pub clock: Arc<HybridClock>,
+    pub clock: Arc<NodeClock>,
     pub waiters: Arc<Waiters>,
     pub fills: Arc<FillGuard>,
     pub counters: Arc<Counters>,
@@ -73,11 +74,21 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
         }
         let c = &self.counters;
         c.events.fetch_add(1, Ordering::Relaxed);
+        if self.clock.detect_duplicate(event.version) {
+            c.duplicate_node_ids.fetch_add(1, Ordering::Relaxed);
+            log::error!(target: "distcache::listener",
+                "[{}] done event for {:?} at {} carries this node's id but this process never issued it: \
+                 another process uses node id {:x}; writes with it now fail",
+                self.ns, event.key, event.version, event.version.node);
+        }
         c.propagation_us
             .record(now_micros().saturating_sub(event.produced_at_us));
         // Touch before changing the entry: a concurrent fill then either sees the touch or is
         // overwritten by the change (see fill_guard).
         self.fills.touch(&event.key);
+        // Before the change too: a write of ours in flight then either sees the correction or
+        // is applied before it (see pending).
+        self.waiters.pending.observe(&event);
         let changed = match event.op {
             Op::Set => match &event.value {
                 Some(bytes) => match self.codec.decode::<T>(bytes) {

@@ -18,6 +18,9 @@ pub(crate) struct Counters {
     pub redis_reads: AtomicU64,
     pub loads: AtomicU64,
     pub propagation_us: Histogram,
+    pub future_versions: AtomicU64,
+    pub duplicate_node_ids: AtomicU64,
+    pub local_newer_reads: AtomicU64,
 }
 
 impl Counters {
@@ -35,6 +38,9 @@ impl Counters {
             redis_reads: self.redis_reads.load(Relaxed),
             loads: self.loads.load(Relaxed),
             propagation_us: self.propagation_us.summary(),
+            future_versions: self.future_versions.load(Relaxed),
+            duplicate_node_ids: self.duplicate_node_ids.load(Relaxed),
+            local_newer_reads: self.local_newer_reads.load(Relaxed),
         }
     }
 }
@@ -67,6 +73,14 @@ pub struct DistributedMetrics {
     /// Time from a write being produced (on any node) to its done event reaching this node,
     /// in microseconds (across machines this includes clock skew).
     pub propagation_us: Summary,
+    /// Writes refused because their version would have been more than
+    /// [`DEFAULT_MAX_CLOCK_SKEW`](crate::version::DEFAULT_MAX_CLOCK_SKEW) ahead of the wall clock.
+    pub future_versions: u64,
+    /// Done events carrying this node's id at a version it never issued: another process uses the
+    /// same node id (writes then fail with [`Error::Config`](crate::Error::Config)).
+    pub duplicate_node_ids: u64,
+    /// `get_with_sync` reads answered from the local state because it was newer than Redis'.
+    pub local_newer_reads: u64,
 }
 
 impl DistributedMetrics {
@@ -120,6 +134,21 @@ impl DistributedMetrics {
             ),
             ("redis_reads", "reads that went to redis", self.redis_reads),
             ("loads", "loader calls", self.loads),
+            (
+                "future_versions",
+                "writes refused: version too far ahead of the wall clock",
+                self.future_versions,
+            ),
+            (
+                "duplicate_node_ids",
+                "done events with this node's id it never issued",
+                self.duplicate_node_ids,
+            ),
+            (
+                "local_newer_reads",
+                "reads answered locally because redis was older",
+                self.local_newer_reads,
+            ),
         ] {
             p.counter(&format!("distcache_{name}_total"), help, &labels, v);
         }

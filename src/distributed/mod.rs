@@ -7,10 +7,12 @@
 //! Reads go local → Redis (`get_with_sync`) → loader (`get_or_load`).
 
 mod builder;
+mod clock;
 mod fill_guard;
 mod listener;
 mod load;
 mod metrics;
+mod pending;
 mod registry;
 mod waiters;
 
@@ -25,8 +27,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::bus::producer::EventProducer;
 use crate::event::{now_micros, Event, Op, TOPIC_SET_DEL};
 use crate::redis_store::{effective_ttl, RedisStore, Stored};
-use crate::{Cache, Codec, Error, HybridClock, LocalCache, Result, Version};
-pub use builder::DistributedCacheBuilder;
+use crate::{Cache, Codec, Error, LocalCache, Result, Version};
+pub use builder::{default_namespace, DistributedCacheBuilder};
+use clock::NodeClock;
 use fill_guard::FillGuard;
 pub use metrics::DistributedMetrics;
 pub use waiters::WriteOutcome;
@@ -85,7 +88,7 @@ pub(crate) struct Inner<T> {
     redis: RedisStore,
     codec: Codec,
     producer: EventProducer,
-    clock: Arc<HybridClock>,
+    clock: Arc<NodeClock>,
     waiters: Arc<waiters::Waiters>,
     fills: Arc<FillGuard>,
     counters: Arc<metrics::Counters>,
@@ -96,7 +99,12 @@ pub(crate) struct Inner<T> {
     trace: bool,
     stop: Arc<AtomicBool>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// Test hook run between a write's acknowledgement and its local apply.
+    after_produce: Mutex<Option<AfterProduce>>,
 }
+
+/// See [`DistributedCache::set_after_produce_hook`].
+type AfterProduce = Arc<dyn Fn(&str, Version) + Send + Sync>;
 
 impl<T> Drop for Inner<T> {
     fn drop(&mut self) {
@@ -222,6 +230,11 @@ where
 
     /// Reads the local cache; on a miss reads Redis and fills the local cache (with `local_ttl`,
     /// or the local default) unless a newer event for the key arrived during the read.
+    ///
+    /// Never returns anything older than what this node knows: when the local cache holds a
+    /// newer version of the key than Redis (this node's own delete or write not applied by the
+    /// state node yet, a tombstone, a value too heavy for the local tier), the answer comes from
+    /// the local state, `None` for a tombstone or a value the local tier could not hold.
     pub fn get_with_sync(&self, key: &str, local_ttl: Option<Duration>) -> Result<Option<T>> {
         if let Some(v) = self.inner.local.get(key)? {
             return Ok(Some(v));
@@ -249,10 +262,14 @@ where
             if let Some(v) = self.get_with_sync(key, local_ttl)? {
                 return Ok(Some(v));
             }
+            // The version is taken before the load: what the loader reads is at most as new as
+            // this moment, so a write made elsewhere while it runs (a newer version) wins over it.
+            let version = self.stamp()?;
             self.inner.counters.loads.fetch_add(1, Ordering::Relaxed);
             let loaded = loader(key)?;
             if let Some(v) = &loaded {
-                self.set_with_sync(key, v.clone(), local_ttl, remote_ttl)?;
+                let write = Write::set(v.clone(), local_ttl, remote_ttl, ALSO_REDIS);
+                self.write_at(key, write, version)?;
             }
             Ok(loaded)
         })
@@ -288,6 +305,15 @@ where
                     Error::codec(format!("value of {key:?} in redis does not decode: {e}"))
                 })?;
                 let version = version.unwrap_or_default();
+                // This node knows a newer state of the key (its own write or delete not applied
+                // yet, or an event that landed during the read): Redis' value is older.
+                if inner.local.version_of(key).is_some_and(|known| known > version) {
+                    inner
+                        .counters
+                        .local_newer_reads
+                        .fetch_add(1, Ordering::Relaxed);
+                    return inner.local.peek(key);
+                }
                 if inner.fills.unchanged(key, ticket)
                     && inner
                         .local
@@ -303,22 +329,45 @@ where
         }
     }
 
+    /// Test hook: `hook(key, version)` runs after each write's acknowledgement and before its local
+    /// apply (to delay the apply behind the write's done event). Not part of the API.
+    #[doc(hidden)]
+    pub fn set_after_produce_hook(&self, hook: Option<Arc<dyn Fn(&str, Version) + Send + Sync>>) {
+        *self.inner.after_produce.lock() = hook;
+    }
+
+    /// A version for a new write from the process clock.
+    fn stamp(&self) -> Result<Version> {
+        let inner = &self.inner;
+        inner.clock.stamp().inspect_err(|e| {
+            if matches!(e, Error::Rejected(_)) {
+                inner.counters.future_versions.fetch_add(1, Ordering::Relaxed);
+            }
+            inner.counters.write_failures.fetch_add(1, Ordering::Relaxed);
+            log::error!(target: "distcache::core", "[{}] write refused: {e}", inner.ns);
+        })
+    }
+
     fn write(&self, key: &str, write: Write<T>) -> Result<Version> {
-        let (version, event) = self.prepare(key, &write)?;
-        self.produce(&event)?;
-        self.apply_locally(key, write, version);
+        let version = self.stamp()?;
+        self.write_at(key, write, version)
+    }
+
+    fn write_at(&self, key: &str, write: Write<T>, version: Version) -> Result<Version> {
+        let event = self.event(key, &write, version)?;
+        self.produce_and_apply(key, write, &event)?;
         Ok(version)
     }
 
     fn write_and_wait(&self, key: &str, write: Write<T>) -> Result<WriteOutcome> {
-        let (version, event) = self.prepare(key, &write)?;
+        let version = self.stamp()?;
+        let event = self.event(key, &write, version)?;
         let inner = &self.inner;
         let outcome = inner.waiters.register(key, version)?;
-        if let Err(e) = self.produce(&event) {
+        if let Err(e) = self.produce_and_apply(key, write, &event) {
             inner.waiters.cancel(key, version);
             return Err(e);
         }
-        self.apply_locally(key, write, version);
         match outcome.recv_timeout(inner.wait_timeout) {
             Ok(outcome) => Ok(outcome),
             Err(_) => {
@@ -331,14 +380,34 @@ where
         }
     }
 
-    fn prepare(&self, key: &str, write: &Write<T>) -> Result<(Version, Event)> {
+    /// Produces the write, then applies it locally (read-your-writes), then re-applies any
+    /// correction its done event brought before the local apply (see `pending`).
+    fn produce_and_apply(&self, key: &str, write: Write<T>, event: &Event) -> Result<()> {
+        let inner = &self.inner;
+        let version = event.version;
+        inner.waiters.pending.begin(key, version);
+        if let Err(e) = self.produce(event) {
+            inner.waiters.pending.end(key, version);
+            return Err(e);
+        }
+        let hook = inner.after_produce.lock().clone();
+        if let Some(hook) = hook {
+            hook(key, version);
+        }
+        self.apply_locally(key, write, version);
+        if let Some(correction) = inner.waiters.pending.end(key, version) {
+            inner.local.invalidate_unless_newer(key, correction);
+        }
+        Ok(())
+    }
+
+    fn event(&self, key: &str, write: &Write<T>, version: Version) -> Result<Event> {
         let inner = &self.inner;
         let value = write
             .value
             .as_ref()
             .map(|v| inner.codec.encode(v))
             .transpose()?;
-        let version = inner.clock.now();
         let event = Event {
             op: write.op,
             ns: inner.ns.clone(),
@@ -352,7 +421,7 @@ where
             origin: inner.clock.node(),
             produced_at_us: now_micros(),
         };
-        Ok((version, event))
+        Ok(event)
     }
 
     fn produce(&self, event: &Event) -> Result<()> {

@@ -9,6 +9,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
+use super::pending::Pending;
 use crate::event::{Event, Op};
 use crate::{Error, Result, Version};
 
@@ -25,6 +26,8 @@ pub enum WriteOutcome {
 type KeyWaiters = Vec<(Version, Sender<WriteOutcome>)>;
 
 pub(crate) struct Waiters {
+    /// This node's writes between their version and their local apply (see `pending`).
+    pub(crate) pending: Pending,
     by_key: Mutex<HashMap<String, KeyWaiters>>,
     count: AtomicUsize,
     max: usize,
@@ -33,6 +36,7 @@ pub(crate) struct Waiters {
 impl Waiters {
     pub(crate) fn new(max: usize) -> Self {
         Waiters {
+            pending: Pending::new(),
             by_key: Mutex::new(HashMap::new()),
             count: AtomicUsize::new(0),
             max,

@@ -1,6 +1,10 @@
 //! How a cache entry is laid out in Redis, and the Lua script that applies versioned writes.
 //!
-//! Each entry is one Redis hash at `prefix + key` with two fields:
+//! Each entry of a [`DistributedCache`](crate::DistributedCache) is one Redis hash at
+//! [`redis_entry_key`]`(prefix, namespace, key)` = `prefix + escaped namespace + ":" + key`, where the
+//! namespace is escaped (`%` → `%25`, `:` → `%3A`) so that it never contains the separator: the first `:`
+//! after the prefix ends the namespace, and no two (namespace, key) pairs share a Redis key. The hash has
+//! two fields:
 //! - `v`: the encoded value (absent in a tombstone),
 //! - `ver`: the version of the write that produced it, as 32 hex digits ([`Version::to_hex`]).
 //!
@@ -161,6 +165,44 @@ pub(crate) fn key_replies(reply: redis::Value, keys: usize) -> Vec<KeyReply> {
         .collect()
 }
 
+/// The Redis key prefix of every entry of namespace `ns` under `prefix`: `prefix + escaped ns + ":"`,
+/// the namespace escaped as `%` → `%25`, `:` → `%3A` (every other character as is). Escaped namespaces
+/// contain no `:`, so one namespace's prefix is never a prefix of another's keys: a `SCAN` of
+/// `prefix*` stays inside the namespace.
+///
+/// ```
+/// assert_eq!(distcache::redis_namespace_prefix("distcache:", "users"), "distcache:users:");
+/// assert_eq!(distcache::redis_namespace_prefix("distcache:", "a:b%c"), "distcache:a%3Ab%25c:");
+/// ```
+pub fn redis_namespace_prefix(prefix: &str, ns: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + ns.len() + 8);
+    out.push_str(prefix);
+    for c in ns.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out.push(':');
+    out
+}
+
+/// The Redis key of `key` in namespace `ns` under `prefix`:
+/// [`redis_namespace_prefix`]`(prefix, ns) + key`. Injective: distinct (namespace, key) pairs
+/// never share a Redis key.
+///
+/// ```
+/// use distcache::redis_entry_key;
+/// assert_eq!(redis_entry_key("distcache:", "users", "42"), "distcache:users:42");
+/// assert_ne!(redis_entry_key("p:", "ns", "a:b"), redis_entry_key("p:", "ns:a", "b"));
+/// ```
+pub fn redis_entry_key(prefix: &str, ns: &str, key: &str) -> String {
+    let mut out = redis_namespace_prefix(prefix, ns);
+    out.push_str(key);
+    out
+}
+
 /// Escapes glob characters so `prefix` matches literally in `SCAN … MATCH prefix*`.
 pub(crate) fn glob_escape(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 8);
@@ -176,6 +218,22 @@ pub(crate) fn glob_escape(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_keys_are_injective() {
+        assert_eq!(redis_entry_key("p:", "ns", "a:b"), "p:ns:a:b");
+        assert_eq!(redis_entry_key("p:", "ns:a", "b"), "p:ns%3Aa:b");
+        assert_eq!(redis_entry_key("p:", "ns%3Aa", "b"), "p:ns%253Aa:b");
+        let pairs = [("ns", "a:b"), ("ns:a", "b"), ("ns%3Aa", "b"), ("ns%", "b"), ("ns", "%b")];
+        for (i, a) in pairs.iter().enumerate() {
+            for b in &pairs[i + 1..] {
+                assert_ne!(redis_entry_key("p:", a.0, a.1), redis_entry_key("p:", b.0, b.1));
+            }
+        }
+        // One namespace's prefix never starts another namespace's keys.
+        let scan = redis_namespace_prefix("p:", "ns");
+        assert!(!redis_entry_key("p:", "ns:a", "b").starts_with(&scan));
+    }
 
     #[test]
     fn escapes_glob_characters() {

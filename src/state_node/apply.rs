@@ -39,12 +39,7 @@ pub(crate) struct ApplySettings {
 
 impl ApplySettings {
     pub(crate) fn redis_key(&self, event: &Event) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + event.ns.len() + 1 + event.key.len());
-        k.push_str(&self.prefix);
-        k.push_str(&event.ns);
-        k.push(':');
-        k.push_str(&event.key);
-        k
+        crate::redis_store::redis_entry_key(&self.prefix, &event.ns, &event.key)
     }
 }
 
