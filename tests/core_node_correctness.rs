@@ -57,7 +57,13 @@ fn produce(broker: &Broker, topic: &str, events: &[Event]) {
 }
 
 /// Writes an entry into Redis as a state node would have: JSON value and version.
-fn store_in_redis(conn: &mut redis::Connection, ns: &str, key: &str, value: &str, version: Version) {
+fn store_in_redis(
+    conn: &mut redis::Connection,
+    ns: &str,
+    key: &str,
+    value: &str,
+    version: Version,
+) {
     redis::cmd("HSET")
         .arg(redis_entry_key(DEFAULT_KEY_PREFIX, ns, key))
         .arg("v")
@@ -102,11 +108,20 @@ fn namespaces_with_a_colon_do_not_share_redis_keys() {
     );
     let mut conn = stack.redis_connection();
     assert_eq!(redis_value(&mut conn, &ns, "a:b").as_deref(), Some("of ns"));
-    assert_eq!(redis_value(&mut conn, &ns_a, "b").as_deref(), Some("of ns:a"));
+    assert_eq!(
+        redis_value(&mut conn, &ns_a, "b").as_deref(),
+        Some("of ns:a")
+    );
     first.clear().unwrap();
     second.clear().unwrap();
-    assert_eq!(first.get_with_sync("a:b", None).unwrap().as_deref(), Some("of ns"));
-    assert_eq!(second.get_with_sync("b", None).unwrap().as_deref(), Some("of ns:a"));
+    assert_eq!(
+        first.get_with_sync("a:b", None).unwrap().as_deref(),
+        Some("of ns")
+    );
+    assert_eq!(
+        second.get_with_sync("b", None).unwrap().as_deref(),
+        Some("of ns:a")
+    );
 
     let of = |ns: &str| -> RedisCache<String> {
         RedisCache::builder(stack.redis.url())
@@ -115,11 +130,19 @@ fn namespaces_with_a_colon_do_not_share_redis_keys() {
             .expect("redis cache")
     };
     let (in_ns, in_ns_a) = (of(&ns), of(&ns_a));
-    assert_eq!(in_ns.len().unwrap(), 1, "len of {ns:?} counts only its own entries");
+    assert_eq!(
+        in_ns.len().unwrap(),
+        1,
+        "len of {ns:?} counts only its own entries"
+    );
     assert_eq!(in_ns_a.len().unwrap(), 1);
     in_ns.clear().unwrap();
     assert_eq!(in_ns.len().unwrap(), 0);
-    assert_eq!(in_ns_a.len().unwrap(), 1, "clear of {ns:?} left {ns_a:?} alone");
+    assert_eq!(
+        in_ns_a.len().unwrap(),
+        1,
+        "clear of {ns:?} left {ns_a:?} alone"
+    );
     assert_eq!(in_ns_a.get("b").unwrap().as_deref(), Some("of ns:a"));
 }
 
@@ -159,7 +182,11 @@ fn reads_never_return_something_older_than_the_local_state() {
         None,
         "the value is newer than Redis' but too heavy to keep locally: a miss, not Redis' old value"
     );
-    assert_eq!(redis_value(&mut conn, &ns, "heavy").as_deref(), Some("old"), "no state node ran");
+    assert_eq!(
+        redis_value(&mut conn, &ns, "heavy").as_deref(),
+        Some("old"),
+        "no state node ran"
+    );
 
     cache.delete_with_sync("loaded").unwrap();
     let mut calls = 0;
@@ -171,7 +198,11 @@ fn reads_never_return_something_older_than_the_local_state() {
         .unwrap();
     assert_eq!(got.as_deref(), Some("from the loader"));
     assert_eq!(calls, 1, "Redis' older value is not a hit");
-    assert!(cache.metrics().local_newer_reads >= 4, "{:?}", cache.metrics());
+    assert!(
+        cache.metrics().local_newer_reads >= 4,
+        "{:?}",
+        cache.metrics()
+    );
 }
 
 /// Issue 8, item 7: a value read from the database before another node's newer write must not
@@ -187,20 +218,29 @@ fn get_or_load_loses_to_a_write_made_while_loading() {
             // The database is read here ("before"); then another node writes the key.
             thread::sleep(Duration::from_millis(20));
             let newer = HybridClock::new(0x07e5_7000_0001).now();
-            produce(&stack.broker, TOPIC_SET_DEL, &[set_event(&ns, key, newer, "newer")]);
-            let landed = wait_until(WAIT, || {
-                cache.get(key).unwrap().as_deref() == Some("newer")
-            });
+            produce(
+                &stack.broker,
+                TOPIC_SET_DEL,
+                &[set_event(&ns, key, newer, "newer")],
+            );
+            let landed = wait_until(WAIT, || cache.get(key).unwrap().as_deref() == Some("newer"));
             assert!(landed, "the other node's write reached this node");
             Ok(Some("read before".to_string()))
         })
         .unwrap();
     assert_eq!(loaded.as_deref(), Some("read before"));
     // Wait for the state node's verdict on the loaded value's write.
-    assert!(wait_until(WAIT, || cache.metrics().events >= 2), "{:?}", cache.metrics());
+    assert!(
+        wait_until(WAIT, || cache.metrics().events >= 2),
+        "{:?}",
+        cache.metrics()
+    );
     assert_eq!(redis_value(&mut conn, &ns, "k").as_deref(), Some("newer"));
     assert_eq!(cache.get("k").unwrap().as_deref(), Some("newer"));
-    assert_eq!(cache.get_with_sync("k", None).unwrap().as_deref(), Some("newer"));
+    assert_eq!(
+        cache.get_with_sync("k", None).unwrap().as_deref(),
+        Some("newer")
+    );
 }
 
 /// Issue 8, item 8: the `stale` done event of the writer's own losing write arrives before the
@@ -222,9 +262,20 @@ fn a_correction_arriving_before_the_local_apply_still_wins() {
     let written = cache.set_with_sync("k", "loser".into(), None, None);
     cache.set_after_produce_hook(None);
     written.unwrap();
-    assert_eq!(cache.metrics().events, 1, "the stale verdict arrived before the local apply");
-    assert_eq!(cache.get("k").unwrap(), None, "the losing value is not served");
-    assert_eq!(cache.get_with_sync("k", None).unwrap().as_deref(), Some("winner"));
+    assert_eq!(
+        cache.metrics().events,
+        1,
+        "the stale verdict arrived before the local apply"
+    );
+    assert_eq!(
+        cache.get("k").unwrap(),
+        None,
+        "the losing value is not served"
+    );
+    assert_eq!(
+        cache.get_with_sync("k", None).unwrap().as_deref(),
+        Some("winner")
+    );
 }
 
 /// Issue 8, item 6: a done event carrying this node's id at a version this process never issued
@@ -243,17 +294,28 @@ fn another_process_with_our_node_id_is_detected() {
         .expect("core node");
     let mine = cache.set_with_sync("k", "mine".into(), None, None).unwrap();
     assert!(wait_until(WAIT, || cache.metrics().events >= 1));
-    assert_eq!(cache.metrics().duplicate_node_ids, 0, "our own done event is ours");
+    assert_eq!(
+        cache.metrics().duplicate_node_ids,
+        0,
+        "our own done event is ours"
+    );
 
     // The other process stamps with our id; its done event reaches us.
     let foreign = Version::new(mine.hlc + 3, node);
-    produce(&stack.broker, TOPIC_DONE, &[set_event(&ns, "k2", foreign, "theirs")]);
+    produce(
+        &stack.broker,
+        TOPIC_DONE,
+        &[set_event(&ns, "k2", foreign, "theirs")],
+    );
     assert!(
         wait_until(WAIT, || cache.metrics().duplicate_node_ids == 1),
         "{:?}",
         cache.metrics()
     );
-    assert!(matches!(cache.set("k", "again".into(), None), Err(Error::Config(_))));
+    assert!(matches!(
+        cache.set("k", "again".into(), None),
+        Err(Error::Config(_))
+    ));
     assert!(matches!(cache.delete_with_sync("k"), Err(Error::Config(_))));
     // Versions issued by one process never repeat, whatever the namespace or node id.
     let other = DistributedCache::<String>::builder()

@@ -56,7 +56,11 @@ fn refused_write_is_skipped_counted_and_reported() {
     assert_eq!(stored, "not ours", "the foreign key is untouched");
     for (key, want) in [("before", "1"), ("after", "2")] {
         let v: Option<String> = redis::cmd("HGET")
-            .arg(distcache::redis_entry_key(distcache::DEFAULT_KEY_PREFIX, &ns, key))
+            .arg(distcache::redis_entry_key(
+                distcache::DEFAULT_KEY_PREFIX,
+                &ns,
+                key,
+            ))
             .arg("v")
             .query(&mut raw)
             .unwrap();

@@ -150,7 +150,10 @@ where
 
     /// Weighs local entries: the local capacity is then in weight units and a value heavier than
     /// a local shard's share of it is not kept locally (reads of it go to Redis).
-    pub fn local_weigher(mut self, weigher: impl Fn(&str, &T) -> u64 + Send + Sync + 'static) -> Self {
+    pub fn local_weigher(
+        mut self,
+        weigher: impl Fn(&str, &T) -> u64 + Send + Sync + 'static,
+    ) -> Self {
         self.local_weigher = Some(Arc::new(weigher));
         self
     }
@@ -236,7 +239,8 @@ where
             local = local.weigher(move |k, v| weigher(k, v));
         }
         let local = local.build()?;
-        let redis = RedisStore::connect(&self.redis, redis_namespace_prefix(&self.key_prefix, &ns))?;
+        let redis =
+            RedisStore::connect(&self.redis, redis_namespace_prefix(&self.key_prefix, &ns))?;
         ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
         let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
         let group = format!("distcache-listener-{:x}-{}", clock.node(), ns);

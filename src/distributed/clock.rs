@@ -165,7 +165,10 @@ mod tests {
         let c = process_clock(Some(0xd0b1_e1d0)).unwrap();
         let mine = c.stamp().unwrap();
         assert!(!c.detect_duplicate(mine));
-        assert!(!c.detect_duplicate(Version::new(mine.hlc + 5, 7)), "another id");
+        assert!(
+            !c.detect_duplicate(Version::new(mine.hlc + 5, 7)),
+            "another id"
+        );
         assert!(
             !c.detect_duplicate(Version::new(1, c.node())),
             "older than the record: unknown, not foreign"

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use super::clock::NodeClock;
 use super::fill_guard::FillGuard;
 use super::metrics::Counters;
 use super::waiters::Waiters;
 use crate::bus::consumer::{BroadcastConsumer, POLL_INTERVAL};
 use crate::event::{now_micros, Event, Op};
-use super::clock::NodeClock;
 use crate::{Codec, LocalCache};
 
 pub(crate) struct Listener<T> {

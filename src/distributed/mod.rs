@@ -104,7 +104,8 @@ pub(crate) struct Inner<T> {
 }
 
 /// See [`DistributedCache::set_after_produce_hook`].
-type AfterProduce = Arc<dyn Fn(&str, Version) + Send + Sync>;
+#[doc(hidden)]
+pub type AfterProduce = Arc<dyn Fn(&str, Version) + Send + Sync>;
 
 impl<T> Drop for Inner<T> {
     fn drop(&mut self) {
@@ -307,7 +308,11 @@ where
                 let version = version.unwrap_or_default();
                 // This node knows a newer state of the key (its own write or delete not applied
                 // yet, or an event that landed during the read): Redis' value is older.
-                if inner.local.version_of(key).is_some_and(|known| known > version) {
+                if inner
+                    .local
+                    .version_of(key)
+                    .is_some_and(|known| known > version)
+                {
                     inner
                         .counters
                         .local_newer_reads
@@ -332,7 +337,7 @@ where
     /// Test hook: `hook(key, version)` runs after each write's acknowledgement and before its local
     /// apply (to delay the apply behind the write's done event). Not part of the API.
     #[doc(hidden)]
-    pub fn set_after_produce_hook(&self, hook: Option<Arc<dyn Fn(&str, Version) + Send + Sync>>) {
+    pub fn set_after_produce_hook(&self, hook: Option<AfterProduce>) {
         *self.inner.after_produce.lock() = hook;
     }
 
@@ -341,9 +346,15 @@ where
         let inner = &self.inner;
         inner.clock.stamp().inspect_err(|e| {
             if matches!(e, Error::Rejected(_)) {
-                inner.counters.future_versions.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .counters
+                    .future_versions
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            inner.counters.write_failures.fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .write_failures
+                .fetch_add(1, Ordering::Relaxed);
             log::error!(target: "distcache::core", "[{}] write refused: {e}", inner.ns);
         })
     }

@@ -110,6 +110,9 @@ mod tests {
         assert_eq!(p.end("k", Version::new(5, 1)), None, "ended");
         assert!(p.by_key.lock().is_empty());
         p.observe(&done("k", 6, Op::Stale));
-        assert!(p.by_key.lock().is_empty(), "nothing in flight, nothing kept");
+        assert!(
+            p.by_key.lock().is_empty(),
+            "nothing in flight, nothing kept"
+        );
     }
 }

@@ -156,21 +156,32 @@ mod tests {
         });
         // Let the slow build start first.
         std::thread::sleep(Duration::from_millis(200));
-        let same = std::thread::spawn(|| get_or_build("reg-test-slow", "u32", || Ok(Arc::new(7u32))));
+        let same =
+            std::thread::spawn(|| get_or_build("reg-test-slow", "u32", || Ok(Arc::new(7u32))));
         let started = Instant::now();
         let other = get_or_build("reg-test-other", "u32", || Ok(Arc::new(2u32))).unwrap();
-        assert!(started.elapsed() < Duration::from_secs(2), "waited for another namespace's build");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited for another namespace's build"
+        );
         let _ = other_built.send(());
         let slow = slow.join().unwrap().unwrap();
-        assert_eq!(*slow, 1, "the other namespace was built while this one was building");
+        assert_eq!(
+            *slow, 1,
+            "the other namespace was built while this one was building"
+        );
         let same = same.join().unwrap().unwrap();
-        assert!(Arc::ptr_eq(&slow, &same), "the second build shared the first's instance");
+        assert!(
+            Arc::ptr_eq(&slow, &same),
+            "the second build shared the first's instance"
+        );
         drop(other);
     }
 
     #[test]
     fn a_failed_build_lets_the_next_one_try() {
-        let failed = get_or_build::<u32>("reg-test-fail", "u32", || Err(Error::Config("no".into())));
+        let failed =
+            get_or_build::<u32>("reg-test-fail", "u32", || Err(Error::Config("no".into())));
         assert!(failed.is_err());
         let ok = get_or_build("reg-test-fail", "u32", || Ok(Arc::new(3u32))).unwrap();
         assert_eq!(*ok, 3);

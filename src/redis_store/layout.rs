@@ -224,10 +224,19 @@ mod tests {
         assert_eq!(redis_entry_key("p:", "ns", "a:b"), "p:ns:a:b");
         assert_eq!(redis_entry_key("p:", "ns:a", "b"), "p:ns%3Aa:b");
         assert_eq!(redis_entry_key("p:", "ns%3Aa", "b"), "p:ns%253Aa:b");
-        let pairs = [("ns", "a:b"), ("ns:a", "b"), ("ns%3Aa", "b"), ("ns%", "b"), ("ns", "%b")];
+        let pairs = [
+            ("ns", "a:b"),
+            ("ns:a", "b"),
+            ("ns%3Aa", "b"),
+            ("ns%", "b"),
+            ("ns", "%b"),
+        ];
         for (i, a) in pairs.iter().enumerate() {
             for b in &pairs[i + 1..] {
-                assert_ne!(redis_entry_key("p:", a.0, a.1), redis_entry_key("p:", b.0, b.1));
+                assert_ne!(
+                    redis_entry_key("p:", a.0, a.1),
+                    redis_entry_key("p:", b.0, b.1)
+                );
             }
         }
         // One namespace's prefix never starts another namespace's keys.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Cache, Codec, Error, Result, Version};
-pub use layout::{redis_entry_key, redis_namespace_prefix};
 pub(crate) use layout::{apply_command, key_replies, KeyReply, VersionedWrite, APPLY_SCRIPT};
+pub use layout::{redis_entry_key, redis_namespace_prefix};
 pub use pool::RedisConfig;
 pub(crate) use pool::{Conn, Connector};
 
