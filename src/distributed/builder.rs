@@ -164,7 +164,11 @@ where
         self
     }
 
-    /// Node id stamped into versions (default: random per process).
+    /// Node id stamped into versions (default: one random 64-bit id per process). A configured id
+    /// must be unique among all processes writing to the same topics: a second process using it is
+    /// detected on the done topic, after which every write with the id fails with
+    /// [`Error::Config`]. Caches of one process share one clock counter whatever their ids, so
+    /// the process never issues one version twice.
     pub fn node_id(mut self, id: u64) -> Self {
         self.node_id = Some(id);
         self

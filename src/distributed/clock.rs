@@ -15,6 +15,7 @@ use std::sync::{Arc, LazyLock};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
+use crate::event::now_micros;
 use crate::version::wall_millis;
 use crate::{Error, HybridClock, Result, Version};
 
@@ -31,6 +32,9 @@ pub(crate) struct NodeClock {
     clock: HybridClock,
     issued: Mutex<Issued>,
     duplicate: AtomicBool,
+    /// When this clock was made, Unix µs: done events produced earlier come from an earlier
+    /// process with this id (a restart), not from a concurrent one.
+    created_us: u64,
 }
 
 /// Versions this node id issued, in increasing order, and where the record starts.
@@ -75,6 +79,7 @@ pub(crate) fn process_clock(node: Option<u64>) -> Result<Arc<NodeClock>> {
             hlcs: VecDeque::new(),
         }),
         duplicate: AtomicBool::new(false),
+        created_us: now_micros(),
     });
     process.nodes.insert(id, clock.clone());
     Ok(clock)
@@ -113,10 +118,12 @@ impl NodeClock {
         self.clock.observe(seen)
     }
 
-    /// True when `version` carries this node id but this process never issued it: another process
-    /// uses our node id. Marks the id as duplicate: every later write with it fails.
-    pub(crate) fn detect_duplicate(&self, version: Version) -> bool {
-        if version.node != self.node() {
+    /// True when `version` (of a done event produced at `produced_at_us`) carries this node id but
+    /// this process never issued it: another process uses our node id. Marks the id as duplicate:
+    /// every later write with it fails. Events produced before this clock existed (an earlier
+    /// process with this id, e.g. before a restart) or older than the record are not judged.
+    pub(crate) fn detect_duplicate(&self, version: Version, produced_at_us: u64) -> bool {
+        if version.node != self.node() || produced_at_us < self.created_us {
             return false;
         }
         let foreign = {
@@ -164,16 +171,21 @@ mod tests {
     fn a_version_we_did_not_issue_marks_the_id_duplicate() {
         let c = process_clock(Some(0xd0b1_e1d0)).unwrap();
         let mine = c.stamp().unwrap();
-        assert!(!c.detect_duplicate(mine));
+        assert!(!c.detect_duplicate(mine, now_micros()));
         assert!(
-            !c.detect_duplicate(Version::new(mine.hlc + 5, 7)),
+            !c.detect_duplicate(Version::new(mine.hlc + 5, 7), now_micros()),
             "another id"
         );
         assert!(
-            !c.detect_duplicate(Version::new(1, c.node())),
+            !c.detect_duplicate(Version::new(1, c.node()), now_micros()),
             "older than the record: unknown, not foreign"
         );
-        assert!(c.detect_duplicate(Version::new(mine.hlc + 5, c.node())));
+        let foreign = Version::new(mine.hlc + 5, c.node());
+        assert!(
+            !c.detect_duplicate(foreign, c.created_us - 1),
+            "produced before this process started: an earlier process with this id"
+        );
+        assert!(c.detect_duplicate(foreign, now_micros()));
         assert!(c.is_duplicate());
         assert!(matches!(c.stamp(), Err(Error::Config(_))));
     }

@@ -74,7 +74,10 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
         }
         let c = &self.counters;
         c.events.fetch_add(1, Ordering::Relaxed);
-        if self.clock.detect_duplicate(event.version) {
+        if self
+            .clock
+            .detect_duplicate(event.version, event.produced_at_us)
+        {
             c.duplicate_node_ids.fetch_add(1, Ordering::Relaxed);
             log::error!(target: "distcache::listener",
                 "[{}] done event for {:?} at {} carries this node's id but this process never issued it: \
