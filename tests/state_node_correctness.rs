@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use distcache::event::{now_micros, Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
-use distcache::{Cache, StateNode, Version, WriteOutcome};
+use distcache::{StateNode, Version, WriteOutcome};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};

@@ -264,3 +264,77 @@ pub(crate) fn retry<R>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Op};
+    use crate::Version;
+    use lru::LruCache;
+    use std::num::NonZeroUsize;
+
+    /// A Redis worker with a bug: every job panics.
+    struct AlwaysPanics;
+
+    impl super::super::apply::Applier for AlwaysPanics {
+        fn apply(&mut self, _: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
+            panic!("injected bug");
+        }
+
+        fn reset(&mut self) {}
+    }
+
+    #[test]
+    fn a_batch_that_keeps_panicking_stops_the_node_uncommitted() {
+        let counters = Counters::default();
+        let workers =
+            RedisWorkers::spawn(std::iter::once(AlwaysPanics), Arc::new(Counters::default()))
+                .unwrap();
+        let mut applied = LruCache::with_hasher(NonZeroUsize::new(4).unwrap(), Default::default());
+        let give_up_at = Mutex::new(None);
+        let mut stage = ApplyStage {
+            workers,
+            applied: &mut applied,
+            counters: &counters,
+            inline_value_limit: 1024,
+            give_up_at: &give_up_at,
+            max_clock_skew_ms: 1000,
+            fatal: None,
+        };
+        let event = Event {
+            op: Op::Set,
+            ns: "ns".into(),
+            key: "k".into(),
+            version: Version::new((now_micros() / 1000) << 16, 1),
+            remote_ttl: None,
+            local_ttl: None,
+            value: Some(b"1".to_vec()),
+            write_redis: true,
+            value_omitted: false,
+            origin: 1,
+            produced_at_us: 0,
+        };
+        let batch = Batch {
+            records: vec![Record {
+                partition: 0,
+                offset: 7,
+                payload: Some(event.encode()),
+            }],
+            barrier: None,
+            last: false,
+        };
+        let (tx, rx) = bounded(1);
+        assert!(stage.forward(batch, &tx));
+        let handoff = rx.try_recv().expect("the batch is handed over");
+        assert!(handoff.abandoned, "nothing of it is committed");
+        assert!(handoff.next_offsets.is_empty() && handoff.done.is_empty());
+        let why = stage.fatal.take().expect("the node must stop");
+        assert!(why.contains("injected bug"), "{why}");
+        assert_eq!(counters.retries.load(Relaxed), u64::from(MAX_PANICS - 1));
+
+        let (failure, stop) = (Failure::default(), AtomicBool::new(false));
+        fail(&failure, &stop, why);
+        assert!(stop.load(Ordering::Acquire));
+        assert!(failure.lock().is_some());
+    }
+}
