@@ -475,7 +475,8 @@ impl CoreNodeProcess {
 /// Every record the state node read is accounted for (applied, stale, deduplicated, malformed or refused),
 /// and at least `expected` were read: the node is idle with nothing in flight.
 fn state_node_settled(m: &StateNodeMetrics, expected: u64) -> Result<(), String> {
-    let accounted = m.applied + m.stale_dropped + m.deduped + m.malformed + m.failed;
+    let accounted =
+        m.applied + m.stale_dropped + m.deduped + m.malformed + m.failed + m.future_refused;
     if m.consumed >= expected && accounted == m.consumed {
         Ok(())
     } else {

@@ -79,10 +79,25 @@ fn foreign_stored_version_is_skipped_not_retried() {
     // A plain write of the corrupt key is skipped the same way.
     let outcome = cache.set_and_wait("corrupt", "plain".into(), None).unwrap();
     assert_eq!(outcome, WriteOutcome::Superseded);
+    // So is a key whose plain-write version is corrupt (its `ver` is fine).
+    let half = redis_key(&ns, "half");
+    redis::cmd("HSET")
+        .arg(&half)
+        .arg("ver")
+        .arg(Version::new(1, 1).to_hex())
+        .arg("pver")
+        .arg("zz")
+        .query::<()>(&mut raw)
+        .unwrap();
+    let outcome = cache
+        .delete_with_sync_and_wait("half")
+        .expect("answered, not left to time out");
+    assert_eq!(outcome, WriteOutcome::Superseded);
+    assert_eq!(hget(&mut raw, &half, "pver").as_deref(), Some("zz"));
 
     let m = stack.node.metrics();
-    assert_eq!(m.bad_versions, 2, "{m:?}");
-    assert_eq!(m.failed, 2, "{m:?}");
+    assert_eq!(m.bad_versions, 3, "{m:?}");
+    assert_eq!(m.failed, 3, "{m:?}");
     assert_eq!(
         hget(&mut raw, &foreign, "ver").as_deref(),
         Some("not-a-version"),

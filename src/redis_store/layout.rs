@@ -8,8 +8,9 @@
 //!   to local caches only and so leaves `v` and `ver` alone. Only the apply script reads it.
 //!
 //! The key's version, which every write must beat, is the larger of `ver` and `pver`: plain and
-//! synced writes share one version order. A plain write on a key with no hash creates one holding
-//! only `pver`, which expires after the tombstone TTL. A synced write removes `pver` (it is newer).
+//! synced writes share one version order. A plain write on a key with no value (no hash, or a
+//! tombstone) leaves a hash that expires after the tombstone TTL, like a tombstone; on a key with a
+//! value it keeps the value's TTL. A synced write removes `pver` (it is newer).
 //! A reader of the value takes `ver` as its version and ignores `pver`.
 //!
 //! Value and version live in one key, so the version check and the write are atomic in one script
@@ -78,9 +79,9 @@ local function apply(key, ver, op, write, val, ttl, tomb)
       redis.call('PEXPIRE', key, tomb)
     end
   else
-    local existed = redis.call('EXISTS', key) == 1
     redis.call('HSET', key, 'pver', ver)
-    if not existed then redis.call('PEXPIRE', key, tomb) end
+    -- With no value to keep, the hash is a tombstone: it lives as long as one.
+    if redis.call('HEXISTS', key, 'v') == 0 then redis.call('PEXPIRE', key, tomb) end
   end
   return 1
 end
