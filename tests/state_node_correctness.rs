@@ -379,3 +379,30 @@ impl DoneWatcher {
         }
     }
 }
+
+#[test]
+fn max_clock_skew_is_validated_in_the_builder_and_the_binary() {
+    let err = StateNode::builder()
+        .kafka_brokers("127.0.0.1:1")
+        .redis_url("redis://127.0.0.1:1/")
+        .max_clock_skew(Duration::ZERO)
+        .start()
+        .expect_err("a zero skew refuses every write");
+    assert!(
+        matches!(&err, distcache::Error::Config(m) if m.contains("max_clock_skew")),
+        "{err:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distcache-state-node"))
+        .args([
+            "--brokers",
+            "127.0.0.1:1",
+            "--redis",
+            "redis://127.0.0.1:1/",
+        ])
+        .env("DISTCACHE_MAX_CLOCK_SKEW_MS", "0")
+        .output()
+        .expect("run the state-node binary");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_clock_skew"), "{stderr}");
+}

@@ -213,9 +213,7 @@ impl RedisWorkers {
                 writes,
                 reply: reply_tx.clone(),
             };
-            self.senders[shard]
-                .send(job)
-                .map_err(|_| ApplyFailure::Redis(Error::Shutdown))?;
+            self.senders[shard].send(job).map_err(|_| worker_gone())?;
             pending += 1;
         }
         drop(reply_tx);
@@ -232,7 +230,7 @@ impl RedisWorkers {
                     first_err.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_err.get_or_insert(ApplyFailure::Redis(Error::Shutdown));
+                    first_err.get_or_insert(worker_gone());
                 }
             }
         }
@@ -257,6 +255,12 @@ struct Worker {
     settings: ApplySettings,
     conn: Option<Conn>,
     sha: String,
+}
+
+/// The pool lives as long as the pipeline, so a worker whose channel is closed has died: as bad as
+/// a panic (and escalated like one), never a quiet retry forever.
+fn worker_gone() -> ApplyFailure {
+    ApplyFailure::Panicked("a redis worker thread is gone".into())
 }
 
 /// A worker's loop. A job that panics is answered with [`ApplyFailure::Panicked`] (so the batch

@@ -64,7 +64,8 @@ pub struct StateNodeMetrics {
     pub deduped: u64,
     /// Records that were not valid events: logged, skipped, committed.
     pub malformed: u64,
-    /// Events Redis refused (e.g. the key holds another type): logged, skipped, committed.
+    /// Events Redis cannot take and no retry would fix (the key holds another type, its stored
+    /// version is not ours): logged, reported stale, skipped, committed.
     pub failed: u64,
     /// Batches processed.
     pub batches: u64,
