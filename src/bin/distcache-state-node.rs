@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use distcache::version::DEFAULT_MAX_CLOCK_SKEW;
 use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX};
 
 #[derive(Parser, Debug)]
@@ -47,6 +48,10 @@ struct Args {
     /// How long a delete's tombstone lives in Redis, in seconds.
     #[arg(long, env = "DISTCACHE_TOMBSTONE_TTL_S", default_value_t = 600)]
     tombstone_ttl_s: u64,
+    /// Refuse events stamped more than this many milliseconds ahead of this node's clock
+    /// (counted as future_refused, reported stale).
+    #[arg(long, env = "DISTCACHE_MAX_CLOCK_SKEW_MS", default_value_t = DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64)]
+    max_clock_skew_ms: u64,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "DISTCACHE_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -89,7 +94,8 @@ fn main() -> ExitCode {
         .max_wait(Duration::from_millis(args.batch_wait_ms))
         .redis_workers(args.threads)
         .key_prefix(&args.key_prefix)
-        .tombstone_ttl(Duration::from_secs(args.tombstone_ttl_s));
+        .tombstone_ttl(Duration::from_secs(args.tombstone_ttl_s))
+        .max_clock_skew(Duration::from_millis(args.max_clock_skew_ms));
     for (k, v) in &args.kafka_config {
         builder = builder.kafka_config(k, v);
     }
@@ -105,6 +111,13 @@ fn main() -> ExitCode {
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(why) = node.failure() {
+            // The node has left its group; exit so a supervisor restarts it.
+            log::error!("state node failed: {why}");
+            node.shutdown();
+            log::info!("final metrics: {:?}", node.metrics());
+            return ExitCode::FAILURE;
+        }
         if args.metrics_interval_s > 0
             && last_report.elapsed() >= Duration::from_secs(args.metrics_interval_s)
         {

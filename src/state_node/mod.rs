@@ -59,6 +59,7 @@ pub struct StateNode {
     shutdown_timeout: Duration,
     counters: Arc<metrics::Counters>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    failure: pipeline::Failure,
 }
 
 impl std::fmt::Debug for StateNode {
@@ -91,6 +92,14 @@ impl StateNode {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> StateNodeMetrics {
         self.counters.snapshot()
+    }
+
+    /// Why the node stopped by itself, if it did: a Redis worker kept panicking on one batch, or
+    /// the pipeline thread died. Such a node has left its consumer group with that batch
+    /// uncommitted (another node, or a restart, replays it) and consumes nothing more: shut it
+    /// down and start a new one. `None` while it runs (and after a plain [`shutdown`](Self::shutdown)).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
     }
 
     /// Stops consuming, finishes and commits the batch in progress, leaves the group and joins
@@ -126,6 +135,7 @@ pub struct StateNodeBuilder {
     inline_value_limit: usize,
     version_cache: usize,
     shutdown_timeout: Duration,
+    max_clock_skew: Duration,
 }
 
 impl Default for StateNodeBuilder {
@@ -142,6 +152,7 @@ impl Default for StateNodeBuilder {
             inline_value_limit: 64 * 1024,
             version_cache: 100_000,
             shutdown_timeout: Duration::from_secs(10),
+            max_clock_skew: crate::version::DEFAULT_MAX_CLOCK_SKEW,
         }
     }
 }
@@ -247,6 +258,16 @@ impl StateNodeBuilder {
         self
     }
 
+    /// How far ahead of this node's wall clock an event's version may be (default
+    /// [`DEFAULT_MAX_CLOCK_SKEW`](crate::version::DEFAULT_MAX_CLOCK_SKEW), 1 h). An event stamped
+    /// further ahead — a node with a broken clock, a hand-made message — is refused: logged,
+    /// counted (`future_refused`), reported `stale` on the done topic and committed, so it
+    /// cannot make every correct write to its key lose until the wall clock catches up.
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         self.kafka.validate()?;
         if self.redis.url.is_empty() {
@@ -264,6 +285,9 @@ impl StateNodeBuilder {
         if self.group.is_empty() {
             return Err(Error::Config("consumer group must not be empty".into()));
         }
+        if self.max_clock_skew < Duration::from_millis(1) {
+            return Err(Error::Config("max_clock_skew must be at least 1 ms".into()));
+        }
         Ok(())
     }
 
@@ -277,6 +301,7 @@ impl StateNodeBuilder {
 
         let counters = Arc::new(metrics::Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let failure = pipeline::Failure::default();
         let give_up_at = Arc::new(Mutex::new(None));
         // Bounded: at most a few batches wait between the consumer and the pipeline.
         let (tx, rx) = bounded(self.max_batch.saturating_mul(4).max(64));
@@ -302,6 +327,7 @@ impl StateNodeBuilder {
                 tombstone_ms: self.tombstone_ttl.as_millis().max(1) as u64,
             },
             self.redis_workers,
+            counters.clone(),
         )?;
         let pipeline = pipeline::Pipeline {
             batcher: batcher::Batcher::new(rx, self.max_batch, self.max_wait),
@@ -315,6 +341,9 @@ impl StateNodeBuilder {
             counters: counters.clone(),
             inline_value_limit: self.inline_value_limit,
             give_up_at: give_up_at.clone(),
+            max_clock_skew_ms: self.max_clock_skew.as_millis().min(u64::MAX as u128) as u64,
+            failure: failure.clone(),
+            stop: stop.clone(),
         };
         let intake = intake::IntakeThread {
             consumer,
@@ -329,7 +358,17 @@ impl StateNodeBuilder {
                 .spawn(f)
                 .map_err(|e| Error::Config(format!("cannot start thread {name}: {e}")))
         };
-        let pipeline_thread = spawn("distcache-pipeline", Box::new(move || pipeline.run()))?;
+        let (died, stop_on_death) = (failure.clone(), stop.clone());
+        let pipeline_thread = spawn(
+            "distcache-pipeline",
+            Box::new(move || {
+                // A bug that kills the pipeline must not leave the intake holding the partitions.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run()));
+                if run.is_err() {
+                    pipeline::fail(&died, &stop_on_death, "the pipeline thread panicked".into());
+                }
+            }),
+        )?;
         let intake_thread = spawn("distcache-intake", Box::new(move || intake.run()))?;
         log::info!(target: "distcache::state_node",
             "state node started: brokers {}, group {}, {} redis workers, batches of {} / {:?}",
@@ -340,6 +379,7 @@ impl StateNodeBuilder {
             shutdown_timeout: self.shutdown_timeout,
             counters,
             threads: Mutex::new(vec![intake_thread, pipeline_thread]),
+            failure,
         })
     }
 }
