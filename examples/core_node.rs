@@ -128,9 +128,11 @@ fn metrics_line(cache: &DistributedCache<String>) -> String {
     format!(
         "hits={} misses={} entries={} inserts={} updates={} evictions={} expirations={} invalidations={} \
          writes={} write_failures={} events={} events_applied={} events_ignored={} malformed={} \
-         undecodable={} resets={} redis_reads={} propagation_p50_us={} propagation_p99_us={}",
+         undecodable={} resets={} redis_reads={} propagation_p50_us={} propagation_p99_us={} \
+         holes_reread={}",
         l.hits, l.misses, l.entries, l.inserts, l.updates, l.evictions, l.expirations, l.invalidations,
         m.writes, m.write_failures, m.events, m.events_applied, m.events_ignored, m.malformed,
-        m.undecodable, m.resets, m.redis_reads, m.propagation_us.p50, m.propagation_us.p99
+        m.undecodable, m.resets, m.redis_reads, m.propagation_us.p50, m.propagation_us.p99,
+        m.holes_reread
     )
 }

@@ -30,5 +30,7 @@ pub use error::{BoxError, Error, Result};
 pub use local::{LocalCache, LocalCacheBuilder, LocalMetrics};
 pub use metrics::Summary;
 pub use redis_store::{RedisCache, RedisCacheBuilder, RedisConfig};
-pub use state_node::{StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_KEY_PREFIX};
+pub use state_node::{
+    StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_KEY_PREFIX, DEFAULT_MAX_INTAKE_BYTES,
+};
 pub use version::{HybridClock, Version};

@@ -18,6 +18,7 @@ pub(crate) struct Counters {
     pub redis_reads: AtomicU64,
     pub loads: AtomicU64,
     pub propagation_us: Histogram,
+    pub holes_reread: AtomicU64,
 }
 
 impl Counters {
@@ -35,6 +36,7 @@ impl Counters {
             redis_reads: self.redis_reads.load(Relaxed),
             loads: self.loads.load(Relaxed),
             propagation_us: self.propagation_us.summary(),
+            holes_reread: self.holes_reread.load(Relaxed),
         }
     }
 }
@@ -67,6 +69,9 @@ pub struct DistributedMetrics {
     /// Time from a write being produced (on any node) to its done event reaching this node,
     /// in microseconds (across machines this includes clock skew).
     pub propagation_us: Summary,
+    /// Times the listener read a done-topic partition again from a missing offset (a record
+    /// arrived past a hole). A hole that persists is a gap and counted in `resets`.
+    pub holes_reread: u64,
 }
 
 impl DistributedMetrics {
@@ -120,6 +125,11 @@ impl DistributedMetrics {
             ),
             ("redis_reads", "reads that went to redis", self.redis_reads),
             ("loads", "loader calls", self.loads),
+            (
+                "holes_reread",
+                "done-topic partitions re-read from a missing offset",
+                self.holes_reread,
+            ),
         ] {
             p.counter(&format!("distcache_{name}_total"), help, &labels, v);
         }

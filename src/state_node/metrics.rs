@@ -21,6 +21,8 @@ pub(crate) struct Counters {
     pub batch_size: Histogram,
     pub apply_latency_us: Histogram,
     pub end_to_end_us: Histogram,
+    pub holes_reread: AtomicU64,
+    pub holes_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +43,8 @@ impl Counters {
             batch_size: self.batch_size.summary(),
             apply_latency_us: self.apply_latency_us.summary(),
             end_to_end_us: self.end_to_end_us.summary(),
+            holes_reread: self.holes_reread.load(Relaxed),
+            holes_skipped: self.holes_skipped.load(Relaxed),
         }
     }
 }
@@ -80,6 +84,11 @@ pub struct StateNodeMetrics {
     /// From a core node producing an event to its done event being acknowledged, in microseconds
     /// (across machines this includes clock skew).
     pub end_to_end_us: Summary,
+    /// Times a partition was read again from a missing offset: a record arrived past a hole
+    /// (offsets are contiguous; tansu 0.6 can hide a batch from a tailing consumer).
+    pub holes_reread: u64,
+    /// Holes still there after the bounded re-reads: logged as errors and passed.
+    pub holes_skipped: u64,
 }
 
 impl StateNodeMetrics {
@@ -110,6 +119,16 @@ impl StateNodeMetrics {
             ("published", "done events published", self.published),
             ("commits", "offset commits", self.commits),
             ("consumer_errors", "consumer errors", self.consumer_errors),
+            (
+                "holes_reread",
+                "partitions re-read from a missing offset",
+                self.holes_reread,
+            ),
+            (
+                "holes_skipped",
+                "holes passed after the bounded re-reads",
+                self.holes_skipped,
+            ),
         ] {
             p.counter(&format!("distcache_state_node_{name}_total"), help, "", v);
         }
