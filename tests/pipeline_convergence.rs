@@ -1356,3 +1356,174 @@ fn per_key_order_holds_under_a_burst() {
         .count();
     eprintln!("burst: node A won {winners_a} of {KEYS} keys");
 }
+
+/// Delivery reports of a racing producer: the key, partition and offset of every acknowledged record.
+#[derive(Default)]
+struct AckLog {
+    acked: Mutex<Vec<(String, i32, i64)>>,
+    failed: Mutex<Vec<String>>,
+}
+
+impl ClientContext for AckLog {}
+
+impl ProducerContext for AckLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(msg) => {
+                let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
+                self.acked.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    key.into_owned(),
+                    msg.partition(),
+                    msg.offset(),
+                ));
+            }
+            Err((e, _)) => self
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e.to_string()),
+        }
+    }
+}
+
+/// One raw producer of the race: its own client (its own connection), `acks=all`, `linger.ms=0`,
+/// `count` set events of distinct keys in bursts of `burst` about every `burst` ms. Returns every
+/// acknowledged (cache key, partition, offset).
+fn race_producer(
+    bootstrap: &str,
+    ns: &str,
+    node: u64,
+    count: usize,
+    burst: usize,
+) -> Vec<(String, i32, i64)> {
+    let producer: BaseProducer<AckLog> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000")
+        .set("socket.nagle.disable", "true")
+        .create_with_context(AckLog::default())
+        .expect("racing producer");
+    let clock = distcache::HybridClock::new(node);
+    for start in (0..count).step_by(burst) {
+        for i in start..(start + burst).min(count) {
+            let key = format!("race-{node:x}-{i}");
+            let event = Event {
+                version: clock.now(),
+                ..set_event(ns, &key, 0, node, &format!("v{i}"))
+            };
+            let payload = event.encode();
+            let message_key = event.message_key();
+            let mut record = BaseRecord::to(TOPIC_SET_DEL)
+                .key(&message_key)
+                .payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, back)) => {
+                        assert!(
+                            matches!(
+                                e.rdkafka_error_code(),
+                                Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                            ),
+                            "produce: {e}"
+                        );
+                        producer.poll(Duration::from_millis(10));
+                        record = back;
+                    }
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        thread::sleep(Duration::from_millis(burst as u64));
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("flush the racing producer");
+    let ctx = producer.context();
+    let failed = ctx.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(failed.is_empty(), "produce failures: {failed:?}");
+    let acked = std::mem::take(&mut *ctx.acked.lock().unwrap_or_else(|e| e.into_inner()));
+    // Every acknowledged record has a key of the namespace.
+    let prefix = format!("{ns}\u{1f}");
+    acked
+        .into_iter()
+        .map(|(k, p, o)| (k.strip_prefix(&prefix).unwrap_or(&k).to_string(), p, o))
+        .collect()
+}
+
+/// Raw producers race (each its own client, `acks=all`, 8 partitions, `linger.ms=0`) while one state
+/// node tails the topic: every acknowledged write must reach Redis. On tansu 0.6 a tailing consumer
+/// can be handed a later batch before an earlier one that already has its offsets (README, "Brokers");
+/// the state node must notice the jump and read the hole again. The state node consumes every record
+/// exactly once (re-reads are not counted).
+#[test]
+fn every_acknowledged_event_is_applied_while_raw_producers_race() {
+    const PRODUCERS: u64 = 3;
+    const EACH: usize = 6_000;
+    const BURST: usize = 8;
+    let cluster = Cluster::start("race");
+    let state = cluster.state_node();
+    // The state node has joined its group and tails the topic before the race starts.
+    cluster.produce(
+        TOPIC_SET_DEL,
+        &[set_event(&cluster.ns, "warm-up", wall_millis() << 16, 1, "w")],
+    );
+    eventually(
+        "the warm-up write is applied",
+        || cluster.logs(),
+        || cluster.stored("warm-up").ok_or("not yet".to_string()),
+    );
+    let started = Instant::now();
+    let bootstrap = cluster.broker.bootstrap();
+    let acked: Vec<(String, i32, i64)> = thread::scope(|s| {
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (bootstrap, ns) = (&bootstrap, &cluster.ns);
+                s.spawn(move || race_producer(bootstrap, ns, 0x100 + p, EACH, BURST))
+            })
+            .collect();
+        producers
+            .into_iter()
+            .flat_map(|p| p.join().expect("racing producer"))
+            .collect()
+    });
+    let total = acked.len();
+    assert_eq!(total, PRODUCERS as usize * EACH, "every write acknowledged");
+    let mut positions: Vec<(i32, i64)> = acked.iter().map(|(_, p, o)| (*p, *o)).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), total, "acknowledged offsets are distinct");
+    eprintln!("race: {total} writes acknowledged after {:?}", started.elapsed());
+
+    let keys: Vec<String> = acked.iter().map(|(k, _, _)| k.clone()).collect();
+    let diag = || format!("state node: {:?}\n{}", state.metrics(), cluster.logs());
+    eventually("every acknowledged write is in redis", diag, || {
+        let mut missing = Vec::new();
+        for (chunk, acks) in keys.chunks(2000).zip(acked.chunks(2000)) {
+            for (stored, (key, p, o)) in cluster.stored_many(chunk).iter().zip(acks) {
+                if stored.is_none() {
+                    missing.push(format!("{key} at {p}:{o}"));
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {total} acknowledged writes not in redis (first: {:?})",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            ))
+        }
+    });
+    let m = state.metrics();
+    eprintln!(
+        "race done after {:?}; state node {m:?}",
+        started.elapsed()
+    );
+    assert_eq!(m.consumed, total as u64 + 1, "every record consumed once: {m:?}");
+    assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
+}

@@ -251,11 +251,12 @@ mod tests {
 
     #[test]
     fn the_intake_channel_is_bounded_in_bytes() {
-        // Records of 10 KiB into a budget of 64 KiB: the batcher sees at most 6 queued, however
-        // many records the channel could hold.
+        // Records of 10 KiB into a budget of 64 KiB: at most 6 wait in the channel, however many
+        // records it could hold.
         use super::super::batcher::Batcher;
         let budget = Arc::new(ByteBudget::new(64 * 1024));
         let (tx, rx) = bounded(10_000);
+        let queued = rx.clone();
         let batcher = Batcher::new(rx, 10_000, Duration::ZERO, budget.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let producer = {
@@ -275,10 +276,11 @@ mod tests {
         };
         thread::sleep(Duration::from_millis(100));
         assert!(budget.used() <= 64 * 1024, "{}", budget.used());
+        assert_eq!(queued.len(), 6, "the channel holds what fits in the budget");
         let mut seen = 0;
         while seen < 100 {
             let batch = batcher.next_batch();
-            assert!(batch.records.len() <= 6, "{}", batch.records.len());
+            assert!(queued.len() <= 6, "{}", queued.len());
             seen += batch.records.len();
         }
         producer.join().unwrap();
