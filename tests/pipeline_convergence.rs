@@ -30,7 +30,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use support::{run_with_timeout, unique_name, wait_until, Broker, ChildProcess, RedisServer};
+use support::{
+    run_with_timeout, unique_name, wait_until, Broker, BrokerKind, ChildProcess, RedisServer,
+};
+
+/// Re-reads of one hole before distcache passes it (see README, "Brokers").
+const MAX_REREADS: u32 = 8;
 
 /// The cap of every wait: generous for a loaded 2-core machine; waits end as soon as their condition holds.
 const WAIT: Duration = Duration::from_secs(60);
@@ -1506,4 +1511,185 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
     );
     assert_eq!(m.consumed, total as u64 + 1, "every record consumed once: {m:?}");
     assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
+}
+
+/// The done-topic listener's partition list is not fixed at start: partitions added to the done topic
+/// later are found (the list is re-read every 5 s), read from then on, and counted as a gap — their
+/// events so far were never seen, so the local cache is cleared (`resets`).
+#[test]
+fn listener_reads_partitions_added_to_the_done_topic() {
+    let cluster = Cluster::start("grow");
+    let _state = cluster.state_node();
+    let a = cluster.core_node(NODE_A);
+    warm_up(&a);
+    // Applied and its done event seen: nothing re-fills the entry after the reset.
+    a.set_with_sync_and_wait("cached", "before".into(), None, None)
+        .expect("write applied");
+    assert_eq!(a.get("cached").unwrap().as_deref(), Some("before"));
+    let before = a.metrics();
+    if let Err(e) = cluster.broker.add_partitions(TOPIC_DONE, 10) {
+        if cluster.broker.kind() == BrokerKind::Tansu {
+            eprintln!("skipped: this broker does not add partitions: {e}");
+            return;
+        }
+        panic!("adding partitions: {e}\n{}", cluster.logs());
+    }
+    eventually(
+        "the listener found the new partitions and counted a gap",
+        || format!("node A: {:?}\n{}", a.metrics(), cluster.logs()),
+        || {
+            let m = a.metrics();
+            if m.resets > before.resets {
+                Ok(())
+            } else {
+                Err(format!("resets still {}", m.resets))
+            }
+        },
+    );
+    assert_eq!(
+        a.get("cached").unwrap(),
+        None,
+        "the gap cleared the local cache"
+    );
+    // An event on a new partition reaches the local cache.
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.broker.bootstrap())
+        .set("acks", "all")
+        .create_with_context(Acks::default())
+        .expect("test producer");
+    let event = set_event(&cluster.ns, "on-new", wall_millis() << 16, 0x77, "new");
+    let (key, payload) = (event.message_key(), event.encode());
+    producer
+        .send(
+            BaseRecord::to(TOPIC_DONE)
+                .partition(9)
+                .key(&key)
+                .payload(&payload),
+        )
+        .map_err(|(e, _)| e)
+        .expect("queue");
+    producer.flush(Duration::from_secs(20)).expect("flush");
+    assert_eq!(producer.context().delivered.load(Ordering::Relaxed), 1);
+    eventually(
+        "a done event on partition 9 reaches node A",
+        || format!("node A: {:?}\n{}", a.metrics(), cluster.logs()),
+        || match a.get("on-new").unwrap() {
+            Some(v) if v == "new" => Ok(()),
+            other => Err(format!("node A holds {other:?}")),
+        },
+    );
+}
+
+/// A hole that waiting cannot fill — here the commit marker of a Kafka transaction, which takes an
+/// offset no consumer is ever handed — is re-read a bounded number of times, then logged, counted and
+/// passed: neither the state node nor a listener stalls, and the records after it are applied. (Apache
+/// Kafka only: tansu does not implement transactions.)
+#[test]
+fn a_hole_that_persists_is_passed_after_bounded_rereads() {
+    let cluster = Cluster::start("txn");
+    if cluster.broker.kind() == BrokerKind::Tansu {
+        eprintln!("skipped: needs Kafka transactions");
+        return;
+    }
+    let state = cluster.state_node();
+    let a = cluster.core_node(NODE_A);
+    warm_up(&a);
+    let txn: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.broker.bootstrap())
+        .set("transactional.id", unique_name("txn"))
+        .create()
+        .expect("transactional producer");
+    txn.init_transactions(Duration::from_secs(30))
+        .expect("init transactions");
+    let watermarks: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.broker.bootstrap())
+        .create()
+        .expect("watermark reader");
+    let high = |topic: &str| {
+        watermarks
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .expect("watermarks")
+            .1
+    };
+    let start = [high(TOPIC_SET_DEL), high(TOPIC_DONE)];
+    txn.begin_transaction().expect("begin");
+    let hlc = wall_millis() << 16;
+    let in_txn = set_event(&cluster.ns, "in-txn", hlc, 0x77, "t");
+    let done_in_txn = set_event(&cluster.ns, "done-in-txn", hlc, 0x77, "t");
+    for (topic, event) in [(TOPIC_SET_DEL, &in_txn), (TOPIC_DONE, &done_in_txn)] {
+        let (key, payload) = (event.message_key(), event.encode());
+        txn.send(
+            BaseRecord::to(topic)
+                .partition(0)
+                .key(&key)
+                .payload(&payload),
+        )
+        .map_err(|(e, _)| e)
+        .expect("queue in the transaction");
+    }
+    txn.commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+    // The commit markers are written after the commit returns: wait for them (record + marker), so
+    // the next records land behind them.
+    assert!(
+        wait_until(WAIT, || high(TOPIC_SET_DEL) == start[0] + 2
+            && high(TOPIC_DONE) == start[1] + 2),
+        "commit markers not written: {} {} after {start:?}",
+        high(TOPIC_SET_DEL),
+        high(TOPIC_DONE)
+    );
+    // Behind each commit marker: one more record on partition 0 of each topic.
+    let after = set_event(&cluster.ns, "after-txn", hlc + 1, 0x77, "a");
+    let done_after = set_event(&cluster.ns, "done-after-txn", hlc + 1, 0x77, "a");
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.broker.bootstrap())
+        .set("acks", "all")
+        .create_with_context(Acks::default())
+        .expect("test producer");
+    for (topic, event) in [(TOPIC_SET_DEL, &after), (TOPIC_DONE, &done_after)] {
+        let (key, payload) = (event.message_key(), event.encode());
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .partition(0)
+                    .key(&key)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queue");
+    }
+    producer.flush(Duration::from_secs(20)).expect("flush");
+    assert_eq!(producer.context().delivered.load(Ordering::Relaxed), 2);
+
+    let diag = || {
+        format!(
+            "state node: {:?}\nnode A: {:?}\n{}",
+            state.metrics(),
+            a.metrics(),
+            cluster.logs()
+        )
+    };
+    eventually("the state node passed the hole", diag, || {
+        let m = state.metrics();
+        match (cluster.stored("in-txn"), cluster.stored("after-txn")) {
+            (Some(_), Some(_)) if m.holes_skipped >= 1 => Ok(m),
+            other => Err(format!("redis {other:?}, state node {m:?}")),
+        }
+    });
+    eventually("node A passed the hole", diag, || {
+        match (a.get("done-in-txn").unwrap(), a.get("done-after-txn").unwrap()) {
+            (_, Some(v)) if v == "a" => Ok(()),
+            other => Err(format!("node A holds {other:?}: {:?}", a.metrics())),
+        }
+    });
+    let m = state.metrics();
+    assert_eq!(m.holes_skipped, 1, "one hole passed: {m:?}");
+    assert_eq!(
+        m.holes_reread,
+        u64::from(MAX_REREADS),
+        "re-read a bounded number of times: {m:?}"
+    );
+    let am = a.metrics();
+    assert_eq!(am.holes_reread, u64::from(MAX_REREADS), "{am:?}");
+    assert!(am.resets >= 1, "a persisting hole is a gap: {am:?}");
 }
