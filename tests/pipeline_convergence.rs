@@ -1454,7 +1454,13 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
     // The state node has joined its group and tails the topic before the race starts.
     cluster.produce(
         TOPIC_SET_DEL,
-        &[set_event(&cluster.ns, "warm-up", wall_millis() << 16, 1, "w")],
+        &[set_event(
+            &cluster.ns,
+            "warm-up",
+            wall_millis() << 16,
+            1,
+            "w",
+        )],
     );
     eventually(
         "the warm-up write is applied",
@@ -1481,7 +1487,10 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
     positions.sort_unstable();
     positions.dedup();
     assert_eq!(positions.len(), total, "acknowledged offsets are distinct");
-    eprintln!("race: {total} writes acknowledged after {:?}", started.elapsed());
+    eprintln!(
+        "race: {total} writes acknowledged after {:?}",
+        started.elapsed()
+    );
 
     let keys: Vec<String> = acked.iter().map(|(k, _, _)| k.clone()).collect();
     let diag = || format!("state node: {:?}\n{}", state.metrics(), cluster.logs());
@@ -1505,11 +1514,12 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
         }
     });
     let m = state.metrics();
-    eprintln!(
-        "race done after {:?}; state node {m:?}",
-        started.elapsed()
+    eprintln!("race done after {:?}; state node {m:?}", started.elapsed());
+    assert_eq!(
+        m.consumed,
+        total as u64 + 1,
+        "every record consumed once: {m:?}"
     );
-    assert_eq!(m.consumed, total as u64 + 1, "every record consumed once: {m:?}");
     assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
 }
 
@@ -1677,7 +1687,10 @@ fn a_hole_that_persists_is_passed_after_bounded_rereads() {
         }
     });
     eventually("node A passed the hole", diag, || {
-        match (a.get("done-in-txn").unwrap(), a.get("done-after-txn").unwrap()) {
+        match (
+            a.get("done-in-txn").unwrap(),
+            a.get("done-after-txn").unwrap(),
+        ) {
             (_, Some(v)) if v == "a" => Ok(()),
             other => Err(format!("node A holds {other:?}: {:?}", a.metrics())),
         }

@@ -118,8 +118,12 @@ impl ConsumerContext for GroupContext {
                     consumer.assign(tpl)
                 };
                 match placed {
-                    Ok(()) => log::info!(target: "distcache::bus", "assigned {} partitions", tpl.count()),
-                    Err(e) => log::error!(target: "distcache::bus", "assigning partitions failed: {e}"),
+                    Ok(()) => {
+                        log::info!(target: "distcache::bus", "assigned {} partitions", tpl.count())
+                    }
+                    Err(e) => {
+                        log::error!(target: "distcache::bus", "assigning partitions failed: {e}")
+                    }
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

@@ -167,16 +167,11 @@ impl IntakeThread {
     /// Whether `record` is the next one of its partition and goes to the batcher. A record past a
     /// hole is dropped and the partition re-read from the hole; a hole that persists is passed.
     fn admit(&self, record: &Record) -> bool {
-        let verdict = self
-            .tracker
-            .lock()
-            .check(record.partition, record.offset);
+        let verdict = self.tracker.lock().check(record.partition, record.offset);
         let (p, o) = (record.partition, record.offset);
         match verdict {
             Verdict::Accept => true,
-            Verdict::Reread {
-                expected, wait, ..
-            } => {
+            Verdict::Reread { expected, wait, .. } => {
                 self.counters.holes_reread.fetch_add(1, Ordering::Relaxed);
                 log::warn!(target: "distcache::state_node", "{}", describe(TOPIC_SET_DEL, p, o, verdict));
                 reread(&self.consumer, TOPIC_SET_DEL, p, expected, wait, &self.stop);
