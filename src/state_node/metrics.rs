@@ -52,7 +52,8 @@ impl Counters {
 /// A snapshot of a state node's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateNodeMetrics {
-    /// Records read from the set-del topic.
+    /// Records read from the set-del topic and handed to the pipeline, each once: a record
+    /// dropped because it arrived past a hole (and read again later) is not counted.
     pub consumed: u64,
     /// Events newer than Redis' version, applied (or accepted, for plain writes).
     pub applied: u64,
