@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use distcache::version::DEFAULT_MAX_CLOCK_SKEW;
-use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX};
+use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX, DEFAULT_MAX_INTAKE_BYTES};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +52,9 @@ struct Args {
     /// (counted as future_refused, reported stale).
     #[arg(long, env = "DISTCACHE_MAX_CLOCK_SKEW_MS", default_value_t = DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64)]
     max_clock_skew_ms: u64,
+    /// Most bytes of consumed records waiting for the pipeline (besides four batches of records).
+    #[arg(long, env = "DISTCACHE_MAX_INTAKE_BYTES", default_value_t = DEFAULT_MAX_INTAKE_BYTES)]
+    max_intake_bytes: usize,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "DISTCACHE_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -95,7 +98,8 @@ fn main() -> ExitCode {
         .redis_workers(args.threads)
         .key_prefix(&args.key_prefix)
         .tombstone_ttl(Duration::from_secs(args.tombstone_ttl_s))
-        .max_clock_skew(Duration::from_millis(args.max_clock_skew_ms));
+        .max_clock_skew(Duration::from_millis(args.max_clock_skew_ms))
+        .max_intake_bytes(args.max_intake_bytes);
     for (k, v) in &args.kafka_config {
         builder = builder.kafka_config(k, v);
     }

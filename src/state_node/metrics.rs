@@ -24,6 +24,8 @@ pub(crate) struct Counters {
     pub bad_versions: AtomicU64,
     pub future_refused: AtomicU64,
     pub worker_panics: AtomicU64,
+    pub holes_reread: AtomicU64,
+    pub holes_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -47,6 +49,8 @@ impl Counters {
             bad_versions: self.bad_versions.load(Relaxed),
             future_refused: self.future_refused.load(Relaxed),
             worker_panics: self.worker_panics.load(Relaxed),
+            holes_reread: self.holes_reread.load(Relaxed),
+            holes_skipped: self.holes_skipped.load(Relaxed),
         }
     }
 }
@@ -54,7 +58,8 @@ impl Counters {
 /// A snapshot of a state node's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateNodeMetrics {
-    /// Records read from the set-del topic.
+    /// Records read from the set-del topic and handed to the pipeline, each once: a record
+    /// dropped because it arrived past a hole (and read again later) is not counted.
     pub consumed: u64,
     /// Events newer than Redis' version, applied (or accepted, for plain writes).
     pub applied: u64,
@@ -97,6 +102,11 @@ pub struct StateNodeMetrics {
     /// Redis worker jobs that panicked: the batch is retried on a fresh connection; repeated
     /// panics stop the node with an error.
     pub worker_panics: u64,
+    /// Times a partition was read again from a missing offset: a record arrived past a hole
+    /// (offsets are contiguous; tansu 0.6 can hide a batch from a tailing consumer).
+    pub holes_reread: u64,
+    /// Holes still there after the bounded re-reads: logged as errors and passed.
+    pub holes_skipped: u64,
 }
 
 impl StateNodeMetrics {
@@ -138,6 +148,16 @@ impl StateNodeMetrics {
                 self.future_refused,
             ),
             ("worker_panics", "redis worker panics", self.worker_panics),
+            (
+                "holes_reread",
+                "partitions re-read from a missing offset",
+                self.holes_reread,
+            ),
+            (
+                "holes_skipped",
+                "holes passed after the bounded re-reads",
+                self.holes_skipped,
+            ),
         ] {
             p.counter(&format!("distcache_state_node_{name}_total"), help, "", v);
         }

@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 
 use crate::bus::admin::ensure_topics;
 use crate::bus::consumer::group_consumer;
+use crate::bus::offsets::OffsetTracker;
 use crate::bus::producer::EventProducer;
 use crate::bus::KafkaConfig;
 use crate::event::{GROUP_SET_DEL, TOPIC_DONE, TOPIC_SET_DEL};
@@ -136,7 +137,11 @@ pub struct StateNodeBuilder {
     version_cache: usize,
     shutdown_timeout: Duration,
     max_clock_skew: Duration,
+    max_intake_bytes: usize,
 }
+
+/// Default bound on the bytes of consumed records waiting for the pipeline (64 MiB).
+pub const DEFAULT_MAX_INTAKE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for StateNodeBuilder {
     fn default() -> Self {
@@ -153,6 +158,7 @@ impl Default for StateNodeBuilder {
             version_cache: 100_000,
             shutdown_timeout: Duration::from_secs(10),
             max_clock_skew: crate::version::DEFAULT_MAX_CLOCK_SKEW,
+            max_intake_bytes: DEFAULT_MAX_INTAKE_BYTES,
         }
     }
 }
@@ -268,15 +274,29 @@ impl StateNodeBuilder {
         self
     }
 
+    /// Most bytes of consumed records waiting between the consumer and the pipeline (default
+    /// [`DEFAULT_MAX_INTAKE_BYTES`], 64 MiB). The wait is also bounded in records (four batches);
+    /// when either bound is reached the consumer waits. A single record larger than the bound
+    /// passes alone.
+    pub fn max_intake_bytes(mut self, bytes: usize) -> Self {
+        self.max_intake_bytes = bytes;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         self.kafka.validate()?;
         if self.redis.url.is_empty() {
             return Err(Error::Config("state node needs a redis url".into()));
         }
         self.redis.validate()?;
-        if self.max_batch == 0 || self.redis_workers == 0 || self.version_cache == 0 {
+        if self.max_batch == 0
+            || self.redis_workers == 0
+            || self.version_cache == 0
+            || self.max_intake_bytes == 0
+        {
             return Err(Error::Config(
-                "max_batch, redis_workers and version_cache must be at least 1".into(),
+                "max_batch, redis_workers, version_cache and max_intake_bytes must be at least 1"
+                    .into(),
             ));
         }
         if self.tombstone_ttl < Duration::from_millis(1) {
@@ -306,12 +326,16 @@ impl StateNodeBuilder {
         // Bounded: at most a few batches wait between the consumer and the pipeline.
         let (tx, rx) = bounded(self.max_batch.saturating_mul(4).max(64));
 
+        let budget = Arc::new(intake::ByteBudget::new(self.max_intake_bytes));
+        let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
+
         let revoke_tx = tx.clone();
         let closing = stop.clone();
         let consumer = Arc::new(group_consumer(
             &self.kafka,
             &self.group,
             TOPIC_SET_DEL,
+            tracker.clone(),
             move || {
                 // On shutdown the pipeline is already drained and may be gone.
                 if !closing.load(Ordering::Acquire) {
@@ -330,7 +354,7 @@ impl StateNodeBuilder {
             counters.clone(),
         )?;
         let pipeline = pipeline::Pipeline {
-            batcher: batcher::Batcher::new(rx, self.max_batch, self.max_wait),
+            batcher: batcher::Batcher::new(rx, self.max_batch, self.max_wait, budget.clone()),
             workers,
             producer,
             consumer: consumer.clone(),
@@ -351,6 +375,8 @@ impl StateNodeBuilder {
             stop: stop.clone(),
             counters: counters.clone(),
             kafka: self.kafka.clone(),
+            tracker,
+            budget,
         };
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
