@@ -28,10 +28,11 @@ use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message};
 
 use support::{
-    run_with_timeout, unique_name, wait_until, Broker, BrokerKind, ChildProcess, RedisServer,
+    produce_events, produce_records, run_with_timeout, unique_name, wait_until, Broker, BrokerKind,
+    ChildProcess, DoneWatcher, Outgoing, RedisServer,
 };
 
 /// Re-reads of one hole before distcache passes it (see README, "Brokers").
@@ -224,60 +225,13 @@ impl Cluster {
 
     /// Produces hand-made events onto `topic` with a client of our own, waiting for every acknowledgement.
     fn produce(&self, topic: &str, events: &[Event]) {
-        let producer: BaseProducer<Acks> = ClientConfig::new()
-            .set("bootstrap.servers", self.broker.bootstrap())
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", "15000")
-            .set("socket.nagle.disable", "true")
-            .create_with_context(Acks::default())
-            .expect("test producer");
-        for e in events {
-            let key = e.message_key();
-            let payload = e.encode();
-            producer
-                .send(BaseRecord::to(topic).key(&key).payload(&payload))
-                .map_err(|(err, _)| err)
-                .expect("queue a hand-made event");
-        }
-        producer
-            .flush(Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("flush hand-made events: {e}\n{}", self.logs()));
-        let ctx = producer.context();
-        let failed = ctx.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        assert!(
-            failed.is_empty() && ctx.delivered.load(Ordering::Relaxed) == events.len(),
-            "hand-made events not all delivered: {failed:?}\n{}",
-            self.logs()
-        );
+        produce_events(&self.broker, topic, events)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
     }
 
     /// A reader of the done topic from its beginning (the topics must exist).
     fn done_watcher(&self) -> DoneWatcher {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.broker.bootstrap())
-            .set("group.id", unique_name("done-watcher"))
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "5")
-            .set("socket.nagle.disable", "true")
-            .create()
-            .expect("done watcher consumer");
-        let metadata = consumer
-            .fetch_metadata(Some(TOPIC_DONE), Duration::from_secs(10))
-            .expect("done topic metadata");
-        let mut tpl = TopicPartitionList::new();
-        for t in metadata.topics().iter().filter(|t| t.name() == TOPIC_DONE) {
-            for p in t.partitions() {
-                tpl.add_partition_offset(TOPIC_DONE, p.id(), Offset::Beginning)
-                    .expect("add partition");
-            }
-        }
-        assert!(tpl.count() > 0, "{TOPIC_DONE} has no partitions");
-        consumer.assign(&tpl).expect("assign the done topic");
-        DoneWatcher {
-            consumer,
-            seen: Vec::new(),
-        }
+        DoneWatcher::new(&self.broker, WAIT)
     }
 
     /// Tails of the servers' logs, for failure messages.
@@ -287,80 +241,6 @@ impl Cluster {
             self.broker.log_tail(15),
             self.redis.log_tail(8)
         )
-    }
-}
-
-/// Delivery reports of the test producer.
-#[derive(Default)]
-struct Acks {
-    delivered: AtomicUsize,
-    failed: Mutex<Vec<String>>,
-}
-
-impl ClientContext for Acks {}
-
-impl ProducerContext for Acks {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => self
-                .failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(e.to_string()),
-        }
-    }
-}
-
-/// Everything published on the done topic, read independently of the core nodes.
-struct DoneWatcher {
-    consumer: BaseConsumer,
-    seen: Vec<Event>,
-}
-
-impl DoneWatcher {
-    /// The first done event (seen before or arriving within [`WAIT`]) that satisfies `pred`.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        self.wait_from(0, what, pred)
-    }
-
-    /// Like [`wait_for`](Self::wait_for), among events that arrive from now on only.
-    fn wait_for_next(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        self.wait_from(self.seen.len(), what, pred)
-    }
-
-    fn wait_from(
-        &mut self,
-        mut checked: usize,
-        what: &str,
-        pred: impl Fn(&Event) -> bool,
-    ) -> Event {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(e) = self.seen[checked..].iter().find(|e| pred(e)) {
-                return e.clone();
-            }
-            checked = self.seen.len();
-            if Instant::now() >= deadline {
-                panic!(
-                    "no done event {what} within {WAIT:?}; seen: {:#?}",
-                    self.seen
-                );
-            }
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(msg)) => {
-                    let payload = msg.payload().expect("done event with a payload");
-                    let event = Event::decode(payload).expect("done event decodes");
-                    self.seen.push(event);
-                }
-                Some(Err(e)) => log::warn!("done watcher: {e}"),
-                None => {}
-            }
-        }
     }
 }
 
@@ -1168,7 +1048,7 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
     });
     assert!(counted, "third state node: {:?}", third.metrics());
     // Nothing else reached the done topic.
-    let versions: Vec<(u64, Op)> = done.seen.iter().map(|e| (e.version.hlc, e.op)).collect();
+    let versions: Vec<(u64, Op)> = done.seen().iter().map(|e| (e.version.hlc, e.op)).collect();
     assert_eq!(
         versions,
         [
@@ -1567,24 +1447,16 @@ fn listener_reads_partitions_added_to_the_done_topic() {
         "the gap cleared the local cache"
     );
     // An event on a new partition reaches the local cache.
-    let producer: BaseProducer<Acks> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.broker.bootstrap())
-        .set("acks", "all")
-        .create_with_context(Acks::default())
-        .expect("test producer");
     let event = set_event(&cluster.ns, "on-new", wall_millis() << 16, 0x77, "new");
-    let (key, payload) = (event.message_key(), event.encode());
-    producer
-        .send(
-            BaseRecord::to(TOPIC_DONE)
-                .partition(9)
-                .key(&key)
-                .payload(&payload),
-        )
-        .map_err(|(e, _)| e)
-        .expect("queue");
-    producer.flush(Duration::from_secs(20)).expect("flush");
-    assert_eq!(producer.context().delivered.load(Ordering::Relaxed), 1);
+    produce_records(
+        &cluster.broker,
+        &[Outgoing {
+            topic: TOPIC_DONE,
+            partition: Some(9),
+            event: &event,
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     eventually(
         "a done event on partition 9 reaches node A",
         || format!("node A: {:?}\n{}", a.metrics(), cluster.logs()),
@@ -1656,25 +1528,16 @@ fn a_hole_that_persists_is_passed_after_bounded_rereads() {
     // Behind each commit marker: one more record on partition 0 of each topic.
     let after = set_event(&cluster.ns, "after-txn", hlc + 1, 0x77, "a");
     let done_after = set_event(&cluster.ns, "done-after-txn", hlc + 1, 0x77, "a");
-    let producer: BaseProducer<Acks> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.broker.bootstrap())
-        .set("acks", "all")
-        .create_with_context(Acks::default())
-        .expect("test producer");
-    for (topic, event) in [(TOPIC_SET_DEL, &after), (TOPIC_DONE, &done_after)] {
-        let (key, payload) = (event.message_key(), event.encode());
-        producer
-            .send(
-                BaseRecord::to(topic)
-                    .partition(0)
-                    .key(&key)
-                    .payload(&payload),
-            )
-            .map_err(|(e, _)| e)
-            .expect("queue");
-    }
-    producer.flush(Duration::from_secs(20)).expect("flush");
-    assert_eq!(producer.context().delivered.load(Ordering::Relaxed), 2);
+    let behind_markers: Vec<Outgoing<'_>> = [(TOPIC_SET_DEL, &after), (TOPIC_DONE, &done_after)]
+        .into_iter()
+        .map(|(topic, event)| Outgoing {
+            topic,
+            partition: Some(0),
+            event,
+        })
+        .collect();
+    produce_records(&cluster.broker, &behind_markers)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
 
     let diag = || {
         format!(

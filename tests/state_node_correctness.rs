@@ -6,18 +6,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use distcache::event::{now_micros, Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{now_micros, Event, Op, TOPIC_SET_DEL};
 use distcache::{StateNode, Version, WriteOutcome};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use support::{unique_name, Broker, RedisServer, Stack};
+use support::{produce_events, unique_name, Broker, DoneWatcher, RedisServer, Stack};
 
 /// The cap of every wait; waits end as soon as their condition holds.
 const WAIT: Duration = Duration::from_secs(60);
@@ -140,7 +134,7 @@ fn write_stamped_far_ahead_is_refused() {
     let ns = unique_name("future");
     let cache = stack.cache::<String>(&ns);
     let mut raw = stack.redis_connection();
-    let mut done = DoneWatcher::new(&stack.broker);
+    let mut done = DoneWatcher::new(&stack.broker, WAIT);
 
     // A node with a broken clock, or a hand-made message: three days ahead.
     let ahead = Duration::from_secs(3 * 24 * 3600).as_millis() as u64;
@@ -185,7 +179,7 @@ fn plain_writes_are_applied_in_version_order() {
     let mut raw = redis::Client::open(redis.url())
         .and_then(|c| c.get_connection())
         .expect("redis connection");
-    let mut done = DoneWatcher::new(&broker);
+    let mut done = DoneWatcher::new(&broker, WAIT);
     let ns = unique_name("plain");
     let base = (now_micros() / 1000) << 16;
     let v = |n: u64| Version::new(base + n, 0xAB);
@@ -268,116 +262,8 @@ fn event(ns: &str, key: &str, version: Version, value: Option<&str>, sync: bool)
     }
 }
 
-/// Produces hand-made events onto the set-del topic with a client of our own, waiting for every
-/// acknowledgement.
 fn produce(broker: &Broker, events: &[Event]) {
-    let producer: BaseProducer<Acks> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("acks", "all")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "15000")
-        .create_with_context(Acks::default())
-        .expect("test producer");
-    for e in events {
-        let key = e.message_key();
-        let payload = e.encode();
-        producer
-            .send(BaseRecord::to(TOPIC_SET_DEL).key(&key).payload(&payload))
-            .map_err(|(err, _)| err)
-            .expect("queue a hand-made event");
-    }
-    producer.flush(Duration::from_secs(20)).expect("flush");
-    let ctx = producer.context();
-    let failed = ctx.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    assert!(
-        failed.is_empty() && ctx.delivered.load(Ordering::Relaxed) == events.len(),
-        "hand-made events not all delivered: {failed:?}"
-    );
-}
-
-#[derive(Default)]
-struct Acks {
-    delivered: AtomicUsize,
-    failed: Mutex<Vec<String>>,
-}
-
-impl ClientContext for Acks {}
-
-impl ProducerContext for Acks {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => self
-                .failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(e.to_string()),
-        }
-    }
-}
-
-/// Everything published on the done topic, from its beginning.
-struct DoneWatcher {
-    consumer: BaseConsumer,
-    seen: Vec<Event>,
-}
-
-impl DoneWatcher {
-    fn new(broker: &Broker) -> DoneWatcher {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .set("group.id", unique_name("done-watcher"))
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "5")
-            .create()
-            .expect("done watcher consumer");
-        let metadata = consumer
-            .fetch_metadata(Some(TOPIC_DONE), Duration::from_secs(10))
-            .expect("done topic metadata");
-        let mut tpl = TopicPartitionList::new();
-        for t in metadata.topics().iter().filter(|t| t.name() == TOPIC_DONE) {
-            for p in t.partitions() {
-                tpl.add_partition_offset(TOPIC_DONE, p.id(), Offset::Beginning)
-                    .expect("add partition");
-            }
-        }
-        assert!(tpl.count() > 0, "{TOPIC_DONE} has no partitions");
-        consumer.assign(&tpl).expect("assign the done topic");
-        DoneWatcher {
-            consumer,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first done event (seen before or arriving within [`WAIT`]) that satisfies `pred`.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        let deadline = Instant::now() + WAIT;
-        let mut checked = 0;
-        loop {
-            if let Some(e) = self.seen[checked..].iter().find(|e| pred(e)) {
-                return e.clone();
-            }
-            checked = self.seen.len();
-            assert!(
-                Instant::now() < deadline,
-                "no done event {what} within {WAIT:?}; seen: {:#?}",
-                self.seen
-            );
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(msg)) => {
-                    if let Some(event) = msg.payload().and_then(|p| Event::decode(p).ok()) {
-                        self.seen.push(event);
-                    }
-                }
-                Some(Err(e)) => log::warn!("done watcher: {e}"),
-                None => {}
-            }
-        }
-    }
+    produce_events(broker, TOPIC_SET_DEL, events).expect("hand-made events delivered");
 }
 
 #[test]

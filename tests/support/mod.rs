@@ -14,6 +14,7 @@
 
 mod broker;
 mod cluster;
+mod events;
 mod kafka_python;
 mod process;
 mod redis;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use broker::{Broker, BrokerKind};
 pub use cluster::RedisCluster;
+pub use events::{produce_events, produce_records, DoneWatcher, Outgoing};
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
