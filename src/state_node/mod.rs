@@ -11,6 +11,7 @@ mod apply;
 mod batcher;
 mod deliver;
 mod intake;
+mod membership;
 mod metrics;
 mod pipeline;
 mod plan;
@@ -126,6 +127,7 @@ pub struct StateNodeBuilder {
     inline_value_limit: usize,
     version_cache: usize,
     shutdown_timeout: Duration,
+    membership: membership::Membership,
 }
 
 impl Default for StateNodeBuilder {
@@ -142,6 +144,7 @@ impl Default for StateNodeBuilder {
             inline_value_limit: 64 * 1024,
             version_cache: 100_000,
             shutdown_timeout: Duration::from_secs(10),
+            membership: membership::Membership::default(),
         }
     }
 }
@@ -247,8 +250,37 @@ impl StateNodeBuilder {
         self
     }
 
+    /// A static member id for this node (Kafka's `group.instance.id`; default none: dynamic
+    /// membership). Give each state node of a group its own stable id (e.g. a StatefulSet pod
+    /// name): a node restarted with the same id takes its partitions back at once, without a
+    /// rebalance and without waiting for the session timeout. A static member does not leave the
+    /// group when it stops, so its partitions wait for its restart or for the session timeout;
+    /// see the README's "Failover" notes. Only letters, digits, `.`, `_` and `-`, at most 249.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.membership.instance_id = Some(id.into());
+        self
+    }
+
+    /// How long the broker waits for a silent member before giving its partitions to the other
+    /// state nodes (`session.timeout.ms`, default 6 s: Apache Kafka's default lower bound
+    /// `group.min.session.timeout.ms`). Must be longer than the heartbeat interval and within the
+    /// broker's limits.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.membership.session_timeout = timeout;
+        self
+    }
+
+    /// How often the node heartbeats to the group coordinator (`heartbeat.interval.ms`, default
+    /// 1 s); survivors of a dead node rejoin within about one interval. Must be shorter than the
+    /// session timeout (a third of it or less is usual).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.membership.heartbeat_interval = interval;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         self.kafka.validate()?;
+        self.membership.validate()?;
         if self.redis.url.is_empty() {
             return Err(Error::Config("state node needs a redis url".into()));
         }
@@ -284,7 +316,7 @@ impl StateNodeBuilder {
         let revoke_tx = tx.clone();
         let closing = stop.clone();
         let consumer = Arc::new(group_consumer(
-            &self.kafka,
+            &self.membership.consumer_config(&self.kafka),
             &self.group,
             TOPIC_SET_DEL,
             move || {
