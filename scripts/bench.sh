@@ -291,16 +291,22 @@ rows = [
     ("restart, same instance id: median (s)", "restart_static_median"),
     ("restart, same instance id: max (s)", "restart_static_max"),
     ("restart, no instance id: median (s)", "restart_dynamic_median"),
-    ("survivor takes over: median (s)", "takeover_median"),
-    ("survivor takes over: max (s)", "takeover_max"),
+    ("survivor takes over, instance ids: median (s)", "takeover_static_median"),
+    ("survivor takes over, instance ids: max (s)", "takeover_static_max"),
+    ("survivor takes over, no ids: median (s)", "takeover_dynamic_median"),
+    ("survivor takes over, no ids: max (s)", "takeover_dynamic_max"),
     ("session timeout (s)", "session_s"),
 ]
 print("## Failover, brokers side by side (SIGKILL until writes made right after it are in Redis)")
 print()
 print("| figure | " + " | ".join(t for t, _ in runs) + " |")
 print("|---|" + "---:|" * len(runs))
+def cell(f, key):
+    if key not in f:
+        return "n/a"
+    return "never (> 30 s)" if f[key] == float("inf") else f"{f[key]:.2f}"
 for label, key in rows:
-    print(f"| {label} | " + " | ".join(f"{f[key]:.2f}" if key in f else "n/a" for _, f in runs) + " |")
+    print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
 print()
 PY
 }

@@ -7,8 +7,9 @@
 //! a dynamic member (no instance id) would wait for the dead member's session to expire first.
 //! The bound itself is generous (8 s, not a timing target; `scripts/bench.sh failover` measures).
 //!
-//! tansu 0.6 does not implement static membership, so on it (DISTCACHE_TEST_BROKER=tansu) the
-//! test checks only that the restarted node applies the writes, with the session-bound patience.
+//! tansu 0.6 hands a restarted static member its partitions only after about one session timeout
+//! (README "Brokers"), so on it (DISTCACHE_TEST_BROKER=tansu) the test checks only that the
+//! restarted node applies the writes, with the session timeout plus the usual patience.
 
 mod support;
 
@@ -145,5 +146,95 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
         writes.len(),
         second.stderr_tail(30),
         broker.log_tail(15)
+    );
+}
+
+/// Partitions held according to the node's last "assigned N" / "revoking" line.
+fn held(node: &ChildProcess) -> usize {
+    let mut held = 0;
+    for line in node
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("distcache::bus"))
+    {
+        if line.contains("revoking ") {
+            held = 0;
+        } else if let Some(rest) = line.split("assigned ").nth(1) {
+            held = rest
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    held
+}
+
+/// A dynamic member stopped with SIGTERM leaves the group when it closes its consumer, so the
+/// survivor applies writes on its partitions well before the (10 s) session timeout could expire.
+#[test]
+fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let redis = RedisServer::start();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
+    broker.create_topic(TOPIC_DONE, PARTITIONS);
+    let ns = unique_name("failover-term");
+    let group = unique_name("failover-term-group");
+    let cache = DistributedCache::<String>::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(redis.url())
+        .namespace(&ns)
+        .build()
+        .expect("core node");
+    let mut conn = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("redis connection");
+    let a = spawn_state_node("state-node-a", &broker, &redis, &group, None);
+    let b = spawn_state_node("state-node-b", &broker, &redis, &group, None);
+    assert!(
+        wait_until(PATIENCE, || held(&a) > 0
+            && held(&b) > 0
+            && held(&a) + held(&b) == PARTITIONS as usize),
+        "partitions not split within {PATIENCE:?}:\n--- a:\n{}\n--- b:\n{}",
+        a.stderr_tail(20),
+        b.stderr_tail(20)
+    );
+    assert!(a.terminate(), "state node a not running");
+    let stopped_at = Instant::now();
+    assert!(
+        a.wait_timeout(Duration::from_secs(15))
+            .is_some_and(|s| s.success()),
+        "no clean exit after SIGTERM:\n{}",
+        a.stderr_tail(20)
+    );
+    let writes: Vec<(String, String)> = (0..16)
+        .map(|i| (format!("after-term-{i}"), format!("v{i}")))
+        .collect();
+    for (key, value) in &writes {
+        cache
+            .set_with_sync(key, value.clone(), None, None)
+            .expect("write acknowledged by the broker");
+    }
+    // Apache Kafka: well below the session timeout, so only a LeaveGroup can make it. tansu takes
+    // about half a session timeout for any rebalance, and a whole one more without the LeaveGroup.
+    let bound = match broker.kind() {
+        BrokerKind::Kafka => Duration::from_millis(SESSION_TIMEOUT_MS / 2),
+        BrokerKind::Tansu => Duration::from_millis(SESSION_TIMEOUT_MS),
+    };
+    let applied = wait_until(bound.saturating_sub(stopped_at.elapsed()), || {
+        present(&mut conn, &ns, &writes) == writes.len()
+    });
+    let took = stopped_at.elapsed();
+    eprintln!(
+        "failover: survivor applied the writes {took:?} after SIGTERM ({:?})",
+        broker.kind()
+    );
+    assert!(
+        applied,
+        "{} of {} writes applied {took:?} after SIGTERM (bound {bound:?});\n--- survivor:\n{}",
+        present(&mut conn, &ns, &writes),
+        writes.len(),
+        b.stderr_tail(30)
     );
 }
