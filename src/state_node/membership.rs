@@ -177,6 +177,27 @@ mod tests {
     }
 
     #[test]
+    fn the_builder_refuses_bad_membership_before_connecting() {
+        let builder = crate::StateNode::builder()
+            .kafka_brokers("127.0.0.1:1")
+            .redis_url("redis://127.0.0.1:1/");
+        let bad = [
+            builder
+                .clone()
+                .session_timeout(Duration::from_secs(2))
+                .heartbeat_interval(Duration::from_secs(2)),
+            builder.clone().instance_id("two words"),
+            builder.clone().session_timeout(Duration::ZERO),
+        ];
+        for b in bad {
+            match b.start() {
+                Err(Error::Config(_)) => {}
+                other => panic!("expected Error::Config, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn settings_go_before_pass_through_properties() {
         let kafka = KafkaConfig::new("b:9092").set("session.timeout.ms", "9000");
         let m = Membership {
