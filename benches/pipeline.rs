@@ -416,6 +416,27 @@ fn create_topics(c: &Config, topics: &[&str]) -> R<()> {
             Err((topic, code)) => return Err(format!("creating topic {topic}: {code}").into()),
         }
     }
+    wait_until_served(c, topics)
+}
+
+/// Waits until every partition of `topics` answers a watermark query: Apache Kafka reports a
+/// freshly created partition's leader a moment after the topic exists (NotLeaderForPartition).
+fn wait_until_served(c: &Config, topics: &[&str]) -> R<()> {
+    let consumer: BaseConsumer = base_config(c).create()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for topic in topics {
+        for p in partitions(&consumer, topic)? {
+            loop {
+                match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(format!("{topic}/{p} is not served: {e}").into())
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -426,7 +447,14 @@ fn partitions<C: rdkafka::consumer::ConsumerContext>(
 ) -> R<Vec<i32>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let md = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(md) => md,
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => {
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         let ids: Vec<i32> = md
             .topics()
             .iter()

@@ -129,10 +129,11 @@ fn metrics_line(cache: &DistributedCache<String>) -> String {
         "hits={} misses={} entries={} inserts={} updates={} evictions={} expirations={} invalidations={} \
          writes={} write_failures={} events={} events_applied={} events_ignored={} malformed={} \
          undecodable={} resets={} redis_reads={} propagation_p50_us={} propagation_p99_us={} \
-         future_versions={} duplicate_node_ids={} local_newer_reads={}",
+         future_versions={} duplicate_node_ids={} local_newer_reads={} \
+         holes_reread={}",
         l.hits, l.misses, l.entries, l.inserts, l.updates, l.evictions, l.expirations, l.invalidations,
         m.writes, m.write_failures, m.events, m.events_applied, m.events_ignored, m.malformed,
         m.undecodable, m.resets, m.redis_reads, m.propagation_us.p50, m.propagation_us.p99,
-        m.future_versions, m.duplicate_node_ids, m.local_newer_reads
+        m.future_versions, m.duplicate_node_ids, m.local_newer_reads, m.holes_reread
     )
 }

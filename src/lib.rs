@@ -32,5 +32,7 @@ pub use metrics::Summary;
 pub use redis_store::{
     redis_entry_key, redis_namespace_prefix, RedisCache, RedisCacheBuilder, RedisConfig,
 };
-pub use state_node::{StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_KEY_PREFIX};
+pub use state_node::{
+    StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_KEY_PREFIX, DEFAULT_MAX_INTAKE_BYTES,
+};
 pub use version::{HybridClock, Version};

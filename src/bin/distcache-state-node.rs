@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX};
+use distcache::version::DEFAULT_MAX_CLOCK_SKEW;
+use distcache::{event::GROUP_SET_DEL, StateNode, DEFAULT_KEY_PREFIX, DEFAULT_MAX_INTAKE_BYTES};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +48,13 @@ struct Args {
     /// How long a delete's tombstone lives in Redis, in seconds.
     #[arg(long, env = "DISTCACHE_TOMBSTONE_TTL_S", default_value_t = 600)]
     tombstone_ttl_s: u64,
+    /// Refuse events stamped more than this many milliseconds ahead of this node's clock
+    /// (counted as future_refused, reported stale).
+    #[arg(long, env = "DISTCACHE_MAX_CLOCK_SKEW_MS", default_value_t = DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64)]
+    max_clock_skew_ms: u64,
+    /// Most bytes of consumed records waiting for the pipeline (besides four batches of records).
+    #[arg(long, env = "DISTCACHE_MAX_INTAKE_BYTES", default_value_t = DEFAULT_MAX_INTAKE_BYTES)]
+    max_intake_bytes: usize,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, env = "DISTCACHE_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -101,7 +109,9 @@ fn main() -> ExitCode {
         .max_wait(Duration::from_millis(args.batch_wait_ms))
         .redis_workers(args.threads)
         .key_prefix(&args.key_prefix)
-        .tombstone_ttl(Duration::from_secs(args.tombstone_ttl_s));
+        .tombstone_ttl(Duration::from_secs(args.tombstone_ttl_s))
+        .max_clock_skew(Duration::from_millis(args.max_clock_skew_ms))
+        .max_intake_bytes(args.max_intake_bytes);
     builder = builder
         .session_timeout(Duration::from_millis(args.session_timeout_ms))
         .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms));
@@ -123,6 +133,13 @@ fn main() -> ExitCode {
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(why) = node.failure() {
+            // The node has left its group; exit so a supervisor restarts it.
+            log::error!("state node failed: {why}");
+            node.shutdown();
+            log::info!("final metrics: {:?}", node.metrics());
+            return ExitCode::FAILURE;
+        }
         if args.metrics_interval_s > 0
             && last_report.elapsed() >= Duration::from_secs(args.metrics_interval_s)
         {

@@ -1,15 +1,18 @@
 //! The two ways distcache consumes: a consumer group with manual commits (state nodes) and an
 //! all-partitions broadcast (core-node listeners).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::errlog::ErrorLog;
+use super::offsets::{OffsetTracker, Verdict};
 use super::KafkaConfig;
 use crate::{Error, Result};
 
@@ -30,17 +33,126 @@ impl Record {
             payload: msg.payload().map(<[u8]>::to_vec),
         }
     }
+
+    /// Bytes this record holds in memory, for the intake's byte bound.
+    pub(crate) fn footprint(&self) -> usize {
+        std::mem::size_of::<Record>() + self.payload.as_ref().map_or(0, Vec::len)
+    }
 }
 
-/// Calls a hook before partitions are revoked, so the owner can finish and commit what it holds
-/// for them first.
+/// Places a new assignment and calls a hook before partitions are revoked, so the owner can
+/// finish and commit what it holds for them first.
+///
+/// Every assigned partition starts at its committed offset, or at offset 0 when the group has
+/// none: explicitly, not through the broker's "earliest" (tansu 0.6 answers it with the oldest
+/// *written* batch, which on a fresh topic can lie past records not yet stored). A real log that
+/// retention already cut is still covered by librdkafka's out-of-range reset. The start of each
+/// partition is what the [`OffsetTracker`] then expects.
 pub(crate) struct GroupContext {
     before_revoke: Box<dyn Fn() + Send + Sync>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    timeout: Duration,
 }
 
 impl ClientContext for GroupContext {}
 
+impl GroupContext {
+    /// Rewrites `tpl` to start every partition at its committed offset or 0, and records the
+    /// starts in the tracker. Without an answer from the coordinator the assignment is left to
+    /// librdkafka (committed offset or `auto.offset.reset`) and the partitions start untracked.
+    fn place(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let mut committed = None;
+        for attempt in 1..=COMMITTED_ATTEMPTS {
+            match consumer.committed_offsets(tpl.clone(), self.timeout) {
+                Ok(c) => {
+                    committed = Some(c);
+                    break;
+                }
+                Err(e) => log::warn!(target: "distcache::bus",
+                    "reading committed offsets failed (attempt {attempt}/{COMMITTED_ATTEMPTS}): {e}"),
+            }
+        }
+        let Some(committed) = committed else {
+            log::warn!(target: "distcache::bus",
+                "starting the assigned partitions at librdkafka's positions, untracked");
+            return;
+        };
+        let mut tracker = self.tracker.lock();
+        let mut starts = Vec::new();
+        for elem in committed.elements() {
+            let start = match elem.offset() {
+                Offset::Offset(o) if o >= 0 => o,
+                _ => 0,
+            };
+            if let Err(e) =
+                tpl.set_partition_offset(elem.topic(), elem.partition(), Offset::Offset(start))
+            {
+                log::warn!(target: "distcache::bus",
+                    "cannot place partition {} at {start}: {e}", elem.partition());
+                continue;
+            }
+            tracker.expect(elem.partition(), start);
+            starts.push(format!("{}@{start}", elem.partition()));
+        }
+        log::info!(target: "distcache::bus", "partitions start at {}", starts.join(" "));
+    }
+}
+
 impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.place(consumer, tpl);
+                let placed = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                match placed {
+                    Ok(()) => {
+                        log::info!(target: "distcache::bus", "assigned {} partitions", tpl.count())
+                    }
+                    Err(e) => {
+                        log::error!(target: "distcache::bus", "assigning partitions failed: {e}")
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                log::info!(target: "distcache::bus", "revoking {} partitions", tpl.count());
+                (self.before_revoke)();
+                let removed = if cooperative {
+                    let mut tracker = self.tracker.lock();
+                    for elem in tpl.elements() {
+                        tracker.forget(elem.partition());
+                    }
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    self.tracker.lock().forget_all();
+                    consumer.unassign()
+                };
+                if let Err(e) = removed {
+                    log::error!(target: "distcache::bus", "unassigning partitions failed: {e}");
+                }
+            }
+            other => {
+                log::error!(target: "distcache::bus", "rebalance error: {:?}", other);
+                self.tracker.lock().forget_all();
+                if let Err(e) = consumer.unassign() {
+                    log::error!(target: "distcache::bus", "unassigning partitions failed: {e}");
+                }
+            }
+        }
+    }
+
     fn commit_callback(
         &self,
         result: rdkafka::error::KafkaResult<()>,
@@ -50,28 +162,17 @@ impl ConsumerContext for GroupContext {
             log::warn!(target: "distcache::bus", "offset commit failed (the records will be replayed): {e}");
         }
     }
-
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            log::info!(target: "distcache::bus", "revoking {} partitions", tpl.count());
-            (self.before_revoke)();
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            log::info!(target: "distcache::bus", "assigned {} partitions", tpl.count());
-        }
-    }
 }
 
 /// A consumer-group member subscribed to `topic`, auto-commit off.
 pub(crate) type GroupConsumer = BaseConsumer<GroupContext>;
 
+/// A group consumer of `topic`; `tracker` learns where each assigned partition starts.
 pub(crate) fn group_consumer(
     config: &KafkaConfig,
     group: &str,
     topic: &str,
+    tracker: Arc<Mutex<OffsetTracker>>,
     before_revoke: impl Fn() + Send + Sync + 'static,
 ) -> Result<GroupConsumer> {
     config.validate()?;
@@ -79,6 +180,8 @@ pub(crate) fn group_consumer(
         .consumer(group)
         .create_with_context(GroupContext {
             before_revoke: Box::new(before_revoke),
+            tracker,
+            timeout: config.request_timeout,
         })
         .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
     consumer.subscribe(&[topic]).map_err(Error::kafka)?;
@@ -104,42 +207,70 @@ pub(crate) fn commit(
     consumer.commit(&tpl, mode).map_err(Error::kafka)
 }
 
-/// Records that a client-level error happened, so the listener can assume it missed events.
+/// Logs client-level errors of a listener's consumer. librdkafka itself reports an error equal to
+/// the previous one of the same broker at most once per 30 s; what it reports is logged here with
+/// a rate limit that counts the repeats it holds back. Gaps are not inferred from errors: the
+/// listener sees them in the offsets ([`OffsetTracker`]).
 pub(crate) struct BroadcastContext {
-    trouble: Arc<AtomicBool>,
+    errors: ErrorLog,
 }
 
 impl ClientContext for BroadcastContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        log::warn!(target: "distcache::bus", "listener consumer error: {error}: {reason}");
-        self.trouble.store(true, Ordering::Release);
+        self.errors
+            .report(&format!("listener consumer error: {error}: {reason}"));
     }
 }
 
 impl ConsumerContext for BroadcastContext {}
 
-/// A consumer that reads every partition of `topic`, starting at the current end.
+/// A consumer that reads every partition of `topic`, starting at the current end, with the
+/// offsets it expects next.
 pub(crate) struct BroadcastConsumer {
     pub consumer: BaseConsumer<BroadcastContext>,
-    /// Set when the client reported an error: events may have been missed.
-    pub trouble: Arc<AtomicBool>,
+    pub topic: String,
+    /// Next expected offset of every partition read.
+    pub offsets: OffsetTracker,
+    timeout: Duration,
 }
 
-pub(crate) fn broadcast_consumer(
-    config: &KafkaConfig,
-    group: &str,
+impl BroadcastConsumer {
+    /// Reads the topic's partition list and starts reading every partition not read yet at its
+    /// current end. Returns the partitions added (usually none).
+    pub(crate) fn refresh_partitions(&mut self) -> Result<Vec<i32>> {
+        let partitions = topic_partitions(&self.consumer, &self.topic, self.timeout)?;
+        let added: Vec<i32> = partitions
+            .into_iter()
+            .filter(|p| !self.offsets.knows(*p))
+            .collect();
+        if added.is_empty() {
+            return Ok(added);
+        }
+        for &p in &added {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, self.timeout)
+                .map_err(Error::kafka)?;
+            self.offsets.expect(p, high);
+        }
+        // Re-assign everything: the partitions read so far continue where they were expected to.
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in self.offsets.positions() {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(next))
+                .map_err(Error::kafka)?;
+        }
+        self.consumer.assign(&tpl).map_err(Error::kafka)?;
+        Ok(added)
+    }
+}
+
+fn topic_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
-) -> Result<BroadcastConsumer> {
-    config.validate()?;
-    let trouble = Arc::new(AtomicBool::new(false));
-    let consumer: BaseConsumer<BroadcastContext> = config
-        .consumer(group)
-        .create_with_context(BroadcastContext {
-            trouble: trouble.clone(),
-        })
-        .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
+    timeout: Duration,
+) -> Result<Vec<i32>> {
     let metadata = consumer
-        .fetch_metadata(Some(topic), config.request_timeout)
+        .fetch_metadata(Some(topic), timeout)
         .map_err(Error::kafka)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -150,8 +281,25 @@ pub(crate) fn broadcast_consumer(
     if partitions.is_empty() {
         return Err(Error::kafka(format!("topic {topic} has no partitions")));
     }
+    Ok(partitions)
+}
+
+pub(crate) fn broadcast_consumer(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+) -> Result<BroadcastConsumer> {
+    config.validate()?;
+    let consumer: BaseConsumer<BroadcastContext> = config
+        .consumer(group)
+        .create_with_context(BroadcastContext {
+            errors: ErrorLog::new("distcache::bus"),
+        })
+        .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
+    let partitions = topic_partitions(&consumer, topic, config.request_timeout)?;
     // Start at the concrete end offsets, resolved now: once this returns, every event produced
     // later is seen (an `Offset::End` would be resolved lazily and could skip early events).
+    let mut offsets = OffsetTracker::new();
     let mut tpl = TopicPartitionList::with_capacity(partitions.len());
     for p in partitions {
         let (_, high) = consumer
@@ -159,10 +307,82 @@ pub(crate) fn broadcast_consumer(
             .map_err(Error::kafka)?;
         tpl.add_partition_offset(topic, p, Offset::Offset(high))
             .map_err(Error::kafka)?;
+        offsets.expect(p, high);
     }
     consumer.assign(&tpl).map_err(Error::kafka)?;
-    Ok(BroadcastConsumer { consumer, trouble })
+    Ok(BroadcastConsumer {
+        consumer,
+        topic: topic.to_string(),
+        offsets,
+        timeout: config.request_timeout.min(METADATA_TIMEOUT),
+    })
+}
+
+/// Waits `wait` (less if `stop` is set meanwhile), then seeks `partition` of `topic` back to
+/// `offset`, so the records from there on are fetched again. The records already fetched past
+/// it are dropped by librdkafka.
+pub(crate) fn reread<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    wait: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let until = Instant::now() + wait;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(POLL_INTERVAL));
+    }
+    if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), SEEK_TIMEOUT) {
+        log::warn!(target: "distcache::bus",
+            "seeking {topic}/{partition} back to {offset} failed (the hole is re-read on the next record): {e}");
+    }
+}
+
+/// The consumer's fetch positions, `partition@offset …`, for logging a consume error (librdkafka
+/// does not tell the client which partition and offset an error belongs to).
+pub(crate) fn positions<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> String {
+    match consumer.position() {
+        Ok(tpl) => tpl
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => format!("{}@{o}", e.partition()),
+                other => format!("{}@{other:?}", e.partition()),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// What to do with a record, and how to say so: shared by the state node and the listener.
+pub(crate) fn describe(topic: &str, partition: i32, offset: i64, verdict: Verdict) -> String {
+    match verdict {
+        Verdict::Accept => format!("{topic}/{partition}@{offset}"),
+        Verdict::Reread {
+            expected, attempt, ..
+        } => format!(
+            "hole in {topic}/{partition}: expected offset {expected}, got {offset}; re-reading from {expected} (attempt {attempt})"
+        ),
+        Verdict::Skip { expected } => format!(
+            "hole in {topic}/{partition} persisted: offsets {expected}..{offset} never arrived; passing it"
+        ),
+        Verdict::Regressed { expected } => format!(
+            "{topic}/{partition} went back: expected offset {expected}, got {offset}"
+        ),
+    }
 }
 
 /// How long a consumer poll blocks before the owner re-checks its stop flag.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Tries to read a new assignment's committed offsets.
+const COMMITTED_ATTEMPTS: u32 = 3;
+/// Longest wait for a seek to take effect.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for a listener's metadata refresh (it runs on the listener thread).
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);

@@ -4,11 +4,14 @@
 //! - [`admin::ensure_topics`]: create the two topics when missing;
 //! - [`producer::EventProducer`]: produce and wait for the broker's acknowledgement;
 //! - [`consumer`]: a consumer-group consumer with manual commits (state node) and an
-//!   all-partitions broadcast consumer starting at the end (core-node listeners).
+//!   all-partitions broadcast consumer starting at the end (core-node listeners);
+//! - [`offsets::OffsetTracker`]: holes and regressions in a partition's offsets.
 
 pub(crate) mod admin;
 pub(crate) mod config;
 pub(crate) mod consumer;
+pub(crate) mod errlog;
+pub(crate) mod offsets;
 pub(crate) mod producer;
 
 pub use config::KafkaConfig;

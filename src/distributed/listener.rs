@@ -2,11 +2,20 @@
 //! with what the state nodes applied.
 //!
 //! Every event is applied only when newer than the local entry (the origin's own events too, so
-//! a write that lost is corrected). Anything that could mean missed events (a consumer error, a
-//! broker restart) clears the namespace's local cache: bounded staleness over silent staleness.
+//! a write that lost is corrected).
+//!
+//! Missed events are seen in the offsets, not inferred from errors: offsets within a partition
+//! are contiguous, so the listener tracks the next expected offset of every partition
+//! ([`OffsetTracker`](crate::bus::offsets::OffsetTracker)). A jump is a hole, re-read by seeking
+//! back (tansu 0.6 can hide a batch from a tailing consumer for a moment). A hole that persists
+//! through the bounded re-reads, an offset that goes back (the broker lost its log, or
+//! librdkafka reset an out-of-range position) and a partition added to the topic (found by a
+//! metadata refresh every few seconds) are gaps: the namespace's local cache is cleared and the
+//! reset counted — bounded staleness over silent staleness.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
@@ -14,7 +23,9 @@ use super::clock::NodeClock;
 use super::fill_guard::FillGuard;
 use super::metrics::Counters;
 use super::waiters::Waiters;
-use crate::bus::consumer::{BroadcastConsumer, POLL_INTERVAL};
+use crate::bus::consumer::{describe, positions, reread, BroadcastConsumer, POLL_INTERVAL};
+use crate::bus::errlog::ErrorLog;
+use crate::bus::offsets::Verdict;
 use crate::event::{now_micros, Event, Op};
 use crate::{Codec, LocalCache};
 
@@ -31,21 +42,84 @@ pub(crate) struct Listener<T> {
     pub trace: bool,
 }
 
+/// How often the listener re-reads the done topic's partition list.
+const PARTITION_REFRESH: Duration = Duration::from_secs(5);
+
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         use rdkafka::Message;
+        let errors = ErrorLog::new("distcache::listener");
+        let mut next_refresh = Instant::now() + PARTITION_REFRESH;
         while !self.stop.load(Ordering::Acquire) {
-            if self.consumer.trouble.swap(false, Ordering::AcqRel) {
-                self.reset("the consumer reported an error");
+            if Instant::now() >= next_refresh {
+                next_refresh = Instant::now() + PARTITION_REFRESH;
+                self.refresh_partitions(&errors);
             }
-            match self.consumer.consumer.poll(POLL_INTERVAL) {
-                None => {}
-                Some(Ok(msg)) => match msg.payload().map(Event::decode) {
-                    Some(Ok(event)) => self.handle(event),
-                    Some(Err(err)) => self.malformed(&err.to_string()),
-                    None => self.malformed("empty message"),
-                },
-                Some(Err(err)) => self.reset(&format!("consumer error: {err}")),
+            let (partition, offset, payload) = match self.consumer.consumer.poll(POLL_INTERVAL) {
+                None => continue,
+                Some(Ok(msg)) => (
+                    msg.partition(),
+                    msg.offset(),
+                    msg.payload().map(Event::decode),
+                ),
+                Some(Err(err)) => {
+                    errors.report(&format!(
+                        "[{}] consumer error: {err} (positions: {})",
+                        self.ns,
+                        positions(&self.consumer.consumer)
+                    ));
+                    continue;
+                }
+            };
+            let verdict = self.consumer.offsets.check(partition, offset);
+            let topic = &self.consumer.topic;
+            match verdict {
+                Verdict::Accept => {}
+                Verdict::Reread { expected, wait, .. } => {
+                    self.counters.holes_reread.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(target: "distcache::listener", "[{}] {}", self.ns,
+                        describe(topic, partition, offset, verdict));
+                    reread(
+                        &self.consumer.consumer,
+                        topic,
+                        partition,
+                        expected,
+                        wait,
+                        &self.stop,
+                    );
+                    continue;
+                }
+                Verdict::Skip { .. } => {
+                    log::error!(target: "distcache::listener", "[{}] {}", self.ns,
+                        describe(topic, partition, offset, verdict));
+                    self.reset("events were missed (a hole in the done topic persisted)");
+                }
+                Verdict::Regressed { .. } => {
+                    let why = describe(topic, partition, offset, verdict);
+                    self.reset(&format!("events may have been missed: {why}"));
+                }
+            }
+            match payload {
+                Some(Ok(event)) => self.handle(event),
+                Some(Err(err)) => self.malformed(&err.to_string()),
+                None => self.malformed("empty message"),
+            }
+        }
+    }
+
+    /// Starts reading partitions added to the done topic since the last look. Their events so
+    /// far were not seen: a gap.
+    fn refresh_partitions(&mut self, errors: &ErrorLog) {
+        match self.consumer.refresh_partitions() {
+            Ok(added) if added.is_empty() => {}
+            Ok(added) => self.reset(&format!(
+                "the done topic has new partitions {added:?}, whose events so far were not read"
+            )),
+            Err(e) => {
+                errors.report(&format!(
+                    "[{}] refreshing the done topic's partitions: {e}",
+                    self.ns
+                ));
             }
         }
     }

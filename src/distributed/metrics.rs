@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     pub future_versions: AtomicU64,
     pub duplicate_node_ids: AtomicU64,
     pub local_newer_reads: AtomicU64,
+    pub holes_reread: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +42,7 @@ impl Counters {
             future_versions: self.future_versions.load(Relaxed),
             duplicate_node_ids: self.duplicate_node_ids.load(Relaxed),
             local_newer_reads: self.local_newer_reads.load(Relaxed),
+            holes_reread: self.holes_reread.load(Relaxed),
         }
     }
 }
@@ -81,6 +83,9 @@ pub struct DistributedMetrics {
     pub duplicate_node_ids: u64,
     /// `get_with_sync` reads answered from the local state because it was newer than Redis'.
     pub local_newer_reads: u64,
+    /// Times the listener read a done-topic partition again from a missing offset (a record
+    /// arrived past a hole). A hole that persists is a gap and counted in `resets`.
+    pub holes_reread: u64,
 }
 
 impl DistributedMetrics {
@@ -148,6 +153,11 @@ impl DistributedMetrics {
                 "local_newer_reads",
                 "reads answered locally because redis was older",
                 self.local_newer_reads,
+            ),
+            (
+                "holes_reread",
+                "done-topic partitions re-read from a missing offset",
+                self.holes_reread,
             ),
         ] {
             p.counter(&format!("distcache_{name}_total"), help, &labels, v);

@@ -72,7 +72,10 @@ impl Waiters {
         }
     }
 
-    /// Resolves every waiter of `event.key` whose version is at most `event.version`.
+    /// Resolves the waiters `event` settles. An applied write (set or delete) at version V settles
+    /// every waiter of its key at or below V: V is applied, older writes lost to it. A `stale`
+    /// verdict settles only the write it names: it says that one write was refused (older than
+    /// Redis, or stamped too far ahead), nothing about others of the key, which get their own.
     pub(crate) fn notify(&self, event: &Event) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
@@ -83,7 +86,7 @@ impl Waiters {
         };
         let before = list.len();
         list.retain(|(version, tx)| {
-            if *version > event.version {
+            if *version > event.version || (event.op == Op::Stale && *version != event.version) {
                 return true;
             }
             let outcome = if *version == event.version && event.op != Op::Stale {
@@ -141,6 +144,22 @@ mod tests {
         assert_eq!(later.try_recv().unwrap(), WriteOutcome::Superseded);
         w.notify(&done("x", 5, Op::Stale));
         assert_eq!(other.try_recv().unwrap(), WriteOutcome::Superseded);
+        assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_stale_verdict_settles_only_the_write_it_names() {
+        let w = Waiters::new(10);
+        let correct = w.register("k", Version::new(5, 1)).unwrap();
+        let far_ahead = w.register("k", Version::new(900, 1)).unwrap();
+        w.notify(&done("k", 900, Op::Stale));
+        assert_eq!(far_ahead.try_recv().unwrap(), WriteOutcome::Superseded);
+        assert!(
+            correct.try_recv().is_err(),
+            "refusing another write says nothing of this one"
+        );
+        w.notify(&done("k", 5, Op::Set));
+        assert_eq!(correct.try_recv().unwrap(), WriteOutcome::Applied);
         assert_eq!(w.len(), 0);
     }
 

@@ -4,9 +4,18 @@
 //! [`redis_entry_key`]`(prefix, namespace, key)` = `prefix + escaped namespace + ":" + key`, where the
 //! namespace is escaped (`%` → `%25`, `:` → `%3A`) so that it never contains the separator: the first `:`
 //! after the prefix ends the namespace, and no two (namespace, key) pairs share a Redis key. The hash has
-//! two fields:
+//! up to three fields:
 //! - `v`: the encoded value (absent in a tombstone),
-//! - `ver`: the version of the write that produced it, as 32 hex digits ([`Version::to_hex`]).
+//! - `ver`: the version of the `*_with_sync` write that produced `v` (or the tombstone), as 32
+//!   hex digits ([`Version::to_hex`]),
+//! - `pver`: the version of a newer plain write (`set`/`delete` without sync), which replicates
+//!   to local caches only and so leaves `v` and `ver` alone. Only the apply script reads it.
+//!
+//! The key's version, which every write must beat, is the larger of `ver` and `pver`: plain and
+//! synced writes share one version order. A plain write on a key with no value (no hash, or a
+//! tombstone) leaves a hash that expires after the tombstone TTL, like a tombstone; on a key with a
+//! value it keeps the value's TTL. A synced write removes `pver` (it is newer).
+//! A reader of the value takes `ver` as its version and ignores `pver`.
 //!
 //! Value and version live in one key, so the version check and the write are atomic in one script
 //! and the pair always hashes to the same Redis Cluster slot. A delete leaves a tombstone (`ver`
@@ -19,11 +28,13 @@ use crate::Version;
 pub(crate) const FIELD_VALUE: &str = "v";
 
 /// Applies versioned events, one per key in `KEYS`, with six arguments each in `ARGV`: version
-/// (32 hex digits), op (`s`/`d`), write (`1`, or `0` to only compare), value, TTL ms (`0`: none),
-/// tombstone TTL ms. Returns one reply per key: 1 when the event is at least as new as the stored
-/// version (and, when writing, was written), 0 when Redis holds a newer version and it was
-/// dropped, or an error message when Redis refused that key (another type, say) — the other
-/// keys are still applied.
+/// (32 hex digits), op (`s`/`d`), write (`1`: a synced write, or `0`: a plain write, whose version
+/// alone is recorded in `pver`), value, TTL ms (`0`: none), tombstone TTL ms. Returns one reply
+/// per key: 1 when the event is at least as new as the key's version (and was written), 0 when
+/// Redis holds a newer version and it was dropped, or an error message when that key cannot be
+/// written: `BADVERSION …` when a stored version is not 32 hex digits (a foreign or corrupt hash,
+/// left alone), Redis' own error (`WRONGTYPE …`, `OOM …`) otherwise. The other keys are still
+/// applied.
 ///
 /// An equal version is the same write delivered again (a replay after a crash, a retried batch, a
 /// producer retry): it counts as applied, so its done event is published again instead of
@@ -33,6 +44,9 @@ pub(crate) const FIELD_VALUE: &str = "v";
 /// 64-bit clock exactly, and string comparison in Redis' Lua depends on the server's locale.
 /// Several keys per call share the script's fixed cost; on a cluster every call carries one key.
 pub(crate) const APPLY_SCRIPT: &str = r#"
+local function valid(v)
+  return string.len(v) == 32 and not string.find(v, '[^0-9a-fA-F]')
+end
 local function newer(a, b)
   for i = 1, 25, 8 do
     local x = tonumber(string.sub(a, i, i + 7), 16)
@@ -42,21 +56,36 @@ local function newer(a, b)
   return false
 end
 local function apply(key, ver, op, write, val, ttl, tomb)
-  local cur = redis.call('HGET', key, 'ver')
+  local stored = redis.call('HMGET', key, 'ver', 'pver')
+  local cur = false
+  for j, name in ipairs({'ver', 'pver'}) do
+    local s = stored[j]
+    if s then
+      if not valid(s) then
+        return 'BADVERSION stored ' .. name .. ' is not 32 hex digits'
+      end
+      if not cur or newer(s, cur) then cur = s end
+    end
+  end
   if cur and newer(cur, ver) then return 0 end
   if write == '1' then
     if op == 's' then
       redis.call('HSET', key, 'v', val, 'ver', ver)
+      redis.call('HDEL', key, 'pver')
       if ttl ~= '0' then
         redis.call('PEXPIRE', key, ttl)
       else
         redis.call('PERSIST', key)
       end
     else
-      redis.call('HDEL', key, 'v')
+      redis.call('HDEL', key, 'v', 'pver')
       redis.call('HSET', key, 'ver', ver)
       redis.call('PEXPIRE', key, tomb)
     end
+  else
+    redis.call('HSET', key, 'pver', ver)
+    -- With no value to keep, the hash is a tombstone: it lives as long as one.
+    if redis.call('HEXISTS', key, 'v') == 0 then redis.call('PEXPIRE', key, tomb) end
   end
   return 1
 end
@@ -76,6 +105,9 @@ end
 return out
 "#;
 
+/// Prefix of the apply script's reply for a key whose stored version is not one of ours.
+pub(crate) const BAD_VERSION: &str = "BADVERSION";
+
 /// Reads an entry: `{{value, version}, PTTL}` (missing fields are nil; PTTL is negative when the
 /// key has no expiry or does not exist).
 pub(crate) const GET_SCRIPT: &str = r#"
@@ -85,7 +117,7 @@ return {redis.call('HMGET', KEYS[1], 'v', 'ver'), redis.call('PTTL', KEYS[1])}
 /// Unversioned set: value in, version out, TTL applied (ARGV[2] = TTL in ms, "0" for none).
 pub(crate) const SET_SCRIPT: &str = r#"
 redis.call('HSET', KEYS[1], 'v', ARGV[1])
-redis.call('HDEL', KEYS[1], 'ver')
+redis.call('HDEL', KEYS[1], 'ver', 'pver')
 if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 else
@@ -104,7 +136,7 @@ pub(crate) struct VersionedWrite<'a> {
     pub value: Option<&'a [u8]>,
     /// Redis TTL of a set, in ms (0: none).
     pub ttl_ms: u64,
-    /// Whether to write at all, or only compare (plain writes that skip Redis).
+    /// Whether to write the value (`*_with_sync`), or only record the version (plain writes).
     pub write: bool,
     /// How long a delete's tombstone lives, in ms (at least 1).
     pub tombstone_ms: u64,

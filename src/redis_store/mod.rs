@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Cache, Codec, Error, Result, Version};
+pub(crate) use layout::BAD_VERSION;
 pub(crate) use layout::{apply_command, key_replies, KeyReply, VersionedWrite, APPLY_SCRIPT};
 pub use layout::{redis_entry_key, redis_namespace_prefix};
 pub use pool::RedisConfig;

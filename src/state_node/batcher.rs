@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::intake::ByteBudget;
 use crate::bus::consumer::Record;
 
 /// What the intake thread hands to the batcher, in consumption order.
@@ -31,15 +34,28 @@ pub(crate) struct Batcher {
     rx: Receiver<Intake>,
     max_batch: usize,
     max_wait: Duration,
+    /// The intake's byte bound: bytes are given back as records leave the channel.
+    budget: Arc<ByteBudget>,
 }
 
 impl Batcher {
-    pub(crate) fn new(rx: Receiver<Intake>, max_batch: usize, max_wait: Duration) -> Self {
+    pub(crate) fn new(
+        rx: Receiver<Intake>,
+        max_batch: usize,
+        max_wait: Duration,
+        budget: Arc<ByteBudget>,
+    ) -> Self {
         Batcher {
             rx,
             max_batch,
             max_wait,
+            budget,
         }
+    }
+
+    fn take(&self, batch: &mut Batch, record: Record) {
+        self.budget.release(record.footprint());
+        batch.records.push(record);
     }
 
     /// Blocks for the next batch. A batch is cut at `max_batch` records, `max_wait` after its
@@ -47,7 +63,7 @@ impl Batcher {
     pub(crate) fn next_batch(&self) -> Batch {
         let mut batch = Batch::default();
         match self.rx.recv() {
-            Ok(Intake::Record(r)) => batch.records.push(r),
+            Ok(Intake::Record(r)) => self.take(&mut batch, r),
             Ok(Intake::Barrier(ack)) => {
                 batch.barrier = Some(ack);
                 return batch;
@@ -60,7 +76,7 @@ impl Batcher {
         let deadline = Instant::now() + self.max_wait;
         while batch.records.len() < self.max_batch {
             match self.rx.recv_deadline(deadline) {
-                Ok(Intake::Record(r)) => batch.records.push(r),
+                Ok(Intake::Record(r)) => self.take(&mut batch, r),
                 Ok(Intake::Barrier(ack)) => {
                     batch.barrier = Some(ack);
                     break;
@@ -81,6 +97,10 @@ mod tests {
     use super::*;
     use crossbeam_channel::bounded;
 
+    fn budget() -> Arc<ByteBudget> {
+        Arc::new(ByteBudget::new(usize::MAX))
+    }
+
     fn rec(offset: i64) -> Intake {
         Intake::Record(Record {
             partition: 0,
@@ -92,7 +112,7 @@ mod tests {
     #[test]
     fn cuts_at_size_barrier_and_disconnect() {
         let (tx, rx) = bounded(16);
-        let b = Batcher::new(rx, 3, Duration::from_secs(5));
+        let b = Batcher::new(rx, 3, Duration::from_secs(5), budget());
         for i in 0..4 {
             tx.send(rec(i)).unwrap();
         }
@@ -112,7 +132,7 @@ mod tests {
     #[test]
     fn cuts_after_max_wait() {
         let (tx, rx) = bounded(16);
-        let b = Batcher::new(rx, 100, Duration::from_millis(20));
+        let b = Batcher::new(rx, 100, Duration::from_millis(20), budget());
         tx.send(rec(1)).unwrap();
         let started = Instant::now();
         assert_eq!(b.next_batch().records.len(), 1);

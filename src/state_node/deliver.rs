@@ -4,7 +4,10 @@
 //!
 //! Commits are asynchronous in the steady state (a lost commit only means a harmless replay) and
 //! synchronous at a barrier — before partitions are revoked and on shutdown — so the next owner
-//! starts exactly after what this node finished.
+//! starts exactly after what this node finished. A barrier commits, synchronously, every offset
+//! delivered since the last synchronous commit, also when it arrives alone (a batch of no
+//! records): an asynchronous commit may still be in flight, or may have failed, when the
+//! partitions move.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -53,8 +56,9 @@ impl Delivery<'_> {
         // Once a batch is left undelivered, no later batch may be committed: its offsets would
         // cover the undelivered one, whose done events would then never be published.
         let mut stuck = false;
+        let mut commits = Commits::default();
         for batch in batches {
-            stuck = stuck || batch.abandoned || !self.deliver(&batch);
+            stuck = stuck || batch.abandoned || !self.deliver(&batch, &mut commits);
             if stuck && !batch.next_offsets.is_empty() {
                 log::warn!(target: "distcache::state_node",
                     "leaving a batch uncommitted after an undelivered one (it will be replayed)");
@@ -66,7 +70,7 @@ impl Delivery<'_> {
     }
 
     /// Publishes and commits one batch; false when its done events could not be delivered.
-    fn deliver(&self, batch: &Handoff) -> bool {
+    fn deliver(&self, batch: &Handoff, commits: &mut Commits) -> bool {
         let c = self.counters;
         if !batch.done.is_empty() {
             let published = retry("publish done events", c, self.give_up_at, || {
@@ -81,16 +85,12 @@ impl Delivery<'_> {
             c.published.fetch_add(batch.done.len() as u64, Relaxed);
             self.record_latency(&batch.latency_from);
         }
-        if batch.next_offsets.is_empty() {
+        let sync = batch.barrier.is_some() || batch.last;
+        let Some((offsets, mode)) = commits.next(&batch.next_offsets, sync) else {
             return true;
-        }
-        let mode = if batch.barrier.is_some() || batch.last {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
         };
         for attempt in 1..=COMMIT_ATTEMPTS {
-            match commit(&self.consumer, TOPIC_SET_DEL, &batch.next_offsets, mode) {
+            match commit(&self.consumer, TOPIC_SET_DEL, &offsets, mode) {
                 Ok(()) => {
                     c.commits.fetch_add(1, Relaxed);
                     return true;
@@ -118,5 +118,86 @@ impl Delivery<'_> {
         self.counters
             .lag_ms
             .store(now.saturating_sub(oldest) / 1000, Relaxed);
+    }
+}
+
+/// Which offsets to commit, and how: asynchronously after each batch, synchronously at a barrier,
+/// where everything since the last synchronous commit is committed again.
+#[derive(Debug, Default)]
+pub(crate) struct Commits {
+    /// Next offset per partition delivered since the last synchronous commit.
+    since_sync: HashMap<i32, i64>,
+}
+
+impl Commits {
+    /// The commit for a delivered batch with `offsets` (its next offset per partition); `sync` at
+    /// a barrier or the last batch. `None`: nothing to commit.
+    pub(crate) fn next(
+        &mut self,
+        offsets: &HashMap<i32, i64>,
+        sync: bool,
+    ) -> Option<(HashMap<i32, i64>, CommitMode)> {
+        for (&partition, &next) in offsets {
+            let kept = self.since_sync.entry(partition).or_insert(next);
+            *kept = (*kept).max(next);
+        }
+        if sync {
+            // After a barrier the partitions may move: a later batch starts a fresh account,
+            // whether or not this commit succeeds (if not, the next owner replays).
+            let all = std::mem::take(&mut self.since_sync);
+            return (!all.is_empty()).then_some((all, CommitMode::Sync));
+        }
+        (!offsets.is_empty()).then(|| (offsets.clone(), CommitMode::Async))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(pairs: &[(i32, i64)]) -> HashMap<i32, i64> {
+        pairs.iter().copied().collect()
+    }
+
+    /// `(offsets, synchronous)` of a planned commit.
+    fn next(
+        c: &mut Commits,
+        pairs: &[(i32, i64)],
+        sync: bool,
+    ) -> Option<(HashMap<i32, i64>, bool)> {
+        c.next(&offsets(pairs), sync)
+            .map(|(o, mode)| (o, matches!(mode, CommitMode::Sync)))
+    }
+
+    #[test]
+    fn a_barrier_alone_commits_everything_since_the_last_sync_commit() {
+        let mut c = Commits::default();
+        assert_eq!(
+            next(&mut c, &[(0, 5), (1, 3)], false),
+            Some((offsets(&[(0, 5), (1, 3)]), false))
+        );
+        assert_eq!(
+            next(&mut c, &[(0, 9)], false),
+            Some((offsets(&[(0, 9)]), false))
+        );
+        // A barrier with no records of its own.
+        assert_eq!(
+            next(&mut c, &[], true),
+            Some((offsets(&[(0, 9), (1, 3)]), true)),
+            "a lone barrier still commits synchronously"
+        );
+        // Nothing since: a second barrier has nothing to commit.
+        assert_eq!(next(&mut c, &[], true), None);
+        assert_eq!(next(&mut c, &[], false), None);
+    }
+
+    #[test]
+    fn a_barrier_with_records_commits_them_with_the_earlier_ones() {
+        let mut c = Commits::default();
+        next(&mut c, &[(2, 7)], false);
+        assert_eq!(
+            next(&mut c, &[(3, 1)], true),
+            Some((offsets(&[(2, 7), (3, 1)]), true))
+        );
     }
 }

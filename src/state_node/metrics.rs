@@ -21,6 +21,11 @@ pub(crate) struct Counters {
     pub batch_size: Histogram,
     pub apply_latency_us: Histogram,
     pub end_to_end_us: Histogram,
+    pub bad_versions: AtomicU64,
+    pub future_refused: AtomicU64,
+    pub worker_panics: AtomicU64,
+    pub holes_reread: AtomicU64,
+    pub holes_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +46,11 @@ impl Counters {
             batch_size: self.batch_size.summary(),
             apply_latency_us: self.apply_latency_us.summary(),
             end_to_end_us: self.end_to_end_us.summary(),
+            bad_versions: self.bad_versions.load(Relaxed),
+            future_refused: self.future_refused.load(Relaxed),
+            worker_panics: self.worker_panics.load(Relaxed),
+            holes_reread: self.holes_reread.load(Relaxed),
+            holes_skipped: self.holes_skipped.load(Relaxed),
         }
     }
 }
@@ -48,7 +58,8 @@ impl Counters {
 /// A snapshot of a state node's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateNodeMetrics {
-    /// Records read from the set-del topic.
+    /// Records read from the set-del topic and handed to the pipeline, each once: a record
+    /// dropped because it arrived past a hole (and read again later) is not counted.
     pub consumed: u64,
     /// Events newer than Redis' version, applied (or accepted, for plain writes).
     pub applied: u64,
@@ -58,7 +69,8 @@ pub struct StateNodeMetrics {
     pub deduped: u64,
     /// Records that were not valid events: logged, skipped, committed.
     pub malformed: u64,
-    /// Events Redis refused (e.g. the key holds another type): logged, skipped, committed.
+    /// Events Redis cannot take and no retry would fix (the key holds another type, its stored
+    /// version is not ours): logged, reported stale, skipped, committed.
     pub failed: u64,
     /// Batches processed.
     pub batches: u64,
@@ -80,6 +92,21 @@ pub struct StateNodeMetrics {
     /// From a core node producing an event to its done event being acknowledged, in microseconds
     /// (across machines this includes clock skew).
     pub end_to_end_us: Summary,
+    /// Writes skipped because the key's stored version in Redis is not one of ours (not 32 hex
+    /// digits): logged, reported stale, committed; the stored hash is left alone. Also counted in
+    /// `failed`.
+    pub bad_versions: u64,
+    /// Events stamped further ahead of this node's clock than `max_clock_skew`: refused (logged,
+    /// reported stale, committed) so one broken clock cannot block a key.
+    pub future_refused: u64,
+    /// Redis worker jobs that panicked: the batch is retried on a fresh connection; repeated
+    /// panics stop the node with an error.
+    pub worker_panics: u64,
+    /// Times a partition was read again from a missing offset: a record arrived past a hole
+    /// (offsets are contiguous; tansu 0.6 can hide a batch from a tailing consumer).
+    pub holes_reread: u64,
+    /// Holes still there after the bounded re-reads: logged as errors and passed.
+    pub holes_skipped: u64,
 }
 
 impl StateNodeMetrics {
@@ -110,6 +137,27 @@ impl StateNodeMetrics {
             ("published", "done events published", self.published),
             ("commits", "offset commits", self.commits),
             ("consumer_errors", "consumer errors", self.consumer_errors),
+            (
+                "bad_versions",
+                "writes skipped over a stored version that is not ours",
+                self.bad_versions,
+            ),
+            (
+                "future_refused",
+                "events stamped too far ahead of the clock",
+                self.future_refused,
+            ),
+            ("worker_panics", "redis worker panics", self.worker_panics),
+            (
+                "holes_reread",
+                "partitions re-read from a missing offset",
+                self.holes_reread,
+            ),
+            (
+                "holes_skipped",
+                "holes passed after the bounded re-reads",
+                self.holes_skipped,
+            ),
         ] {
             p.counter(&format!("distcache_state_node_{name}_total"), help, "", v);
         }

@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 
 use crate::bus::admin::ensure_topics;
 use crate::bus::consumer::group_consumer;
+use crate::bus::offsets::OffsetTracker;
 use crate::bus::producer::EventProducer;
 use crate::bus::KafkaConfig;
 use crate::event::{GROUP_SET_DEL, TOPIC_DONE, TOPIC_SET_DEL};
@@ -60,6 +61,7 @@ pub struct StateNode {
     shutdown_timeout: Duration,
     counters: Arc<metrics::Counters>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    failure: pipeline::Failure,
 }
 
 impl std::fmt::Debug for StateNode {
@@ -92,6 +94,14 @@ impl StateNode {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> StateNodeMetrics {
         self.counters.snapshot()
+    }
+
+    /// Why the node stopped by itself, if it did: a Redis worker kept panicking on one batch, or
+    /// the pipeline thread died. Such a node has left its consumer group with that batch
+    /// uncommitted (another node, or a restart, replays it) and consumes nothing more: shut it
+    /// down and start a new one. `None` while it runs (and after a plain [`shutdown`](Self::shutdown)).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
     }
 
     /// Stops consuming, finishes and commits the batch in progress, leaves the group and joins
@@ -127,8 +137,13 @@ pub struct StateNodeBuilder {
     inline_value_limit: usize,
     version_cache: usize,
     shutdown_timeout: Duration,
+    max_clock_skew: Duration,
+    max_intake_bytes: usize,
     membership: membership::Membership,
 }
+
+/// Default bound on the bytes of consumed records waiting for the pipeline (64 MiB).
+pub const DEFAULT_MAX_INTAKE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for StateNodeBuilder {
     fn default() -> Self {
@@ -144,6 +159,8 @@ impl Default for StateNodeBuilder {
             inline_value_limit: 64 * 1024,
             version_cache: 100_000,
             shutdown_timeout: Duration::from_secs(10),
+            max_clock_skew: crate::version::DEFAULT_MAX_CLOCK_SKEW,
+            max_intake_bytes: DEFAULT_MAX_INTAKE_BYTES,
             membership: membership::Membership::default(),
         }
     }
@@ -250,6 +267,25 @@ impl StateNodeBuilder {
         self
     }
 
+    /// How far ahead of this node's wall clock an event's version may be (default
+    /// [`DEFAULT_MAX_CLOCK_SKEW`](crate::version::DEFAULT_MAX_CLOCK_SKEW), 1 h). An event stamped
+    /// further ahead — a node with a broken clock, a hand-made message — is refused: logged,
+    /// counted (`future_refused`), reported `stale` on the done topic and committed, so it
+    /// cannot make every correct write to its key lose until the wall clock catches up.
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+
+    /// Most bytes of consumed records waiting between the consumer and the pipeline (default
+    /// [`DEFAULT_MAX_INTAKE_BYTES`], 64 MiB). The wait is also bounded in records (four batches);
+    /// when either bound is reached the consumer waits. A single record larger than the bound
+    /// passes alone.
+    pub fn max_intake_bytes(mut self, bytes: usize) -> Self {
+        self.max_intake_bytes = bytes;
+        self
+    }
+
     /// A static member id for this node (Kafka's `group.instance.id`; default none: dynamic
     /// membership). Give each state node of a group its own stable id (e.g. a StatefulSet pod
     /// name): a node restarted with the same id takes its partitions back at once, without a
@@ -285,9 +321,14 @@ impl StateNodeBuilder {
             return Err(Error::Config("state node needs a redis url".into()));
         }
         self.redis.validate()?;
-        if self.max_batch == 0 || self.redis_workers == 0 || self.version_cache == 0 {
+        if self.max_batch == 0
+            || self.redis_workers == 0
+            || self.version_cache == 0
+            || self.max_intake_bytes == 0
+        {
             return Err(Error::Config(
-                "max_batch, redis_workers and version_cache must be at least 1".into(),
+                "max_batch, redis_workers, version_cache and max_intake_bytes must be at least 1"
+                    .into(),
             ));
         }
         if self.tombstone_ttl < Duration::from_millis(1) {
@@ -295,6 +336,9 @@ impl StateNodeBuilder {
         }
         if self.group.is_empty() {
             return Err(Error::Config("consumer group must not be empty".into()));
+        }
+        if self.max_clock_skew < Duration::from_millis(1) {
+            return Err(Error::Config("max_clock_skew must be at least 1 ms".into()));
         }
         Ok(())
     }
@@ -309,9 +353,13 @@ impl StateNodeBuilder {
 
         let counters = Arc::new(metrics::Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let failure = pipeline::Failure::default();
         let give_up_at = Arc::new(Mutex::new(None));
         // Bounded: at most a few batches wait between the consumer and the pipeline.
         let (tx, rx) = bounded(self.max_batch.saturating_mul(4).max(64));
+
+        let budget = Arc::new(intake::ByteBudget::new(self.max_intake_bytes));
+        let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
 
         let revoke_tx = tx.clone();
         let closing = stop.clone();
@@ -319,6 +367,7 @@ impl StateNodeBuilder {
             &self.membership.consumer_config(&self.kafka),
             &self.group,
             TOPIC_SET_DEL,
+            tracker.clone(),
             move || {
                 // On shutdown the pipeline is already drained and may be gone.
                 if !closing.load(Ordering::Acquire) {
@@ -334,9 +383,10 @@ impl StateNodeBuilder {
                 tombstone_ms: self.tombstone_ttl.as_millis().max(1) as u64,
             },
             self.redis_workers,
+            counters.clone(),
         )?;
         let pipeline = pipeline::Pipeline {
-            batcher: batcher::Batcher::new(rx, self.max_batch, self.max_wait),
+            batcher: batcher::Batcher::new(rx, self.max_batch, self.max_wait, budget.clone()),
             workers,
             producer,
             consumer: consumer.clone(),
@@ -347,6 +397,9 @@ impl StateNodeBuilder {
             counters: counters.clone(),
             inline_value_limit: self.inline_value_limit,
             give_up_at: give_up_at.clone(),
+            max_clock_skew_ms: self.max_clock_skew.as_millis().min(u64::MAX as u128) as u64,
+            failure: failure.clone(),
+            stop: stop.clone(),
         };
         let intake = intake::IntakeThread {
             consumer,
@@ -354,6 +407,8 @@ impl StateNodeBuilder {
             stop: stop.clone(),
             counters: counters.clone(),
             kafka: self.kafka.clone(),
+            tracker,
+            budget,
         };
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -361,7 +416,17 @@ impl StateNodeBuilder {
                 .spawn(f)
                 .map_err(|e| Error::Config(format!("cannot start thread {name}: {e}")))
         };
-        let pipeline_thread = spawn("distcache-pipeline", Box::new(move || pipeline.run()))?;
+        let (died, stop_on_death) = (failure.clone(), stop.clone());
+        let pipeline_thread = spawn(
+            "distcache-pipeline",
+            Box::new(move || {
+                // A bug that kills the pipeline must not leave the intake holding the partitions.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run()));
+                if run.is_err() {
+                    pipeline::fail(&died, &stop_on_death, "the pipeline thread panicked".into());
+                }
+            }),
+        )?;
         let intake_thread = spawn("distcache-intake", Box::new(move || intake.run()))?;
         log::info!(target: "distcache::state_node",
             "state node started: brokers {}, group {}, {} redis workers, batches of {} / {:?}",
@@ -372,6 +437,7 @@ impl StateNodeBuilder {
             shutdown_timeout: self.shutdown_timeout,
             counters,
             threads: Mutex::new(vec![intake_thread, pipeline_thread]),
+            failure,
         })
     }
 }

@@ -6,15 +6,21 @@
 //! stale, malformed or refused) and every done event was acknowledged by the broker. A failure
 //! before the commit retries with backoff; if the node dies instead, the batch is replayed after
 //! restart and the version check in Redis makes the replay harmless.
+//!
+//! A Redis worker that panics fails its batch, which is retried; if the same batch panics
+//! [`MAX_PANICS`] times in a row, the node stops with an error ([`Failure`]): it leaves the group
+//! with that batch uncommitted, so another node (or a restart) takes its partitions, instead of
+//! holding them forever without committing.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::Mutex;
 
-use super::apply::{Outcome, RedisWorkers};
+use super::apply::{ApplyFailure, Outcome, RedisWorkers};
 use super::batcher::{Batch, Batcher};
 use super::deliver::{Delivery, Handoff};
 use super::metrics::Counters;
@@ -22,10 +28,24 @@ use super::plan::{plan, AppliedVersions};
 use super::publish;
 use crate::bus::consumer::{GroupConsumer, Record};
 use crate::bus::producer::EventProducer;
+use crate::event::now_micros;
 use crate::{Error, Result};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Panicking attempts of one batch after which the node gives up and stops.
+pub(crate) const MAX_PANICS: u32 = 3;
+
+/// Why the node stopped by itself, shared with the [`StateNode`](super::StateNode) handle.
+pub(crate) type Failure = Arc<Mutex<Option<String>>>;
+
+/// Records why the node cannot go on and stops it: the intake leaves the group.
+pub(crate) fn fail(failure: &Failure, stop: &AtomicBool, why: String) {
+    log::error!(target: "distcache::state_node",
+        "state node stopping: {why}; its partitions go to another node (the batch is replayed)");
+    failure.lock().get_or_insert(why);
+    stop.store(true, Ordering::Release);
+}
 
 pub(crate) struct Pipeline {
     pub batcher: Batcher,
@@ -37,6 +57,11 @@ pub(crate) struct Pipeline {
     pub inline_value_limit: usize,
     /// Set by shutdown: retries give up after this instant and the batch stays uncommitted.
     pub give_up_at: Arc<Mutex<Option<Instant>>>,
+    /// Events whose version is further ahead of this node's clock are refused.
+    pub max_clock_skew_ms: u64,
+    /// Set, with `stop`, when the node cannot go on.
+    pub failure: Failure,
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Pipeline {
@@ -50,6 +75,9 @@ impl Pipeline {
             counters,
             inline_value_limit,
             give_up_at,
+            max_clock_skew_ms,
+            failure,
+            stop,
         } = self;
         let mut stage = ApplyStage {
             workers,
@@ -57,6 +85,8 @@ impl Pipeline {
             counters: &counters,
             inline_value_limit,
             give_up_at: &give_up_at,
+            max_clock_skew_ms,
+            fatal: None,
         };
         let delivery = Delivery {
             producer,
@@ -77,7 +107,12 @@ impl Pipeline {
             loop {
                 let batch = batcher.next_batch();
                 let last = batch.last;
-                if !stage.forward(batch, &handoff_tx) || last {
+                let delivered = stage.forward(batch, &handoff_tx);
+                if let Some(why) = stage.fatal.take() {
+                    fail(&failure, &stop, why);
+                    break;
+                }
+                if !delivered || last {
                     break;
                 }
             }
@@ -93,6 +128,9 @@ struct ApplyStage<'a> {
     counters: &'a Counters,
     inline_value_limit: usize,
     give_up_at: &'a Mutex<Option<Instant>>,
+    max_clock_skew_ms: u64,
+    /// Set when the node must stop (a batch kept panicking a worker).
+    fatal: Option<String>,
 }
 
 impl ApplyStage<'_> {
@@ -127,28 +165,44 @@ impl ApplyStage<'_> {
         let c = self.counters;
         c.batches.fetch_add(1, Relaxed);
         c.batch_size.record(records.len() as u64);
-        let plan = plan(records, self.applied);
+        let horizon_ms = (now_micros() / 1000).saturating_add(self.max_clock_skew_ms);
+        let plan = plan(records, self.applied, horizon_ms);
         c.malformed.fetch_add(plan.malformed, Relaxed);
         c.deduped.fetch_add(plan.deduped, Relaxed);
 
         let started = Instant::now();
         let workers = &self.workers;
+        let mut panics = 0;
+        let fatal = &mut self.fatal;
         let outcomes = retry("apply to redis", c, self.give_up_at, || {
-            workers.apply(&plan.writes)
+            match workers.apply(&plan.writes) {
+                Ok(outcomes) => Ok(outcomes),
+                Err(ApplyFailure::Redis(e)) => Err(e),
+                Err(ApplyFailure::Panicked(why)) => {
+                    panics += 1;
+                    if panics >= MAX_PANICS {
+                        *fatal = Some(format!(
+                            "a redis worker panicked {panics} times on one batch: {why}"
+                        ));
+                        // Ends the retries; the batch is abandoned uncommitted.
+                        return Err(Error::Shutdown);
+                    }
+                    Err(Error::Rejected(format!("a redis worker panicked: {why}")))
+                }
+            }
         })?;
         c.apply_latency_us
             .record(started.elapsed().as_micros() as u64);
 
         out.done.reserve(plan.writes.len() + plan.stale.len());
         for (event, outcome) in plan.writes.iter().zip(outcomes) {
+            let bad_version = outcome.is_bad_version();
             match outcome {
                 Outcome::Applied => {
                     out.applied += 1;
-                    if event.write_redis {
-                        // Only versions stored in Redis may stand in for Redis' answer.
-                        self.applied
-                            .put((event.ns.clone(), event.key.clone()), event.version);
-                    }
+                    // Redis now holds this version (`ver`, or `pver` for a plain write).
+                    self.applied
+                        .put((event.ns.clone(), event.key.clone()), event.version);
                     out.done
                         .push(publish::applied(event, self.inline_value_limit));
                     out.latency_from.push(event.produced_at_us);
@@ -159,6 +213,9 @@ impl ApplyStage<'_> {
                 }
                 Outcome::Failed(why) => {
                     c.failed.fetch_add(1, Relaxed);
+                    if bad_version {
+                        c.bad_versions.fetch_add(1, Relaxed);
+                    }
                     log::warn!(target: "distcache::state_node",
                         "redis refused {}/{} at {}: {why}", event.ns, event.key, event.version);
                     // The write will never apply: tell the nodes, so the writer drops its copy
@@ -169,6 +226,10 @@ impl ApplyStage<'_> {
         }
         c.stale_dropped.fetch_add(plan.stale.len() as u64, Relaxed);
         out.done.extend(plan.stale.iter().map(publish::stale));
+        // Refused writes are answered like lost ones: the writer drops its copy, waiters return.
+        c.future_refused
+            .fetch_add(plan.refused.len() as u64, Relaxed);
+        out.done.extend(plan.refused.iter().map(publish::stale));
         out.next_offsets = plan.next_offsets;
         Ok(())
     }
@@ -201,5 +262,79 @@ pub(crate) fn retry<R>(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Op};
+    use crate::Version;
+    use lru::LruCache;
+    use std::num::NonZeroUsize;
+
+    /// A Redis worker with a bug: every job panics.
+    struct AlwaysPanics;
+
+    impl super::super::apply::Applier for AlwaysPanics {
+        fn apply(&mut self, _: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
+            panic!("injected bug");
+        }
+
+        fn reset(&mut self) {}
+    }
+
+    #[test]
+    fn a_batch_that_keeps_panicking_stops_the_node_uncommitted() {
+        let counters = Counters::default();
+        let workers =
+            RedisWorkers::spawn(std::iter::once(AlwaysPanics), Arc::new(Counters::default()))
+                .unwrap();
+        let mut applied = LruCache::with_hasher(NonZeroUsize::new(4).unwrap(), Default::default());
+        let give_up_at = Mutex::new(None);
+        let mut stage = ApplyStage {
+            workers,
+            applied: &mut applied,
+            counters: &counters,
+            inline_value_limit: 1024,
+            give_up_at: &give_up_at,
+            max_clock_skew_ms: 1000,
+            fatal: None,
+        };
+        let event = Event {
+            op: Op::Set,
+            ns: "ns".into(),
+            key: "k".into(),
+            version: Version::new((now_micros() / 1000) << 16, 1),
+            remote_ttl: None,
+            local_ttl: None,
+            value: Some(b"1".to_vec()),
+            write_redis: true,
+            value_omitted: false,
+            origin: 1,
+            produced_at_us: 0,
+        };
+        let batch = Batch {
+            records: vec![Record {
+                partition: 0,
+                offset: 7,
+                payload: Some(event.encode()),
+            }],
+            barrier: None,
+            last: false,
+        };
+        let (tx, rx) = bounded(1);
+        assert!(stage.forward(batch, &tx));
+        let handoff = rx.try_recv().expect("the batch is handed over");
+        assert!(handoff.abandoned, "nothing of it is committed");
+        assert!(handoff.next_offsets.is_empty() && handoff.done.is_empty());
+        let why = stage.fatal.take().expect("the node must stop");
+        assert!(why.contains("injected bug"), "{why}");
+        assert_eq!(counters.retries.load(Relaxed), u64::from(MAX_PANICS - 1));
+
+        let (failure, stop) = (Failure::default(), AtomicBool::new(false));
+        fail(&failure, &stop, why);
+        assert!(stop.load(Ordering::Acquire));
+        assert!(failure.lock().is_some());
     }
 }

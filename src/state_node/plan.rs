@@ -1,8 +1,9 @@
 //! Step 3 of the state node: turn a batch of raw records into the writes to apply.
 //!
-//! Decode (malformed records are counted and skipped), keep only the newest event per key, drop
-//! events not newer than a version this node already applied (a bounded fast path; Redis stays
-//! the authority), and sort what is left by version.
+//! Decode (malformed records are counted and skipped), refuse events stamped too far ahead of this
+//! node's clock, keep only the newest event per key, drop events not newer than a version this
+//! node already applied (a bounded fast path; Redis stays the authority), and sort what is left by
+//! version.
 
 use hashbrown::HashMap;
 use lru::LruCache;
@@ -18,6 +19,9 @@ pub(crate) struct Plan {
     pub writes: Vec<Event>,
     /// Events known to be older than what Redis holds (from the fast path).
     pub stale: Vec<Event>,
+    /// Events stamped beyond the horizon (too far ahead of this node's clock): refused before
+    /// deduplication, so they neither reach Redis nor hide a correct event of the same key.
+    pub refused: Vec<Event>,
     /// Records that were not valid events.
     pub malformed: u64,
     /// Events replaced by a newer event for the same key in the same batch.
@@ -26,11 +30,13 @@ pub(crate) struct Plan {
     pub next_offsets: HashMap<i32, i64>,
 }
 
-/// The highest version applied per key, bounded by LRU eviction. Forgetting a key only costs a
-/// Redis round trip, never correctness.
+/// The highest version applied per key (synced and plain writes alike: Redis records both),
+/// bounded by LRU eviction. Forgetting a key only costs a Redis round trip, never correctness.
 pub(crate) type AppliedVersions = LruCache<(String, String), Version, foldhash::fast::RandomState>;
 
-pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions) -> Plan {
+/// Plans one batch. `horizon_ms`: the latest wall-clock millisecond a version may carry (this
+/// node's clock plus the allowed skew).
+pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions, horizon_ms: u64) -> Plan {
     let mut out = Plan::default();
     let mut newest: HashMap<(String, String, bool), Event> = HashMap::with_capacity(records.len());
     for record in records {
@@ -58,6 +64,14 @@ pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions) -> Plan 
                 continue;
             }
         };
+        if event.version.millis() > horizon_ms {
+            log::warn!(target: "distcache::state_node",
+                "refusing {}/{} at {}: stamped {} ms ahead of the allowed skew (origin node {:x}, record {}:{})",
+                event.ns, event.key, event.version, event.version.millis() - horizon_ms,
+                event.origin, record.partition, record.offset);
+            out.refused.push(event);
+            continue;
+        }
         // Writes that go to Redis and plain ones are deduplicated apart: a newer plain write
         // must not keep an older `*_with_sync` write from reaching Redis.
         let id = (event.ns.clone(), event.key.clone(), event.write_redis);
@@ -135,7 +149,7 @@ mod tests {
             },
             record(0, 12, &event("c", 3, Op::Delete)),
         ];
-        let p = plan(records, &mut applied());
+        let p = plan(records, &mut applied(), u64::MAX);
         let got: Vec<(&str, u64, Op)> = p
             .writes
             .iter()
@@ -162,6 +176,7 @@ mod tests {
         let p = plan(
             vec![record(0, 0, &synced), record(0, 1, &plain)],
             &mut applied(),
+            u64::MAX,
         );
         let kept: Vec<(u64, bool)> = p
             .writes
@@ -179,7 +194,7 @@ mod tests {
             value_omitted: true,
             ..event("k", 1, Op::Set)
         };
-        let p = plan(vec![record(0, 0, &omitted)], &mut applied());
+        let p = plan(vec![record(0, 0, &omitted)], &mut applied(), u64::MAX);
         assert_eq!((p.malformed, p.writes.len()), (1, 0));
     }
 
@@ -195,6 +210,7 @@ mod tests {
                 record(0, 2, &event("c", 20, Op::Set)),
             ],
             &mut known,
+            u64::MAX,
         );
         assert_eq!(p.stale.len(), 1);
         assert_eq!(p.stale[0].key, "a");
@@ -205,5 +221,26 @@ mod tests {
             vec!["b", "c"],
             "an equal version is a replay, applied again"
         );
+    }
+
+    #[test]
+    fn refuses_events_beyond_the_horizon_before_dedup() {
+        // Version millis are hlc >> 16.
+        let ahead = event("k", 500 << 16, Op::Set);
+        let fine = event("k", 100 << 16, Op::Set);
+        let p = plan(
+            vec![record(0, 0, &fine), record(0, 1, &ahead)],
+            &mut applied(),
+            400,
+        );
+        assert_eq!(p.refused.len(), 1);
+        assert_eq!(p.refused[0].version, ahead.version);
+        assert_eq!(
+            p.writes.len(),
+            1,
+            "the correct event is not hidden by the refused one"
+        );
+        assert_eq!(p.writes[0].version, fine.version);
+        assert_eq!((p.deduped, p.next_offsets[&0]), (0, 2));
     }
 }

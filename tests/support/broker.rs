@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Wake};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -165,6 +165,19 @@ impl Broker {
         }
         // Kafka answers once the controller took the topic; wait until this broker serves it, as tansu does.
         self.wait_for_topic(name, true)
+    }
+
+    /// Grows topic `name` to `total` partitions; `Err` with the broker's answer when it refuses.
+    pub fn add_partitions(&self, name: &str, total: usize) -> Result<(), String> {
+        let admin = self.admin()?;
+        let opts = AdminOptions::new().operation_timeout(Some(CLI_TIMEOUT));
+        let grow = NewPartitions::new(name, total);
+        let results =
+            block_on(admin.create_partitions([&grow], &opts)).map_err(|e| e.to_string())?;
+        for result in results {
+            result.map_err(|(topic, code)| format!("{topic}: {code}"))?;
+        }
+        Ok(())
     }
 
     /// Deletes the topic `name`.

@@ -1,0 +1,408 @@
+//! The state node against hostile data and broken clocks, with real redis-server and broker
+//! processes: a corrupt or foreign stored version is a counted skip of that key (never a stall of
+//! the whole node), a write stamped far in the future is refused instead of blocking its key,
+//! and plain writes obey the same "newest version wins" order as synced ones, also when the
+//! state node has forgotten them (Redis remembers their versions).
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use distcache::event::{now_micros, Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::{StateNode, Version, WriteOutcome};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use support::{unique_name, Broker, RedisServer, Stack};
+
+/// The cap of every wait; waits end as soon as their condition holds.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The Redis key of `key` in namespace `ns` under the default prefix (the README's layout).
+fn redis_key(ns: &str, key: &str) -> String {
+    distcache::redis_entry_key(distcache::DEFAULT_KEY_PREFIX, ns, key)
+}
+
+fn hget(conn: &mut redis::Connection, key: &str, field: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query(conn)
+        .expect("HGET")
+}
+
+#[test]
+fn foreign_stored_version_is_skipped_not_retried() {
+    let stack = Stack::start();
+    let ns = unique_name("badver");
+    let cache = stack.cache::<String>(&ns);
+    let mut raw = stack.redis_connection();
+
+    // A hash under our prefix whose version is not ours: a hand edit, another tool.
+    let foreign = redis_key(&ns, "corrupt");
+    redis::cmd("HSET")
+        .arg(&foreign)
+        .arg("ver")
+        .arg("not-a-version")
+        .arg("v")
+        .arg("\"theirs\"")
+        .query::<()>(&mut raw)
+        .unwrap();
+
+    let started = Instant::now();
+    let outcome = cache
+        .set_with_sync_and_wait("corrupt", "mine".into(), None, None)
+        .expect("a write over a corrupt version is answered, not left to time out");
+    assert_eq!(outcome, WriteOutcome::Superseded);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+
+    // Writes of other keys keep flowing, in the same partitions and later ones.
+    for i in 0..8 {
+        let key = format!("ok{i}");
+        let outcome = cache
+            .set_with_sync_and_wait(&key, format!("v{i}"), None, None)
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Applied, "{key}");
+        assert_eq!(
+            hget(&mut raw, &redis_key(&ns, &key), "v").as_deref(),
+            Some(&*format!("\"v{i}\""))
+        );
+    }
+    // A plain write of the corrupt key is skipped the same way.
+    let outcome = cache.set_and_wait("corrupt", "plain".into(), None).unwrap();
+    assert_eq!(outcome, WriteOutcome::Superseded);
+    // So is a key whose plain-write version is corrupt (its `ver` is fine).
+    let half = redis_key(&ns, "half");
+    redis::cmd("HSET")
+        .arg(&half)
+        .arg("ver")
+        .arg(Version::new(1, 1).to_hex())
+        .arg("pver")
+        .arg("zz")
+        .query::<()>(&mut raw)
+        .unwrap();
+    let outcome = cache
+        .delete_with_sync_and_wait("half")
+        .expect("answered, not left to time out");
+    assert_eq!(outcome, WriteOutcome::Superseded);
+    assert_eq!(hget(&mut raw, &half, "pver").as_deref(), Some("zz"));
+
+    let m = stack.node.metrics();
+    assert_eq!(m.bad_versions, 3, "{m:?}");
+    assert_eq!(m.failed, 3, "{m:?}");
+    assert_eq!(
+        hget(&mut raw, &foreign, "ver").as_deref(),
+        Some("not-a-version"),
+        "the foreign hash is left alone"
+    );
+    assert_eq!(hget(&mut raw, &foreign, "v").as_deref(), Some("\"theirs\""));
+}
+
+#[test]
+fn wrong_type_key_is_skipped_for_plain_writes_too() {
+    let stack = Stack::start();
+    let ns = unique_name("wrongtype");
+    let cache = stack.cache::<String>(&ns);
+    let mut raw = stack.redis_connection();
+    let foreign = redis_key(&ns, "list");
+    redis::cmd("RPUSH")
+        .arg(&foreign)
+        .arg("a")
+        .query::<()>(&mut raw)
+        .unwrap();
+
+    let outcome = cache.set_and_wait("list", "plain".into(), None).unwrap();
+    assert_eq!(outcome, WriteOutcome::Superseded);
+    let outcome = cache
+        .delete_with_sync_and_wait("list")
+        .expect("a refused delete is answered");
+    assert_eq!(outcome, WriteOutcome::Superseded);
+    let outcome = cache.set_and_wait("fine", "plain".into(), None).unwrap();
+    assert_eq!(outcome, WriteOutcome::Applied);
+
+    let m = stack.node.metrics();
+    assert_eq!((m.failed, m.bad_versions), (2, 0), "{m:?}");
+    let len: u64 = redis::cmd("LLEN").arg(&foreign).query(&mut raw).unwrap();
+    assert_eq!(len, 1, "the foreign list is untouched");
+}
+
+#[test]
+fn write_stamped_far_ahead_is_refused() {
+    let stack = Stack::start();
+    let ns = unique_name("future");
+    let cache = stack.cache::<String>(&ns);
+    let mut raw = stack.redis_connection();
+    let mut done = DoneWatcher::new(&stack.broker);
+
+    // A node with a broken clock, or a hand-made message: three days ahead.
+    let ahead = Duration::from_secs(3 * 24 * 3600).as_millis() as u64;
+    let future = Version::new(((now_micros() / 1000) + ahead) << 16, 0xF0F0);
+    produce(
+        &stack.broker,
+        &[event(&ns, "k", future, Some("\"future\""), true)],
+    );
+    let verdict = done.wait_for("for the future write", |e| e.version == future);
+    assert_eq!(verdict.op, Op::Stale, "a far-future write is refused");
+    assert_eq!(
+        hget(&mut raw, &redis_key(&ns, "k"), "v"),
+        None,
+        "nothing reached Redis"
+    );
+
+    let outcome = cache
+        .set_with_sync_and_wait("k", "now".into(), None, None)
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Applied, "the key is not blocked");
+    assert_eq!(
+        hget(&mut raw, &redis_key(&ns, "k"), "v").as_deref(),
+        Some("\"now\"")
+    );
+    let m = stack.node.metrics();
+    assert_eq!(m.future_refused, 1, "{m:?}");
+}
+
+#[test]
+fn plain_writes_are_applied_in_version_order() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let redis = RedisServer::start();
+    let broker = Broker::start();
+    // Remembers one key: the fast path forgets, so only Redis can order the writes.
+    let node = StateNode::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(redis.url())
+        .group(unique_name("group"))
+        .version_cache(1)
+        .start()
+        .expect("state node");
+    let mut raw = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("redis connection");
+    let mut done = DoneWatcher::new(&broker);
+    let ns = unique_name("plain");
+    let base = (now_micros() / 1000) << 16;
+    let v = |n: u64| Version::new(base + n, 0xAB);
+
+    // Each write in a batch of its own: wait for its verdict before the next.
+    let mut step = |e: Event| {
+        let version = e.version;
+        produce(&broker, &[e]);
+        done.wait_for("for a plain write", |d| d.version == version)
+            .op
+    };
+    assert_eq!(
+        step(event(&ns, "k", v(20), Some("\"new\""), false)),
+        Op::Set
+    );
+    assert_eq!(
+        step(event(&ns, "evict", v(21), Some("\"x\""), false)),
+        Op::Set
+    );
+    assert_eq!(
+        step(event(&ns, "k", v(10), Some("\"old\""), false)),
+        Op::Stale,
+        "an older plain set after a newer one is stale"
+    );
+    assert_eq!(step(event(&ns, "d", v(40), None, false)), Op::Delete);
+    assert_eq!(
+        step(event(&ns, "evict", v(41), Some("\"y\""), false)),
+        Op::Set
+    );
+    assert_eq!(
+        step(event(&ns, "d", v(30), Some("\"resurrected\""), false)),
+        Op::Stale,
+        "an older plain set after a newer plain delete is stale"
+    );
+    assert_eq!(
+        step(event(&ns, "d", v(35), Some("\"synced\""), true)),
+        Op::Stale,
+        "an older synced set after a newer plain delete is stale"
+    );
+    assert_eq!(
+        step(event(&ns, "d", v(50), Some("\"later\""), true)),
+        Op::Set
+    );
+
+    // Redis remembers the plain versions, without values.
+    let k = redis_key(&ns, "k");
+    assert_eq!(hget(&mut raw, &k, "pver"), Some(v(20).to_hex()));
+    assert_eq!(hget(&mut raw, &k, "v"), None);
+    let ttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut raw).unwrap();
+    assert!(
+        ttl > 0,
+        "a version-only hash expires like a tombstone: {ttl}"
+    );
+    let d = redis_key(&ns, "d");
+    assert_eq!(hget(&mut raw, &d, "v").as_deref(), Some("\"later\""));
+    assert_eq!(hget(&mut raw, &d, "ver"), Some(v(50).to_hex()));
+    assert_eq!(
+        hget(&mut raw, &d, "pver"),
+        None,
+        "a newer synced write replaces it"
+    );
+    let m = node.metrics();
+    assert_eq!(m.stale_dropped, 3, "{m:?}");
+    node.shutdown();
+}
+
+fn event(ns: &str, key: &str, version: Version, value: Option<&str>, sync: bool) -> Event {
+    Event {
+        op: if value.is_some() { Op::Set } else { Op::Delete },
+        ns: ns.into(),
+        key: key.into(),
+        version,
+        remote_ttl: None,
+        local_ttl: None,
+        value: value.map(|v| v.as_bytes().to_vec()),
+        write_redis: sync,
+        value_omitted: false,
+        origin: version.node,
+        produced_at_us: now_micros(),
+    }
+}
+
+/// Produces hand-made events onto the set-del topic with a client of our own, waiting for every
+/// acknowledgement.
+fn produce(broker: &Broker, events: &[Event]) {
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "15000")
+        .create_with_context(Acks::default())
+        .expect("test producer");
+    for e in events {
+        let key = e.message_key();
+        let payload = e.encode();
+        producer
+            .send(BaseRecord::to(TOPIC_SET_DEL).key(&key).payload(&payload))
+            .map_err(|(err, _)| err)
+            .expect("queue a hand-made event");
+    }
+    producer.flush(Duration::from_secs(20)).expect("flush");
+    let ctx = producer.context();
+    let failed = ctx.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        failed.is_empty() && ctx.delivered.load(Ordering::Relaxed) == events.len(),
+        "hand-made events not all delivered: {failed:?}"
+    );
+}
+
+#[derive(Default)]
+struct Acks {
+    delivered: AtomicUsize,
+    failed: Mutex<Vec<String>>,
+}
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => self
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e.to_string()),
+        }
+    }
+}
+
+/// Everything published on the done topic, from its beginning.
+struct DoneWatcher {
+    consumer: BaseConsumer,
+    seen: Vec<Event>,
+}
+
+impl DoneWatcher {
+    fn new(broker: &Broker) -> DoneWatcher {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", unique_name("done-watcher"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .expect("done watcher consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(TOPIC_DONE), Duration::from_secs(10))
+            .expect("done topic metadata");
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata.topics().iter().filter(|t| t.name() == TOPIC_DONE) {
+            for p in t.partitions() {
+                tpl.add_partition_offset(TOPIC_DONE, p.id(), Offset::Beginning)
+                    .expect("add partition");
+            }
+        }
+        assert!(tpl.count() > 0, "{TOPIC_DONE} has no partitions");
+        consumer.assign(&tpl).expect("assign the done topic");
+        DoneWatcher {
+            consumer,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first done event (seen before or arriving within [`WAIT`]) that satisfies `pred`.
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + WAIT;
+        let mut checked = 0;
+        loop {
+            if let Some(e) = self.seen[checked..].iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            checked = self.seen.len();
+            assert!(
+                Instant::now() < deadline,
+                "no done event {what} within {WAIT:?}; seen: {:#?}",
+                self.seen
+            );
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) => {
+                    if let Some(event) = msg.payload().and_then(|p| Event::decode(p).ok()) {
+                        self.seen.push(event);
+                    }
+                }
+                Some(Err(e)) => log::warn!("done watcher: {e}"),
+                None => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn max_clock_skew_is_validated_in_the_builder_and_the_binary() {
+    let err = StateNode::builder()
+        .kafka_brokers("127.0.0.1:1")
+        .redis_url("redis://127.0.0.1:1/")
+        .max_clock_skew(Duration::ZERO)
+        .start()
+        .expect_err("a zero skew refuses every write");
+    assert!(
+        matches!(&err, distcache::Error::Config(m) if m.contains("max_clock_skew")),
+        "{err:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distcache-state-node"))
+        .args([
+            "--brokers",
+            "127.0.0.1:1",
+            "--redis",
+            "redis://127.0.0.1:1/",
+        ])
+        .env("DISTCACHE_MAX_CLOCK_SKEW_MS", "0")
+        .output()
+        .expect("run the state-node binary");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_clock_skew"), "{stderr}");
+}
