@@ -6,19 +6,24 @@
 #            pipeline  raw broker vs state node throughput, propagation latency (benches/pipeline.rs,
 #                      against a redis-server and each broker in turn — Apache Kafka, then tansu — that
 #                      it starts and stops; ~3 minutes per broker), then the brokers side by side
+#            failover  SIGKILL a real distcache-state-node: restart with the same --instance-id, and two
+#                      nodes with one killed; time until writes made right after the kill are in Redis
+#                      (benches/failover.rs, on each broker in turn, ~2 minutes per broker)
 #   (none)   every section below, in order
 # Environment:
 #   BENCH_NO_RUN=1   do not run cargo bench; print tables from the results already in target/criterion
 #                    (pipeline: the tables of its last run, kept in target/bench-pipeline.md)
 #   PIPELINE_BENCH_ARGS  extra arguments for benches/pipeline.rs, e.g. "--n 20000 --samples 500"
 #   PIPELINE_BROKERS     which brokers the pipeline section measures, in order (default "apache tansu")
+#   FAILOVER_BENCH_ARGS  extra arguments for benches/failover.rs, e.g. "--rounds 5 --session-timeout-ms 6000"
+#   FAILOVER_BROKERS     which brokers the failover section measures, in order (default "apache tansu")
 #
 # Each section is one function `section_<name>` that runs its bench and prints its tables with
 # `criterion_table`; add a section by adding a function and its name to SECTIONS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-SECTIONS=(local pipeline)
+SECTIONS=(local pipeline failover)
 CRITERION_DIR=target/criterion
 # Results older than this run are left out of the tables (unless BENCH_NO_RUN=1), so a bench
 # that was renamed or removed does not linger in them.
@@ -202,6 +207,106 @@ for label, num, den in [
     for _, f in runs:
         cells.append(f"{f[num] / f[den]:.2f}×" if num in f and f.get(den) else "n/a")
     print(f"| {label} | " + " | ".join(cells) + " |")
+print()
+PY
+}
+
+# section_failover: benches/failover.rs kills and restarts real distcache-state-node processes against a
+# fresh redis-server and each broker in turn (started like pipeline_on does), prints one table per broker,
+# then the brokers side by side. A copy goes to target/bench-failover.md.
+section_failover() {
+  local out=target/bench-failover.md brokers=() broker summaries=()
+  if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
+    if [[ ! -f $out ]]; then
+      echo "no $out yet: run scripts/bench.sh failover" >&2
+      exit 1
+    fi
+    cat "$out"
+    return
+  fi
+  scripts/services.sh install
+  echo "building: cargo bench --bench failover --no-run" >&2
+  cargo bench --bench failover --no-run >&2
+  read -r -a brokers <<<"${FAILOVER_BROKERS:-apache tansu}"
+  mkdir -p "$(dirname "$out")"
+  : >"$out.tmp"
+  for broker in "${brokers[@]}"; do
+    failover_on "$broker" "target/bench-failover-$broker.summary" | tee -a "$out.tmp"
+    summaries+=("$broker=target/bench-failover-$broker.summary")
+  done
+  failover_side_by_side "${summaries[@]}" | tee -a "$out.tmp"
+  mv -f "$out.tmp" "$out"
+}
+
+# failover_on BROKER SUMMARY: one failover run against a fresh redis-server and BROKER (a subshell: own traps).
+failover_on() (
+  local broker=$1 summary=$2 state args=()
+  state=$(mktemp -d "${TMPDIR:-/tmp}/distcache-bench.XXXXXX")
+  stop_services() {
+    scripts/services.sh stop redis "$state/redis" || true
+    scripts/services.sh stop kafka "$state/kafka" || true
+    rm -rf "$state"
+  }
+  trap stop_services EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  echo "== failover on $(broker_title "$broker"): starting redis-server and the broker" >&2
+  DISTCACHE_REDIS_URL=$(scripts/services.sh start redis "$state/redis")
+  DISTCACHE_BROKERS=$(DISTCACHE_BROKER=$broker scripts/services.sh start kafka "$state/kafka")
+  DISTCACHE_BROKER_NAME=$(broker_title "$broker")
+  export DISTCACHE_REDIS_URL DISTCACHE_BROKERS DISTCACHE_BROKER_NAME
+  read -r -a args <<<"${FAILOVER_BENCH_ARGS:-}"
+  echo "running: cargo bench --bench failover -- ${args[*]} --summary $summary" >&2
+  echo "## Failover on $DISTCACHE_BROKER_NAME"
+  echo
+  rm -f "$summary"
+  if ! cargo bench --bench failover -- "${args[@]}" --summary "$summary"; then
+    echo "failover bench on $broker failed; service logs:" >&2
+    tail -n 20 "$state/redis/log" "$state/kafka/log" >&2 || true
+    exit 1
+  fi
+)
+
+# failover_side_by_side BROKER=SUMMARY...: median and max of each scenario, one column per broker.
+failover_side_by_side() {
+  python3 - "$@" <<'PY'
+import sys
+
+titles = {"apache": "Apache Kafka", "tansu": "tansu"}
+runs = []
+for arg in sys.argv[1:]:
+    broker, path = arg.split("=", 1)
+    figures = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    figures[k] = float(v)
+    except OSError:
+        pass
+    runs.append((titles.get(broker, broker), figures))
+
+rows = [
+    ("restart, same instance id: median (s)", "restart_static_median"),
+    ("restart, same instance id: max (s)", "restart_static_max"),
+    ("restart, no instance id: median (s)", "restart_dynamic_median"),
+    ("survivor takes over, instance ids: median (s)", "takeover_static_median"),
+    ("survivor takes over, instance ids: max (s)", "takeover_static_max"),
+    ("survivor takes over, no ids: median (s)", "takeover_dynamic_median"),
+    ("survivor takes over, no ids: max (s)", "takeover_dynamic_max"),
+    ("session timeout (s)", "session_s"),
+]
+print("## Failover, brokers side by side (SIGKILL until writes made right after it are in Redis)")
+print()
+print("| figure | " + " | ".join(t for t, _ in runs) + " |")
+print("|---|" + "---:|" * len(runs))
+def cell(f, key):
+    if key not in f:
+        return "n/a"
+    return "never (> 30 s)" if f[key] == float("inf") else f"{f[key]:.2f}"
+for label, key in rows:
+    print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
 print()
 PY
 }

@@ -64,6 +64,18 @@ struct Args {
     /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
     #[arg(long = "kafka-config", value_parser = key_value)]
     kafka_config: Vec<(String, String)>,
+    /// Static consumer-group member id (Kafka's group.instance.id), unique per state node and stable
+    /// across restarts, e.g. the pod name: a restart with the same id takes the node's partitions
+    /// back at once. Unset: dynamic membership. A static member does not leave the group on
+    /// SIGTERM; its partitions wait for its restart or the session timeout.
+    #[arg(long, env = "DISTCACHE_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Consumer-group session timeout in milliseconds: a dead node's partitions move after about this.
+    #[arg(long, env = "DISTCACHE_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    session_timeout_ms: u64,
+    /// Consumer-group heartbeat interval in milliseconds; must be below the session timeout.
+    #[arg(long, env = "DISTCACHE_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    heartbeat_interval_ms: u64,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -100,6 +112,12 @@ fn main() -> ExitCode {
         .tombstone_ttl(Duration::from_secs(args.tombstone_ttl_s))
         .max_clock_skew(Duration::from_millis(args.max_clock_skew_ms))
         .max_intake_bytes(args.max_intake_bytes);
+    builder = builder
+        .session_timeout(Duration::from_millis(args.session_timeout_ms))
+        .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms));
+    if let Some(id) = &args.instance_id {
+        builder = builder.instance_id(id);
+    }
     for (k, v) in &args.kafka_config {
         builder = builder.kafka_config(k, v);
     }

@@ -11,6 +11,7 @@ mod apply;
 mod batcher;
 mod deliver;
 mod intake;
+mod membership;
 mod metrics;
 mod pipeline;
 mod plan;
@@ -138,6 +139,7 @@ pub struct StateNodeBuilder {
     shutdown_timeout: Duration,
     max_clock_skew: Duration,
     max_intake_bytes: usize,
+    membership: membership::Membership,
 }
 
 /// Default bound on the bytes of consumed records waiting for the pipeline (64 MiB).
@@ -159,6 +161,7 @@ impl Default for StateNodeBuilder {
             shutdown_timeout: Duration::from_secs(10),
             max_clock_skew: crate::version::DEFAULT_MAX_CLOCK_SKEW,
             max_intake_bytes: DEFAULT_MAX_INTAKE_BYTES,
+            membership: membership::Membership::default(),
         }
     }
 }
@@ -283,8 +286,37 @@ impl StateNodeBuilder {
         self
     }
 
+    /// A static member id for this node (Kafka's `group.instance.id`; default none: dynamic
+    /// membership). Give each state node of a group its own stable id (e.g. a StatefulSet pod
+    /// name): a node restarted with the same id takes its partitions back at once, without a
+    /// rebalance and without waiting for the session timeout. A static member does not leave the
+    /// group when it stops, so its partitions wait for its restart or for the session timeout;
+    /// see the README's "Failover" notes. Only letters, digits, `.`, `_` and `-`, at most 249.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.membership.instance_id = Some(id.into());
+        self
+    }
+
+    /// How long the broker waits for a silent member before giving its partitions to the other
+    /// state nodes (`session.timeout.ms`, default 6 s: Apache Kafka's default lower bound
+    /// `group.min.session.timeout.ms`). Must be longer than the heartbeat interval and within the
+    /// broker's limits.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.membership.session_timeout = timeout;
+        self
+    }
+
+    /// How often the node heartbeats to the group coordinator (`heartbeat.interval.ms`, default
+    /// 1 s); survivors of a dead node rejoin within about one interval. Must be shorter than the
+    /// session timeout (a third of it or less is usual).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.membership.heartbeat_interval = interval;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         self.kafka.validate()?;
+        self.membership.validate()?;
         if self.redis.url.is_empty() {
             return Err(Error::Config("state node needs a redis url".into()));
         }
@@ -332,7 +364,7 @@ impl StateNodeBuilder {
         let revoke_tx = tx.clone();
         let closing = stop.clone();
         let consumer = Arc::new(group_consumer(
-            &self.kafka,
+            &self.membership.consumer_config(&self.kafka),
             &self.group,
             TOPIC_SET_DEL,
             tracker.clone(),
