@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use distcache::event::{now_micros, Event, Op, TOPIC_SET_DEL};
+use distcache::event::{now_micros, Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{StateNode, Version, WriteOutcome};
 
 use support::{produce_events, unique_name, Broker, DoneWatcher, RedisServer, Stack};
@@ -161,6 +161,93 @@ fn write_stamped_far_ahead_is_refused() {
     );
     let m = stack.node.metrics();
     assert_eq!(m.future_refused, 1, "{m:?}");
+}
+
+/// A refused write's `stale` verdict carries the refused, far-ahead version: core nodes must not
+/// follow it with their clocks, or every write they stamp afterwards would be refused as well
+/// (one broken clock would block every key, not one write).
+#[test]
+fn a_refused_version_does_not_move_core_node_clocks() {
+    let stack = Stack::start_with(|node| node.max_clock_skew(Duration::from_secs(5)));
+    let ns = unique_name("refused-clock");
+    let cache = stack.cache::<String>(&ns);
+    let mut done = DoneWatcher::new(&stack.broker, WAIT);
+
+    // Ten minutes ahead: within what a core node follows (1 h), beyond this state node's 5 s.
+    let ahead = Duration::from_secs(600).as_millis() as u64;
+    let future = Version::new(((now_micros() / 1000) + ahead) << 16, 0xF0F0);
+    produce(
+        &stack.broker,
+        &[event(&ns, "fast", future, Some("\"fast\""), true)],
+    );
+    assert_eq!(
+        done.wait_for("for the fast write", |e| e.version == future)
+            .op,
+        Op::Stale
+    );
+    // Let the core node's listener take the verdict before it writes.
+    let m = || cache.metrics().events;
+    let deadline = Instant::now() + WAIT;
+    while m() < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(m() >= 1, "the core node never saw the verdict");
+
+    let outcome = cache
+        .set_with_sync_and_wait("other", "now".into(), None, None)
+        .unwrap();
+    assert_eq!(
+        outcome,
+        WriteOutcome::Applied,
+        "a correct write after the refusal is applied, not refused too: {:?}",
+        stack.node.metrics()
+    );
+    assert_eq!(stack.node.metrics().future_refused, 1);
+}
+
+/// Two writes of one key in one batch: the state node applies only the newer. When that one fails
+/// (here: the key holds a foreign list), the older one must still get its own verdict, or its
+/// writer's `*_and_wait` would wait out its timeout.
+#[test]
+fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let redis = RedisServer::start();
+    let broker = Broker::start();
+    for topic in [TOPIC_SET_DEL, TOPIC_DONE] {
+        broker.create_topic(topic, 8);
+    }
+    let ns = unique_name("dedup");
+    let mut raw = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("redis connection");
+    redis::cmd("RPUSH")
+        .arg(redis_key(&ns, "list"))
+        .arg("a")
+        .query::<()>(&mut raw)
+        .unwrap();
+    let mut done = DoneWatcher::new(&broker, WAIT);
+    let base = (now_micros() / 1000) << 16;
+    let (older, newer) = (Version::new(base, 0xAB), Version::new(base + 1, 0xAB));
+    // Both on the topic before a state node runs: they arrive in its first batch.
+    produce(
+        &broker,
+        &[
+            event(&ns, "list", older, Some("\"1\""), true),
+            event(&ns, "list", newer, Some("\"2\""), true),
+        ],
+    );
+    let node = StateNode::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(redis.url())
+        .group(unique_name("group"))
+        .start()
+        .expect("state node");
+    for version in [newer, older] {
+        let verdict = done.wait_for("for each of the two writes", |e| e.version == version);
+        assert_eq!(verdict.op, Op::Stale, "{version}: {:?}", node.metrics());
+    }
+    let m = node.metrics();
+    assert_eq!((m.deduped, m.failed), (1, 1), "{m:?}");
 }
 
 #[test]

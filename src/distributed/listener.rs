@@ -138,7 +138,10 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
     }
 
     fn handle(&self, event: Event) {
-        if !self.clock.observe(event.version) {
+        // A `stale` verdict may carry a version the state node refused for being too far ahead:
+        // following it would make this node stamp refused versions too. Applied writes were
+        // within the state node's bound, so they are safe to follow.
+        if event.op != Op::Stale && !self.clock.observe(event.version) {
             log::warn!(target: "distcache::listener",
                 "[{}] done event for {:?} has a version far ahead of this clock ({}); not followed",
                 self.ns, event.key, event.version);

@@ -137,9 +137,10 @@ impl Commits {
         offsets: &HashMap<i32, i64>,
         sync: bool,
     ) -> Option<(HashMap<i32, i64>, CommitMode)> {
+        // Batches are delivered in order, so the latest batch says where each partition
+        // continues (also after a log that went back).
         for (&partition, &next) in offsets {
-            let kept = self.since_sync.entry(partition).or_insert(next);
-            *kept = (*kept).max(next);
+            self.since_sync.insert(partition, next);
         }
         if sync {
             // After a barrier the partitions may move: a later batch starts a fresh account,
@@ -189,6 +190,15 @@ mod tests {
         // Nothing since: a second barrier has nothing to commit.
         assert_eq!(next(&mut c, &[], true), None);
         assert_eq!(next(&mut c, &[], false), None);
+    }
+
+    #[test]
+    fn a_partition_continues_where_its_latest_batch_ends() {
+        let mut c = Commits::default();
+        next(&mut c, &[(0, 40)], false);
+        // The log went back (the broker lost it) and the node carried on from offset 3.
+        next(&mut c, &[(0, 4)], false);
+        assert_eq!(next(&mut c, &[], true), Some((offsets(&[(0, 4)]), true)));
     }
 
     #[test]

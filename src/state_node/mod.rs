@@ -99,7 +99,9 @@ impl StateNode {
     /// Why the node stopped by itself, if it did: a Redis worker kept panicking on one batch, or
     /// the pipeline thread died. Such a node has left its consumer group with that batch
     /// uncommitted (another node, or a restart, replays it) and consumes nothing more: shut it
-    /// down and start a new one. `None` while it runs (and after a plain [`shutdown`](Self::shutdown)).
+    /// down and start a new one. With an [`instance_id`](StateNodeBuilder::instance_id) (static
+    /// membership) the broker keeps its partitions for the session timeout or until a node with
+    /// the same id joins. `None` while it runs (and after a plain [`shutdown`](Self::shutdown)).
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().clone()
     }

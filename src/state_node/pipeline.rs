@@ -194,7 +194,8 @@ impl ApplyStage<'_> {
         c.apply_latency_us
             .record(started.elapsed().as_micros() as u64);
 
-        out.done.reserve(plan.writes.len() + plan.stale.len());
+        out.done
+            .reserve(plan.writes.len() + plan.stale.len() + plan.superseded.len());
         for (event, outcome) in plan.writes.iter().zip(outcomes) {
             let bad_version = outcome.is_bad_version();
             match outcome {
@@ -226,6 +227,9 @@ impl ApplyStage<'_> {
         }
         c.stale_dropped.fetch_add(plan.stale.len() as u64, Relaxed);
         out.done.extend(plan.stale.iter().map(publish::stale));
+        // Deduplicated writes lost to a newer one of their key: answered on their own, since a
+        // verdict on the newer write (stale, failed) says nothing of them.
+        out.done.extend(plan.superseded.iter().map(publish::stale));
         // Refused writes are answered like lost ones: the writer drops its copy, waiters return.
         c.future_refused
             .fetch_add(plan.refused.len() as u64, Relaxed);

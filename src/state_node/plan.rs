@@ -26,6 +26,9 @@ pub(crate) struct Plan {
     pub malformed: u64,
     /// Events replaced by a newer event for the same key in the same batch.
     pub deduped: u64,
+    /// Those replaced events: each is answered `stale` (it lost to a newer write of its key),
+    /// so its waiter returns whatever becomes of the newer one (applied, stale or failed).
+    pub superseded: Vec<Event>,
     /// Next offset to commit per partition once the batch is done.
     pub next_offsets: HashMap<i32, i64>,
 }
@@ -40,8 +43,10 @@ pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions, horizon_
     let mut out = Plan::default();
     let mut newest: HashMap<(String, String, bool), Event> = HashMap::with_capacity(records.len());
     for record in records {
-        let next = out.next_offsets.entry(record.partition).or_insert(0);
-        *next = (*next).max(record.offset + 1);
+        // Records of a partition arrive in offset order (re-reads and a log that went back
+        // included), so the last one says where the partition continues.
+        out.next_offsets
+            .insert(record.partition, record.offset.saturating_add(1));
         let event = match record.payload.as_deref().map(Event::decode) {
             Some(Ok(event)) if event.op != Op::Stale && !event.value_omitted => event,
             Some(Ok(_)) => {
@@ -78,9 +83,12 @@ pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions, horizon_
         match newest.get_mut(&id) {
             Some(kept) => {
                 out.deduped += 1;
-                if event.version > kept.version {
-                    *kept = event;
-                }
+                let dropped = if event.version > kept.version {
+                    std::mem::replace(kept, event)
+                } else {
+                    event
+                };
+                out.superseded.push(dropped);
             }
             None => {
                 newest.insert(id, event);
@@ -161,6 +169,16 @@ mod tests {
         );
         assert_eq!(p.malformed, 2);
         assert_eq!(p.deduped, 1);
+        let superseded: Vec<(&str, u64)> = p
+            .superseded
+            .iter()
+            .map(|e| (e.key.as_str(), e.version.hlc))
+            .collect();
+        assert_eq!(
+            superseded,
+            vec![("a", 10)],
+            "the dropped write is kept to be answered"
+        );
         assert_eq!(p.next_offsets[&0], 13);
         assert_eq!(p.next_offsets[&1], 7);
         assert_eq!(p.next_offsets[&2], 1);
@@ -242,5 +260,22 @@ mod tests {
         );
         assert_eq!(p.writes[0].version, fine.version);
         assert_eq!((p.deduped, p.next_offsets[&0]), (0, 2));
+    }
+
+    #[test]
+    fn the_last_record_of_a_partition_says_where_it_continues() {
+        // A log that went back (the broker lost it): the batch holds 40, then 3 again.
+        let p = plan(
+            vec![
+                record(0, 40, &event("a", 1, Op::Set)),
+                record(0, 3, &event("b", 2, Op::Set)),
+            ],
+            &mut applied(),
+            u64::MAX,
+        );
+        assert_eq!(
+            p.next_offsets[&0], 4,
+            "never commit past what was processed"
+        );
     }
 }

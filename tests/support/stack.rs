@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use distcache::{DistributedCache, StateNode};
+use distcache::{DistributedCache, StateNode, StateNodeBuilder};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{unique_name, Broker, RedisServer};
@@ -17,15 +17,22 @@ pub struct Stack {
 
 impl Stack {
     pub fn start() -> Stack {
+        Stack::start_with(|node| node)
+    }
+
+    /// Like [`start`](Self::start), with the state node's builder passed through `configure` first.
+    pub fn start_with(configure: impl FnOnce(StateNodeBuilder) -> StateNodeBuilder) -> Stack {
         let _ = env_logger::builder().is_test(true).try_init();
         let redis = RedisServer::start();
         let broker = Broker::start();
-        let node = StateNode::builder()
-            .kafka_brokers(broker.bootstrap())
-            .redis_url(redis.url())
-            .group(unique_name("group"))
-            .start()
-            .expect("state node");
+        let node = configure(
+            StateNode::builder()
+                .kafka_brokers(broker.bootstrap())
+                .redis_url(redis.url())
+                .group(unique_name("group")),
+        )
+        .start()
+        .expect("state node");
         Stack {
             node,
             broker,
