@@ -9,12 +9,16 @@
 //! Replies: `OK`, `OK applied` / `OK superseded` (for set-sync-wait), `VALUE <v>`, `NIL`,
 //! `ERR <message>`; `metrics` prints one line of `name=value` pairs. Prints `READY` once its
 //! listener is subscribed.
+//!
+//! With `--reply-versions`, `set`, `set-sync`, `del` and `del-sync` reply `OK <version>` instead
+//! of `OK`: the write's version as the 32 hex digits of the wire format (hlc, then node id), so
+//! a driver can tell which of several writers' writes must win.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use clap::Parser;
-use distcache::{Cache, DistributedCache, WriteOutcome};
+use distcache::{Cache, DistributedCache, Version, WriteOutcome};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -33,6 +37,9 @@ struct Args {
     /// Node id stamped into versions (default: random).
     #[arg(long)]
     node_id: Option<u64>,
+    /// Reply `OK <version>` to set, set-sync, del and del-sync.
+    #[arg(long)]
+    reply_versions: bool,
 }
 
 fn main() {
@@ -66,7 +73,7 @@ fn main() {
             let _ = writeln!(out, "OK");
             break;
         }
-        let reply = run(&cache, &words);
+        let reply = run(&cache, &words, args.reply_versions);
         let _ = writeln!(out, "{reply}");
         let _ = out.flush();
     }
@@ -96,13 +103,22 @@ fn ok_reply<T>(r: distcache::Result<T>) -> String {
     }
 }
 
-fn run(cache: &DistributedCache<String>, words: &[&str]) -> String {
+/// `OK <version>` with `--reply-versions`, else `OK`.
+fn write_reply(r: distcache::Result<Version>, reply_versions: bool) -> String {
+    match r {
+        Ok(v) if reply_versions => format!("OK {}", v.to_hex()),
+        other => ok_reply(other),
+    }
+}
+
+fn run(cache: &DistributedCache<String>, words: &[&str], reply_versions: bool) -> String {
+    let write = |r| write_reply(r, reply_versions);
     let parsed = match words {
         ["set", k, v, rest @ ..] if rest.len() <= 1 => {
-            ttl(rest.first()).map(|t| ok_reply(cache.set(k, v.to_string(), t)))
+            ttl(rest.first()).map(|t| write(cache.set_versioned(k, v.to_string(), t)))
         }
         ["set-sync", k, v, rest @ ..] if rest.len() <= 1 => {
-            ttl(rest.first()).map(|t| ok_reply(cache.set_with_sync(k, v.to_string(), t, t)))
+            ttl(rest.first()).map(|t| write(cache.set_with_sync(k, v.to_string(), t, t)))
         }
         ["set-sync-wait", k, v] => Ok(
             match cache.set_with_sync_and_wait(k, v.to_string(), None, None) {
@@ -113,8 +129,8 @@ fn run(cache: &DistributedCache<String>, words: &[&str]) -> String {
         ),
         ["get", k] => Ok(value_reply(cache.get(k))),
         ["get-sync", k] => Ok(value_reply(cache.get_with_sync(k, None))),
-        ["del", k] => Ok(ok_reply(cache.delete(k))),
-        ["del-sync", k] => Ok(ok_reply(cache.delete_with_sync(k))),
+        ["del", k] => Ok(write(cache.delete_versioned(k))),
+        ["del-sync", k] => Ok(write(cache.delete_with_sync(k))),
         ["metrics"] => Ok(metrics_line(cache)),
         [] => Err("empty command".into()),
         _ => Err(format!("unknown command {:?}", words.join(" "))),

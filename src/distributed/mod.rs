@@ -186,6 +186,17 @@ where
         self.inner.counters.snapshot(self.inner.local.metrics())
     }
 
+    /// [`Cache::set`] that also returns the write's version (to match it against done events or
+    /// another node's view): local caches only, Redis keeps its value and records the version.
+    pub fn set_versioned(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<Version> {
+        self.write(key, Write::set(value, ttl, None, LOCAL_ONLY))
+    }
+
+    /// [`Cache::delete`] that also returns the write's version.
+    pub fn delete_versioned(&self, key: &str) -> Result<Version> {
+        self.write(key, Write::delete(LOCAL_ONLY))
+    }
+
     /// Stores `value` locally at once and in Redis and every node's local cache once the state
     /// node applied it. `local_ttl` bounds the local copies, `remote_ttl` the Redis copy;
     /// [`Error::Rejected`] when `remote_ttl` is shorter than `local_ttl` (local copies would
@@ -503,8 +514,7 @@ where
 {
     /// Replicates `value` to every node's local cache (Redis untouched); local at once.
     fn set(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
-        self.write(key, Write::set(value, ttl, None, LOCAL_ONLY))
-            .map(|_| ())
+        self.set_versioned(key, value, ttl).map(|_| ())
     }
 
     /// Reads this node's local cache only; see [`get_with_sync`](Self::get_with_sync).
@@ -519,7 +529,7 @@ where
 
     /// Removes `key` from every node's local cache (Redis untouched); local at once.
     fn delete(&self, key: &str) -> Result<()> {
-        self.write(key, Write::delete(LOCAL_ONLY)).map(|_| ())
+        self.delete_versioned(key).map(|_| ())
     }
 
     /// True when this node's local cache holds `key`.
