@@ -14,10 +14,9 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,8 +30,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientContext, Message};
 
 use support::{
-    produce_events, produce_records, run_with_timeout, unique_name, wait_until, Broker, BrokerKind,
-    ChildProcess, DoneWatcher, Outgoing, RedisServer,
+    produce_events, produce_records, unique_name, wait_until, Broker, BrokerKind, ChildProcess,
+    CoreNodeProcess, DoneWatcher, Outgoing, RedisServer,
 };
 
 /// Re-reads of one hole before distcache passes it (see README, "Brokers").
@@ -122,21 +121,20 @@ impl Cluster {
     /// A core node in its own process (`examples/core_node`), ready to take commands.
     fn core_node_process(&self, node: u64) -> CoreNodeProcess {
         let label = format!("core_node {node:x}");
-        let mut cmd = Command::new(core_node_bin());
-        cmd.args(["--brokers", &self.broker.bootstrap()])
-            .args(["--redis", &self.redis.url()])
-            .args(["--namespace", &self.ns])
-            .args(["--prefix", &self.prefix])
-            .args(["--node-id", &node.to_string()]);
-        let child = ChildProcess::spawn(&label, cmd);
-        if child.wait_for_line(WAIT, |l| l == "READY").is_none() {
-            panic!(
-                "{label} did not print READY within {WAIT:?}; stderr:\n{}\n{}",
-                child.stderr_tail(30),
-                self.logs()
-            );
-        }
-        CoreNodeProcess { child, label }
+        let args = [
+            "--brokers".to_string(),
+            self.broker.bootstrap(),
+            "--redis".into(),
+            self.redis.url(),
+            "--namespace".into(),
+            self.ns.clone(),
+            "--prefix".into(),
+            self.prefix.clone(),
+            "--node-id".into(),
+            node.to_string(),
+        ];
+        CoreNodeProcess::start(&label, &args, WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 
     fn redis_key(&self, key: &str) -> String {
@@ -241,117 +239,6 @@ impl Cluster {
             self.broker.log_tail(15),
             self.redis.log_tail(8)
         )
-    }
-}
-
-/// `examples/core_node`, built on first use (fresh with the sources this test was built from).
-fn core_node_bin() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("DISTCACHE_CORE_NODE_BIN").filter(|b| !b.is_empty()) {
-            return Ok(PathBuf::from(bin));
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--example", "core_node", "--message-format=json-render-diagnostics"])
-            .args(["--manifest-path", manifest]);
-        let out = run_with_timeout(&mut cmd, Duration::from_secs(900)).map_err(|e| {
-            format!(
-                "cannot build examples/core_node ({e}); build it with `cargo build --example core_node` \
-                 and/or set DISTCACHE_CORE_NODE_BIN to its path"
-            )
-        })?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "core_node")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .ok_or_else(|| {
-                "`cargo build --example core_node` named no executable; set DISTCACHE_CORE_NODE_BIN".into()
-            })
-    })
-    .clone()
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A core node in a child process (`examples/core_node`), one command and one reply line at a time.
-struct CoreNodeProcess {
-    child: ChildProcess,
-    label: String,
-}
-
-impl CoreNodeProcess {
-    fn request(&self, line: &str) -> String {
-        self.send(line);
-        self.reply(line)
-    }
-
-    /// Sends one command without waiting for its reply (read it later with [`reply`](Self::reply)).
-    fn send(&self, line: &str) {
-        if let Err(e) = self.child.send_line(line) {
-            panic!(
-                "{}: cannot send {line:?}: {e}\n{}",
-                self.label,
-                self.child.stderr_tail(30)
-            );
-        }
-    }
-
-    fn reply(&self, line: &str) -> String {
-        self.child.read_line_timeout(WAIT).unwrap_or_else(|| {
-            panic!(
-                "{}: no reply to {line:?} within {WAIT:?} (running: {}); stderr:\n{}",
-                self.label,
-                self.child.is_running(),
-                self.child.stderr_tail(30)
-            )
-        })
-    }
-
-    fn ok(&self, line: &str) {
-        let reply = self.request(line);
-        assert_eq!(reply, "OK", "{}: {line:?}", self.label);
-    }
-
-    /// Sends every line, then reads one reply per line (the node works through them in order).
-    fn run_all(&self, lines: &[String]) -> Vec<String> {
-        for line in lines {
-            self.send(line);
-        }
-        lines.iter().map(|l| self.reply(l)).collect()
-    }
-
-    /// `get` (local only).
-    fn get(&self, key: &str) -> Option<String> {
-        self.value(&format!("get {key}"))
-    }
-
-    /// `get-sync` (local, then Redis).
-    fn get_sync(&self, key: &str) -> Option<String> {
-        self.value(&format!("get-sync {key}"))
-    }
-
-    fn value(&self, line: &str) -> Option<String> {
-        let reply = self.request(line);
-        if reply == "NIL" {
-            return None;
-        }
-        match reply.strip_prefix("VALUE ") {
-            Some(v) => Some(v.to_string()),
-            None => panic!("{}: {line:?} answered {reply:?}", self.label),
-        }
-    }
-
-    fn metrics(&self) -> HashMap<String, u64> {
-        let reply = self.request("metrics");
-        reply
-            .split_whitespace()
-            .filter_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect()
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod broker;
 mod cluster;
+mod core_node;
 mod events;
 mod kafka_python;
 mod process;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use broker::{Broker, BrokerKind};
 pub use cluster::RedisCluster;
+pub use core_node::{core_node_bin, CoreNodeProcess};
 pub use events::{produce_events, produce_records, DoneWatcher, Outgoing};
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
