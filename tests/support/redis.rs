@@ -1,5 +1,6 @@
 //! A throwaway `redis-server` for one test: loopback only, nothing persisted (`--save '' --appendonly no`), so
-//! a `restart` comes back empty — the "Redis lost everything" case the design must survive.
+//! a `restart` comes back empty — the "Redis lost everything" case the design must survive. `start_with_aof`
+//! persists every write to an append-only file instead (`appendfsync always`), so a `restart` keeps the data.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,13 +20,32 @@ impl RedisServer {
     /// Starts `redis-server` from PATH on a free loopback port and waits until it answers. Panics if the
     /// program is missing or does not come up (with its log).
     pub fn start() -> RedisServer {
+        RedisServer::start_persisting(false)
+    }
+
+    /// `start` with the append-only file on and synced on every write: data survives a SIGKILL and
+    /// `restart`; `wipe` removes it.
+    pub fn start_with_aof() -> RedisServer {
+        RedisServer::start_persisting(true)
+    }
+
+    fn start_persisting(aof: bool) -> RedisServer {
+        let appendonly = if aof { "yes" } else { "no" };
         let server = ServerProcess::start(
             "redis-server",
             "redis-server not found: run scripts/services.sh install".to_string(),
             Box::new(|port: u16, dir: &Path| {
                 let mut cmd = Command::new("redis-server");
                 cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                    .args([
+                        "--save",
+                        "",
+                        "--appendonly",
+                        appendonly,
+                        "--daemonize",
+                        "no",
+                    ])
+                    .args(["--appendfsync", "always"])
                     .arg("--dir")
                     .arg(dir);
                 cmd
@@ -69,6 +89,18 @@ impl RedisServer {
 
     /// Kills it if running, starts it again on the same port (empty) and waits until it answers.
     pub fn restart(&self) {
+        self.server.restart()
+    }
+
+    /// Kills it and starts it again on the same port with every persisted file removed: Redis lost its data
+    /// (with or without an append-only file).
+    pub fn wipe(&self) {
+        self.server.kill();
+        for file in ["appendonlydir", "appendonly.aof", "dump.rdb"] {
+            let path = self.dir().join(file);
+            let _ = std::fs::remove_dir_all(&path);
+            let _ = std::fs::remove_file(&path);
+        }
         self.server.restart()
     }
 
