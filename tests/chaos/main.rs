@@ -48,7 +48,7 @@ fn chaos_rounds_lose_nothing_acknowledged() {
     let rounds: usize = env_number("DISTCACHE_CHAOS_ROUNDS", 3);
     let seed: u64 = env_number("DISTCACHE_CHAOS_SEED", 1);
     let kind = BrokerKind::from_env();
-    let schedule = schedule(seed, rounds);
+    let schedule = schedule(seed, rounds, kind);
     println!(
         "chaos: broker={kind:?} rounds={rounds} seed={seed} faults={}",
         schedule
@@ -89,9 +89,9 @@ struct Totals {
     details: Vec<String>,
 }
 
-/// The faults of the run: `DISTCACHE_CHAOS_FAULTS` in turn, or every fault once per cycle of rounds in an
-/// order the seed shuffles.
-fn schedule(seed: u64, rounds: usize) -> Vec<Fault> {
+/// The faults of the run: `DISTCACHE_CHAOS_FAULTS` in turn, or every fault that runs on the broker once per
+/// cycle of rounds in an order the seed shuffles.
+fn schedule(seed: u64, rounds: usize, kind: BrokerKind) -> Vec<Fault> {
     let chosen: Vec<Fault> = match std::env::var("DISTCACHE_CHAOS_FAULTS") {
         Ok(list) if !list.trim().is_empty() => list
             .split(',')
@@ -110,7 +110,7 @@ fn schedule(seed: u64, rounds: usize) -> Vec<Fault> {
     let mut out = Vec::with_capacity(rounds);
     while out.len() < rounds {
         let mut cycle = if chosen.is_empty() {
-            Fault::ALL.to_vec()
+            Fault::ALL.into_iter().filter(|f| f.runs_on(kind)).collect()
         } else {
             chosen.clone()
         };

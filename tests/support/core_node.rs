@@ -104,11 +104,14 @@ impl CoreNodeProcess {
     /// The next reply line; panics when none arrives in time.
     pub fn reply(&self, line: &str) -> String {
         self.child.read_line_timeout(self.wait).unwrap_or_else(|| {
+            let state = match self.child.wait_timeout(Duration::ZERO) {
+                Some(status) => format!("exited: {status}"),
+                None => "still running".into(),
+            };
             panic!(
-                "{}: no reply to {line:?} within {:?} (running: {}); stderr:\n{}",
+                "{}: no reply to {line:?} within {:?} ({state}); stderr:\n{}",
                 self.label,
                 self.wait,
-                self.child.is_running(),
                 self.child.stderr_tail(30)
             )
         })
