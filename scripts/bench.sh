@@ -100,28 +100,9 @@ section_local() {
 # ends. Each run prints its markdown tables; then one table puts the brokers' headline figures side by side
 # (each broker's ratios are within its own run). A copy of everything goes to target/bench-pipeline.md.
 section_pipeline() {
-  local out=target/bench-pipeline.md brokers=() broker summaries=()
-  if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
-    if [[ ! -f $out ]]; then
-      echo "no $out yet: run scripts/bench.sh pipeline" >&2
-      exit 1
-    fi
-    cat "$out"
-    return
-  fi
-  scripts/services.sh install
-  # Compile before the services start: nothing else should compete for the cores while measuring.
-  echo "building: cargo bench --bench pipeline --no-run" >&2
-  cargo bench --bench pipeline --no-run >&2
-  read -r -a brokers <<<"${PIPELINE_BROKERS:-apache tansu}"
-  mkdir -p "$(dirname "$out")"
-  : >"$out.tmp"
-  for broker in "${brokers[@]}"; do
-    pipeline_on "$broker" "target/bench-pipeline-$broker.summary" | tee -a "$out.tmp"
-    summaries+=("$broker=target/bench-pipeline-$broker.summary")
-  done
-  pipeline_side_by_side "${summaries[@]}" | tee -a "$out.tmp"
-  mv -f "$out.tmp" "$out"
+  local args=()
+  read -r -a args <<<"${PIPELINE_BENCH_ARGS:-}"
+  brokers_section pipeline "${PIPELINE_BROKERS:-apache tansu}" pipeline_side_by_side "${args[@]}"
 }
 
 broker_title() {
@@ -132,10 +113,41 @@ broker_title() {
   esac
 }
 
-# pipeline_on BROKER SUMMARY: one bench run against a fresh redis-server and BROKER (apache or tansu).
-# A subshell, so its traps stay its own.
-pipeline_on() (
-  local broker=$1 summary=$2 state args=()
+# brokers_section BENCH BROKERS SIDE_BY_SIDE ARGS...: runs benches/BENCH.rs once per broker of the
+# space-separated BROKERS (apache, tansu) with ARGS, then SIDE_BY_SIDE BROKER=SUMMARY... prints the brokers'
+# headline figures in one table. Everything printed is kept in target/bench-BENCH.md, which BENCH_NO_RUN=1
+# prints again.
+brokers_section() {
+  local bench=$1 brokers_list=$2 side_by_side=$3 out="target/bench-$1.md" brokers=() broker summaries=()
+  shift 3
+  if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
+    if [[ ! -f $out ]]; then
+      echo "no $out yet: run scripts/bench.sh $bench" >&2
+      exit 1
+    fi
+    cat "$out"
+    return
+  fi
+  scripts/services.sh install
+  # Compile before the services start: nothing else should compete for the cores while measuring.
+  echo "building: cargo bench --bench $bench --no-run" >&2
+  cargo bench --bench "$bench" --no-run >&2
+  read -r -a brokers <<<"$brokers_list"
+  mkdir -p "$(dirname "$out")"
+  : >"$out.tmp"
+  for broker in "${brokers[@]}"; do
+    bench_on "$bench" "$broker" "target/bench-$bench-$broker.summary" "$@" | tee -a "$out.tmp"
+    summaries+=("$broker=target/bench-$bench-$broker.summary")
+  done
+  "$side_by_side" "${summaries[@]}" | tee -a "$out.tmp"
+  mv -f "$out.tmp" "$out"
+}
+
+# bench_on BENCH BROKER SUMMARY ARGS...: one run of benches/BENCH.rs with ARGS and `--summary SUMMARY` against
+# a fresh redis-server and BROKER (apache or tansu). A subshell, so its traps stay its own.
+bench_on() (
+  local bench=$1 broker=$2 summary=$3 state
+  shift 3
   state=$(mktemp -d "${TMPDIR:-/tmp}/distcache-bench.XXXXXX")
   stop_services() {
     scripts/services.sh stop redis "$state/redis" || true
@@ -145,18 +157,17 @@ pipeline_on() (
   trap stop_services EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  echo "== pipeline on $(broker_title "$broker"): starting redis-server and the broker" >&2
+  echo "== $bench on $(broker_title "$broker"): starting redis-server and the broker" >&2
   DISTCACHE_REDIS_URL=$(scripts/services.sh start redis "$state/redis")
   DISTCACHE_BROKERS=$(DISTCACHE_BROKER=$broker scripts/services.sh start kafka "$state/kafka")
   DISTCACHE_BROKER_NAME=$(broker_title "$broker")
   export DISTCACHE_REDIS_URL DISTCACHE_BROKERS DISTCACHE_BROKER_NAME
-  read -r -a args <<<"${PIPELINE_BENCH_ARGS:-}"
-  echo "running: cargo bench --bench pipeline -- ${args[*]} --summary $summary" >&2
-  echo "## Pipeline on $DISTCACHE_BROKER_NAME"
+  echo "running: cargo bench --bench $bench -- $* --summary $summary" >&2
+  echo "## ${bench^} on $DISTCACHE_BROKER_NAME"
   echo
   rm -f "$summary"
-  if ! cargo bench --bench pipeline -- "${args[@]}" --summary "$summary"; then
-    echo "pipeline bench on $broker failed; service logs:" >&2
+  if ! cargo bench --bench "$bench" -- "$@" --summary "$summary"; then
+    echo "$bench bench on $broker failed; service logs:" >&2
     tail -n 20 "$state/redis/log" "$state/kafka/log" >&2 || true
     exit 1
   fi
@@ -212,60 +223,13 @@ PY
 }
 
 # section_failover: benches/failover.rs kills and restarts real distcache-state-node processes against a
-# fresh redis-server and each broker in turn (started like pipeline_on does), prints one table per broker,
+# fresh redis-server and each broker in turn (started by bench_on), prints one table per broker,
 # then the brokers side by side. A copy goes to target/bench-failover.md.
 section_failover() {
-  local out=target/bench-failover.md brokers=() broker summaries=()
-  if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
-    if [[ ! -f $out ]]; then
-      echo "no $out yet: run scripts/bench.sh failover" >&2
-      exit 1
-    fi
-    cat "$out"
-    return
-  fi
-  scripts/services.sh install
-  echo "building: cargo bench --bench failover --no-run" >&2
-  cargo bench --bench failover --no-run >&2
-  read -r -a brokers <<<"${FAILOVER_BROKERS:-apache tansu}"
-  mkdir -p "$(dirname "$out")"
-  : >"$out.tmp"
-  for broker in "${brokers[@]}"; do
-    failover_on "$broker" "target/bench-failover-$broker.summary" | tee -a "$out.tmp"
-    summaries+=("$broker=target/bench-failover-$broker.summary")
-  done
-  failover_side_by_side "${summaries[@]}" | tee -a "$out.tmp"
-  mv -f "$out.tmp" "$out"
-}
-
-# failover_on BROKER SUMMARY: one failover run against a fresh redis-server and BROKER (a subshell: own traps).
-failover_on() (
-  local broker=$1 summary=$2 state args=()
-  state=$(mktemp -d "${TMPDIR:-/tmp}/distcache-bench.XXXXXX")
-  stop_services() {
-    scripts/services.sh stop redis "$state/redis" || true
-    scripts/services.sh stop kafka "$state/kafka" || true
-    rm -rf "$state"
-  }
-  trap stop_services EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
-  echo "== failover on $(broker_title "$broker"): starting redis-server and the broker" >&2
-  DISTCACHE_REDIS_URL=$(scripts/services.sh start redis "$state/redis")
-  DISTCACHE_BROKERS=$(DISTCACHE_BROKER=$broker scripts/services.sh start kafka "$state/kafka")
-  DISTCACHE_BROKER_NAME=$(broker_title "$broker")
-  export DISTCACHE_REDIS_URL DISTCACHE_BROKERS DISTCACHE_BROKER_NAME
+  local args=()
   read -r -a args <<<"${FAILOVER_BENCH_ARGS:-}"
-  echo "running: cargo bench --bench failover -- ${args[*]} --summary $summary" >&2
-  echo "## Failover on $DISTCACHE_BROKER_NAME"
-  echo
-  rm -f "$summary"
-  if ! cargo bench --bench failover -- "${args[@]}" --summary "$summary"; then
-    echo "failover bench on $broker failed; service logs:" >&2
-    tail -n 20 "$state/redis/log" "$state/kafka/log" >&2 || true
-    exit 1
-  fi
-)
+  brokers_section failover "${FAILOVER_BROKERS:-apache tansu}" failover_side_by_side "${args[@]}"
+}
 
 # failover_side_by_side BROKER=SUMMARY...: median and max of each scenario, one column per broker.
 failover_side_by_side() {
