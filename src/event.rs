@@ -59,7 +59,8 @@ pub enum Op {
     /// Remove the key.
     Delete,
     /// Done topic only: the write with this version lost to a newer one and was not applied.
-    /// Listeners use it to wake writers waiting for the outcome; caches ignore it.
+    /// Listeners use it to wake writers waiting for the outcome, and drop their local copy of the
+    /// key unless it is newer (so a writer whose write lost stops serving it).
     Stale,
 }
 

@@ -1,6 +1,7 @@
 //! The two ways distcache consumes: a consumer group with manual commits (state nodes) and an
 //! all-partitions broadcast (core-node listeners).
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,12 +9,13 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::errlog::ErrorLog;
 use super::offsets::{OffsetTracker, Verdict};
 use super::KafkaConfig;
+use crate::event::Event;
 use crate::{Error, Result};
 
 /// One consumed message, detached from the consumer.
@@ -25,7 +27,7 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub(crate) fn from_message(msg: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    fn from_message(msg: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         use rdkafka::Message;
         Record {
             partition: msg.partition(),
@@ -37,6 +39,46 @@ impl Record {
     /// Bytes this record holds in memory, for the intake's byte bound.
     pub(crate) fn footprint(&self) -> usize {
         std::mem::size_of::<Record>() + self.payload.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// What one poll of a consumer brought.
+pub(crate) enum Polled<R> {
+    /// Nothing within the poll interval.
+    Idle,
+    Record(R),
+    /// A consumer error.
+    Trouble(Trouble),
+}
+
+/// A consumer error. librdkafka does not say which partition an error belongs to, so the
+/// consumer's positions are part of the message.
+pub(crate) struct Trouble {
+    /// The error and where every assigned partition stands.
+    pub message: String,
+    /// The topic (or a partition of it) does not exist: it may have to be created again.
+    pub unknown_topic: bool,
+}
+
+impl Trouble {
+    fn new<C: ConsumerContext>(err: &KafkaError, consumer: &BaseConsumer<C>) -> Trouble {
+        let unknown_topic = matches!(
+            err.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
+        );
+        Trouble {
+            message: format!("{err} (positions: {})", positions(consumer)),
+            unknown_topic,
+        }
+    }
+}
+
+/// Polls a state node's group consumer for its next record.
+pub(crate) fn poll_record(consumer: &GroupConsumer, timeout: Duration) -> Polled<Record> {
+    match consumer.poll(timeout) {
+        None => Polled::Idle,
+        Some(Ok(msg)) => Polled::Record(Record::from_message(&msg)),
+        Some(Err(err)) => Polled::Trouble(Trouble::new(&err, consumer)),
     }
 }
 
@@ -188,14 +230,28 @@ pub(crate) fn group_consumer(
     Ok(consumer)
 }
 
-/// Commits "next offset to read" for each partition. `Sync` waits for the broker's answer;
-/// `Async` returns at once (a failure is logged by the consumer and the records are replayed).
+/// How a commit waits, named for what it is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CommitKind {
+    /// The steady state: returns at once; a lost commit only means a harmless replay (the consumer
+    /// logs the failure).
+    Background,
+    /// Before partitions move or the node stops: waits for the broker's answer, so the next owner
+    /// starts exactly after what this node finished.
+    Barrier,
+}
+
+/// Commits "next offset to read" for each partition, as `kind` says.
 pub(crate) fn commit(
     consumer: &GroupConsumer,
     topic: &str,
     next_offsets: &HashMap<i32, i64>,
-    mode: CommitMode,
+    kind: CommitKind,
 ) -> Result<()> {
+    let mode = match kind {
+        CommitKind::Background => CommitMode::Async,
+        CommitKind::Barrier => CommitMode::Sync,
+    };
     if next_offsets.is_empty() {
         return Ok(());
     }
@@ -227,14 +283,51 @@ impl ConsumerContext for BroadcastContext {}
 /// A consumer that reads every partition of `topic`, starting at the current end, with the
 /// offsets it expects next.
 pub(crate) struct BroadcastConsumer {
-    pub consumer: BaseConsumer<BroadcastContext>,
-    pub topic: String,
+    consumer: BaseConsumer<BroadcastContext>,
+    topic: String,
     /// Next expected offset of every partition read.
-    pub offsets: OffsetTracker,
+    offsets: OffsetTracker,
     timeout: Duration,
 }
 
+/// One record of a broadcast topic, with the tracker's verdict on its offset.
+pub(crate) struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+    pub verdict: Verdict,
+    /// The decoded event; `None` for a record without a payload.
+    pub event: Option<Result<Event>>,
+}
+
 impl BroadcastConsumer {
+    /// The topic read.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next record, decoded, with what its offset means (see [`OffsetTracker::check`]).
+    pub(crate) fn poll_event(&mut self, timeout: Duration) -> Polled<Delivered> {
+        match self.consumer.poll(timeout) {
+            None => Polled::Idle,
+            Some(Ok(msg)) => {
+                use rdkafka::Message;
+                let (partition, offset) = (msg.partition(), msg.offset());
+                Polled::Record(Delivered {
+                    partition,
+                    offset,
+                    verdict: self.offsets.check(partition, offset),
+                    event: msg.payload().map(Event::decode),
+                })
+            }
+            Some(Err(err)) => Polled::Trouble(Trouble::new(&err, &self.consumer)),
+        }
+    }
+
+    /// [`reread`] for this consumer.
+    pub(crate) fn reread(&self, partition: i32, offset: i64, wait: Duration, stop: &AtomicBool) {
+        reread(&self.consumer, &self.topic, partition, offset, wait, stop)
+    }
+
     /// Reads the topic's partition list and starts reading every partition not read yet at its
     /// current end. Returns the partitions added (usually none).
     pub(crate) fn refresh_partitions(&mut self) -> Result<Vec<i32>> {

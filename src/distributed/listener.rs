@@ -23,7 +23,7 @@ use super::clock::NodeClock;
 use super::fill_guard::FillGuard;
 use super::metrics::Counters;
 use super::waiters::Waiters;
-use crate::bus::consumer::{describe, positions, reread, BroadcastConsumer, POLL_INTERVAL};
+use crate::bus::consumer::{describe, BroadcastConsumer, Delivered, Polled, POLL_INTERVAL};
 use crate::bus::errlog::ErrorLog;
 use crate::bus::offsets::Verdict;
 use crate::event::{now_micros, Event, Op};
@@ -47,7 +47,6 @@ const PARTITION_REFRESH: Duration = Duration::from_secs(5);
 
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
     pub(crate) fn run(mut self) {
-        use rdkafka::Message;
         let errors = ErrorLog::new("distcache::listener");
         let mut next_refresh = Instant::now() + PARTITION_REFRESH;
         while !self.stop.load(Ordering::Acquire) {
@@ -55,38 +54,30 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                 next_refresh = Instant::now() + PARTITION_REFRESH;
                 self.refresh_partitions(&errors);
             }
-            let (partition, offset, payload) = match self.consumer.consumer.poll(POLL_INTERVAL) {
-                None => continue,
-                Some(Ok(msg)) => (
-                    msg.partition(),
-                    msg.offset(),
-                    msg.payload().map(Event::decode),
-                ),
-                Some(Err(err)) => {
+            let Delivered {
+                partition,
+                offset,
+                verdict,
+                event,
+            } = match self.consumer.poll_event(POLL_INTERVAL) {
+                Polled::Idle => continue,
+                Polled::Record(delivered) => delivered,
+                Polled::Trouble(trouble) => {
                     errors.report(&format!(
-                        "[{}] consumer error: {err} (positions: {})",
-                        self.ns,
-                        positions(&self.consumer.consumer)
+                        "[{}] consumer error: {}",
+                        self.ns, trouble.message
                     ));
                     continue;
                 }
             };
-            let verdict = self.consumer.offsets.check(partition, offset);
-            let topic = &self.consumer.topic;
+            let topic = self.consumer.topic();
             match verdict {
                 Verdict::Accept => {}
                 Verdict::Reread { expected, wait, .. } => {
                     self.counters.holes_reread.fetch_add(1, Ordering::Relaxed);
                     log::warn!(target: "distcache::listener", "[{}] {}", self.ns,
                         describe(topic, partition, offset, verdict));
-                    reread(
-                        &self.consumer.consumer,
-                        topic,
-                        partition,
-                        expected,
-                        wait,
-                        &self.stop,
-                    );
+                    self.consumer.reread(partition, expected, wait, &self.stop);
                     continue;
                 }
                 Verdict::Skip { .. } => {
@@ -99,7 +90,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                     self.reset(&format!("events may have been missed: {why}"));
                 }
             }
-            match payload {
+            match event {
                 Some(Ok(event)) => self.handle(event),
                 Some(Err(err)) => self.malformed(&err.to_string()),
                 None => self.malformed("empty message"),

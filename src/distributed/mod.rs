@@ -38,7 +38,7 @@ pub use waiters::WriteOutcome;
 ///
 /// | call | local cache | Redis | other nodes' local caches |
 /// |---|---|---|---|
-/// | [`set`](Cache::set) / [`delete`](Cache::delete) | at once | untouched | via the done topic |
+/// | [`set`](Cache::set) / [`delete`](Cache::delete) | at once | value untouched, version recorded (`pver`) | via the done topic |
 /// | [`set_with_sync`](Self::set_with_sync) / [`delete_with_sync`](Self::delete_with_sync) | at once | by the state node | via the done topic |
 /// | [`get`](Cache::get), [`peek`](Cache::peek), [`exists`](Cache::exists), [`len`](Cache::len) | read | — | — |
 /// | [`get_with_sync`](Self::get_with_sync) | read, filled on a miss | read on a local miss | — |
@@ -118,7 +118,7 @@ impl<T> Drop for Inner<T> {
 
 /// `*_with_sync` writes: the state node also writes Redis.
 const ALSO_REDIS: bool = true;
-/// Plain writes: replicated to every node's local cache, Redis untouched.
+/// Plain writes: replicated to every node's local cache; Redis keeps its value and records the version.
 const LOCAL_ONLY: bool = false;
 
 /// A write before it is produced.
@@ -512,7 +512,8 @@ impl<T> Cache<T> for DistributedCache<T>
 where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    /// Replicates `value` to every node's local cache (Redis untouched); local at once.
+    /// Replicates `value` to every node's local cache (Redis keeps its value and records the
+    /// version, so plain and synced writes of a key share one order); local at once.
     fn set(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
         self.set_versioned(key, value, ttl).map(|_| ())
     }
@@ -527,7 +528,8 @@ where
         self.inner.local.peek(key)
     }
 
-    /// Removes `key` from every node's local cache (Redis untouched); local at once.
+    /// Removes `key` from every node's local cache (Redis keeps its value and records the
+    /// version); local at once.
     fn delete(&self, key: &str) -> Result<()> {
         self.delete_versioned(key).map(|_| ())
     }

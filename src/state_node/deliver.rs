@@ -16,12 +16,11 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
-use rdkafka::consumer::CommitMode;
 
 use super::metrics::Counters;
 use super::pipeline::retry;
 use super::publish::publish;
-use crate::bus::consumer::{commit, GroupConsumer};
+use crate::bus::consumer::{commit, CommitKind, GroupConsumer};
 use crate::bus::producer::EventProducer;
 use crate::event::{now_micros, Event, TOPIC_SET_DEL};
 
@@ -86,11 +85,11 @@ impl Delivery<'_> {
             self.record_latency(&batch.latency_from);
         }
         let sync = batch.barrier.is_some() || batch.last;
-        let Some((offsets, mode)) = commits.next(&batch.next_offsets, sync) else {
+        let Some((offsets, kind)) = commits.next(&batch.next_offsets, sync) else {
             return true;
         };
         for attempt in 1..=COMMIT_ATTEMPTS {
-            match commit(&self.consumer, TOPIC_SET_DEL, &offsets, mode) {
+            match commit(&self.consumer, TOPIC_SET_DEL, &offsets, kind) {
                 Ok(()) => {
                     c.commits.fetch_add(1, Relaxed);
                     return true;
@@ -136,7 +135,7 @@ impl Commits {
         &mut self,
         offsets: &HashMap<i32, i64>,
         sync: bool,
-    ) -> Option<(HashMap<i32, i64>, CommitMode)> {
+    ) -> Option<(HashMap<i32, i64>, CommitKind)> {
         // Batches are delivered in order, so the latest batch says where each partition
         // continues (also after a log that went back).
         for (&partition, &next) in offsets {
@@ -146,9 +145,9 @@ impl Commits {
             // After a barrier the partitions may move: a later batch starts a fresh account,
             // whether or not this commit succeeds (if not, the next owner replays).
             let all = std::mem::take(&mut self.since_sync);
-            return (!all.is_empty()).then_some((all, CommitMode::Sync));
+            return (!all.is_empty()).then_some((all, CommitKind::Barrier));
         }
-        (!offsets.is_empty()).then(|| (offsets.clone(), CommitMode::Async))
+        (!offsets.is_empty()).then(|| (offsets.clone(), CommitKind::Background))
     }
 }
 
@@ -167,7 +166,7 @@ mod tests {
         sync: bool,
     ) -> Option<(HashMap<i32, i64>, bool)> {
         c.next(&offsets(pairs), sync)
-            .map(|(o, mode)| (o, matches!(mode, CommitMode::Sync)))
+            .map(|(o, kind)| (o, kind == CommitKind::Barrier))
     }
 
     #[test]

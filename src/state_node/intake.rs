@@ -18,7 +18,9 @@ use parking_lot::{Condvar, Mutex};
 use super::batcher::Intake;
 use super::metrics::Counters;
 use crate::bus::admin::ensure_topics;
-use crate::bus::consumer::{describe, positions, reread, GroupConsumer, Record, POLL_INTERVAL};
+use crate::bus::consumer::{
+    describe, poll_record, reread, GroupConsumer, Polled, Record, POLL_INTERVAL,
+};
 use crate::bus::errlog::ErrorLog;
 use crate::bus::offsets::{OffsetTracker, Verdict};
 use crate::bus::KafkaConfig;
@@ -105,11 +107,9 @@ impl IntakeThread {
         let mut last_topic_check: Option<Instant> = None;
         let errors = ErrorLog::new("distcache::state_node");
         'poll: while !self.stop.load(Ordering::Acquire) {
-            match self.consumer.poll(POLL_INTERVAL) {
-                None => {}
-                Some(Ok(msg)) => {
-                    let record = Record::from_message(&msg);
-                    drop(msg);
+            match poll_record(&self.consumer, POLL_INTERVAL) {
+                Polled::Idle => {}
+                Polled::Record(record) => {
                     if !self.admit(&record) {
                         continue;
                     }
@@ -137,18 +137,13 @@ impl IntakeThread {
                         }
                     }
                 }
-                Some(Err(err)) => {
+                Polled::Trouble(trouble) => {
                     self.counters
                         .consumer_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    // librdkafka does not say which partition an error belongs to: log where
-                    // every assigned partition stands.
-                    errors.report(&format!(
-                        "consumer error: {err} (positions: {})",
-                        positions(&self.consumer)
-                    ));
+                    errors.report(&format!("consumer error: {}", trouble.message));
                     let due = last_topic_check.is_none_or(|t| t.elapsed() >= TOPIC_RECHECK);
-                    if due && err.to_string().contains("Unknown topic") {
+                    if due && trouble.unknown_topic {
                         last_topic_check = Some(Instant::now());
                         if let Err(e) = ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE]) {
                             log::warn!(target: "distcache::state_node", "re-creating topics: {e}");

@@ -21,7 +21,7 @@ pub(crate) fn applied(event: &Event, inline_limit: usize) -> Event {
 }
 
 /// The done event for a write that lost to a newer one: it wakes writers waiting for the
-/// outcome; caches ignore it.
+/// outcome, and local caches drop their copy of the key unless it is newer.
 pub(crate) fn stale(event: &Event) -> Event {
     Event {
         op: Op::Stale,
