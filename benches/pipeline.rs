@@ -778,15 +778,10 @@ fn state_node_throughput(c: &Config) -> R<(Vec<StateNodeRun>, Option<RedisCeilin
     // (load from elsewhere on a shared machine only ever slows a run down).
     let mut all: Vec<Vec<StateNodeRun>> = c.batch_sizes.iter().map(|_| Vec::new()).collect();
     let script = apply_script();
-    if script.is_none() {
-        progress("  the state node's apply script was not found in src/: no Redis ceiling");
-    }
     let mut ceilings: Vec<RedisCeiling> = Vec::new();
     let mut plains: Vec<RedisCeiling> = Vec::new();
     for round in 0..c.rounds {
-        if let Some(script) = &script {
-            ceilings.push(redis_ceiling(c, Some(script), round)?);
-        }
+        ceilings.push(redis_ceiling(c, Some(&script), round)?);
         plains.push(redis_ceiling(c, None, round)?);
         let mut order: Vec<usize> = (0..c.batch_sizes.len()).collect();
         if round % 2 == 1 {
@@ -877,42 +872,18 @@ struct RedisCeiling {
     elapsed: Duration,
 }
 
-/// The state node's apply script and how many keys it sends per call, read from the crate's
-/// source when the bench runs (both are crate-private), so the ceiling always runs exactly what
-/// the state node runs. `None` when the source no longer has them where this looks.
+/// The state node's apply script and how many keys it sends per call, so the ceiling always runs
+/// exactly what the state node runs.
 struct ApplyScript {
     text: String,
     keys_per_call: usize,
 }
 
-fn apply_script() -> Option<ApplyScript> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let layout = std::fs::read_to_string(format!("{root}/src/redis_store/layout.rs")).ok()?;
-    const OPEN: &str = "APPLY_SCRIPT: &str = r#\"";
-    let start = layout.find(OPEN)? + OPEN.len();
-    let text = layout[start..][..layout[start..].find("\"#")?].to_string();
-    // A script that loops over KEYS takes many keys per call; the state node's batch size per
-    // call is `KEYS_PER_CALL` in its apply step.
-    let keys_per_call = if text.contains("#KEYS") {
-        std::fs::read_to_string(format!("{root}/src/state_node/apply.rs"))
-            .ok()
-            .and_then(|apply| {
-                let at = apply.find("KEYS_PER_CALL: usize = ")? + "KEYS_PER_CALL: usize = ".len();
-                let digits: String = apply[at..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '_')
-                    .filter(char::is_ascii_digit)
-                    .collect();
-                digits.parse().ok()
-            })
-            .unwrap_or(1)
-    } else {
-        1
-    };
-    Some(ApplyScript {
-        text,
-        keys_per_call,
-    })
+fn apply_script() -> ApplyScript {
+    ApplyScript {
+        text: distcache::bench_support::APPLY_SCRIPT.to_string(),
+        keys_per_call: distcache::bench_support::KEYS_PER_CALL,
+    }
 }
 
 /// Counts the "applied" replies (integer 1) in a script reply, one key or many.
@@ -1235,8 +1206,7 @@ fn print_state_node(
     println!("### Pipeline 3. State-node throughput (embedded `StateNode`, events pre-produced)\n");
     let ceiling_text = match ceiling {
         Some(x) => format!(
-            "the same versioned writes through the state node's own apply script (read from \
-             `src/redis_store/layout.rs`), {} key(s) per `EVALSHA` as the state node sends them, \
+            "the same versioned writes through the state node's own apply script, {} key(s) per `EVALSHA` as the state node sends them, \
              {} writes per round trip, key-sharded over {} connections, no Kafka; measured once \
              per round, fastest shown",
             x.keys_per_call, x.pipeline, x.connections

@@ -17,8 +17,8 @@ use crate::bus::consumer::broadcast_consumer;
 use crate::bus::producer::EventProducer;
 use crate::bus::KafkaConfig;
 use crate::event::{TOPIC_DONE, TOPIC_SET_DEL};
+use crate::redis_store::DEFAULT_KEY_PREFIX;
 use crate::redis_store::{redis_namespace_prefix, RedisConfig, RedisStore};
-use crate::state_node::DEFAULT_KEY_PREFIX;
 use crate::{Codec, Error, LocalCache, Result};
 
 /// Longest namespace accepted (it travels in every event).

@@ -43,7 +43,7 @@ pub(crate) const FIELD_VALUE: &str = "v";
 /// Versions are compared in four 8-hex-digit chunks: Lua numbers are doubles, which cannot hold a
 /// 64-bit clock exactly, and string comparison in Redis' Lua depends on the server's locale.
 /// Several keys per call share the script's fixed cost; on a cluster every call carries one key.
-pub(crate) const APPLY_SCRIPT: &str = r#"
+pub const APPLY_SCRIPT: &str = r#"
 local function valid(v)
   return string.len(v) == 32 and not string.find(v, '[^0-9a-fA-F]')
 end
@@ -196,6 +196,9 @@ pub(crate) fn key_replies(reply: redis::Value, keys: usize) -> Vec<KeyReply> {
         })
         .collect()
 }
+
+/// Default Redis key prefix; core nodes and state nodes must use the same one.
+pub const DEFAULT_KEY_PREFIX: &str = "distcache:";
 
 /// The Redis key prefix of every entry of namespace `ns` under `prefix`: `prefix + escaped ns + ":"`,
 /// the namespace escaped as `%` → `%25`, `:` → `%3A` (every other character as is). Escaped namespaces

@@ -1,6 +1,7 @@
 //! The Redis tier: [`RedisCache<T>`], a typed cache over a bounded pool of blocking connections,
 //! and the byte-level store the state node and core nodes share.
 
+mod apply;
 mod layout;
 mod pool;
 mod scan;
@@ -12,9 +13,11 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Cache, Codec, Error, Result, Version};
-pub(crate) use layout::BAD_VERSION;
-pub(crate) use layout::{apply_command, key_replies, KeyReply, VersionedWrite, APPLY_SCRIPT};
-pub use layout::{redis_entry_key, redis_namespace_prefix};
+pub use apply::KEYS_PER_CALL;
+pub(crate) use apply::{is_transient_reply, CallReply, ScriptConn};
+pub use layout::APPLY_SCRIPT;
+pub use layout::{redis_entry_key, redis_namespace_prefix, DEFAULT_KEY_PREFIX};
+pub(crate) use layout::{KeyReply, VersionedWrite, BAD_VERSION};
 pub use pool::RedisConfig;
 pub(crate) use pool::{Conn, Connector};
 

@@ -1,13 +1,13 @@
 //! Step 4 of the state node: apply writes to Redis with a fixed pool of workers.
 //!
-//! Each worker owns one blocking connection. A key always goes to the same worker (hash of the
-//! key), so two writes of one key never race each other, and each worker sends its share of a
-//! batch as one pipeline of `EVALSHA` calls of the versioned-apply script.
+//! Each worker owns one blocking connection ([`ScriptConn`], which runs the versioned-apply
+//! script). A key always goes to the same worker (hash of the key), so two writes of one key never
+//! race each other, and each worker sends its share of a batch at once.
 //!
-//! Errors are sorted by what a retry can do. A connection, timeout or server-state error
-//! ([`is_transient`]) fails the job and the whole batch is retried; an error about one key that no
-//! retry can fix (a stored version that is not ours, a key of another type) is that key's
-//! [`Outcome::Failed`], and the rest of the batch goes on. A job that panics is caught: the
+//! Errors are sorted by what a retry can do. A connection, timeout or server-state error fails
+//! the job and the whole batch is retried; an error about one key that no retry can fix (a stored
+//! version that is not ours, a key of another type) is that key's [`Outcome::Failed`], and the
+//! rest of the batch goes on. A job that panics is caught: the
 //! worker drops its connection, reports [`ApplyFailure::Panicked`] and serves the next job.
 
 use std::hash::BuildHasher;
@@ -21,12 +21,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::metrics::Counters;
 use crate::event::Event;
 
-/// Writes per apply-script call on a single server: enough to spread the script's fixed cost,
-/// few enough that one call never blocks Redis for long.
-const KEYS_PER_CALL: usize = 64;
 use crate::redis_store::{
-    apply_command, key_replies, Conn, Connector, KeyReply, VersionedWrite, APPLY_SCRIPT,
-    BAD_VERSION,
+    is_transient_reply, CallReply, Connector, KeyReply, ScriptConn, VersionedWrite, BAD_VERSION,
 };
 use crate::{Error, Result};
 
@@ -66,43 +62,6 @@ impl std::fmt::Display for ApplyFailure {
             ApplyFailure::Panicked(why) => write!(f, "a redis worker panicked: {why}"),
         }
     }
-}
-
-/// Whether retrying may fix a Redis error: the connection (I/O, timeout, refused, dropped), the
-/// cluster moving slots, or the server's state (loading, busy, out of memory, read-only, an ACL or
-/// a lost script an operator or a reconnect fixes). Anything else is about the data of the key.
-pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_cluster_error()
-        || e.code().is_some_and(is_transient_code)
-}
-
-/// [`is_transient`] for an error message from the apply script's per-key reply.
-pub(crate) fn is_transient_reply(why: &str) -> bool {
-    why.split_whitespace().next().is_some_and(is_transient_code)
-}
-
-fn is_transient_code(code: &str) -> bool {
-    matches!(
-        code,
-        "LOADING"
-            | "BUSY"
-            | "TRYAGAIN"
-            | "CLUSTERDOWN"
-            | "MOVED"
-            | "ASK"
-            | "MASTERDOWN"
-            | "READONLY"
-            | "NOREPLICAS"
-            | "OOM"
-            | "NOSCRIPT"
-            | "NOAUTH"
-            | "NOPERM"
-            | "WRONGPASS"
-    )
 }
 
 /// Redis-side settings for applying events.
@@ -151,10 +110,8 @@ impl RedisWorkers {
     ) -> Result<Self> {
         let connector = Arc::new(connector);
         let appliers = (0..workers).map(|_| Worker {
-            connector: connector.clone(),
+            script: ScriptConn::new(connector.clone()),
             settings: settings.clone(),
-            conn: None,
-            sha: redis::Script::new(APPLY_SCRIPT).get_hash().to_string(),
         });
         Self::spawn(appliers, counters)
     }
@@ -246,10 +203,8 @@ impl Drop for RedisWorkers {
 }
 
 struct Worker {
-    connector: std::sync::Arc<Connector>,
+    script: ScriptConn,
     settings: ApplySettings,
-    conn: Option<Conn>,
-    sha: String,
 }
 
 /// The pool lives as long as the pipeline, so a worker whose channel is closed has died: as bad as
@@ -290,30 +245,19 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 impl Applier for Worker {
     fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
-        let replies = match self.send(writes)? {
-            // A restarted Redis forgets loaded scripts: reload once.
-            Err(e) if is_noscript(&e) => {
-                self.load_script()?;
-                self.send(writes)?
-            }
-            other => other,
-        };
-        match replies {
-            Ok(replies) => Self::outcomes(writes, replies),
-            Err(e) if is_transient(&e) => Err(self.transient(e)),
-            Err(e) => {
-                // The whole call was refused for a reason a retry cannot fix (an argument the
-                // server will not take, say): find the keys it is about, one call each, so the
-                // others still apply.
+        match self.send(writes)? {
+            CallReply::Keys(replies) => Self::outcomes(writes, replies),
+            CallReply::Refused(why) => {
+                // Refused for a reason a retry cannot fix: find the keys it is about, one call
+                // each, so the others still apply.
                 log::warn!(target: "distcache::state_node",
-                    "redis refused a call of {} writes ({e}); applying them one by one", writes.len());
+                    "redis refused a call of {} writes ({why}); applying them one by one", writes.len());
                 let mut outcomes = Vec::with_capacity(writes.len());
                 for write in writes {
                     let one = std::slice::from_ref(write);
                     match self.send(one)? {
-                        Ok(replies) => outcomes.extend(Self::outcomes(one, replies)?),
-                        Err(e) if is_transient(&e) => return Err(self.transient(e)),
-                        Err(e) => outcomes.push((write.0, Outcome::Failed(e.to_string()))),
+                        CallReply::Keys(replies) => outcomes.extend(Self::outcomes(one, replies)?),
+                        CallReply::Refused(why) => outcomes.push((write.0, Outcome::Failed(why))),
                     }
                 }
                 Ok(outcomes)
@@ -322,7 +266,7 @@ impl Applier for Worker {
     }
 
     fn reset(&mut self) {
-        self.conn = None;
+        self.script.reset();
     }
 }
 
@@ -351,16 +295,8 @@ impl Worker {
         Ok(outcomes)
     }
 
-    /// A failure a retry may fix; the connection may be out of step, so the next try starts
-    /// afresh (and reloads the script).
-    fn transient(&mut self, e: redis::RedisError) -> Error {
-        self.conn = None;
-        Error::from_redis(e)
-    }
-
-    /// Sends the writes over this worker's connection. The outer error is a connection that
-    /// could not be opened; the inner one is Redis' answer (NOSCRIPT is handled by the caller).
-    fn send(&mut self, writes: &[(usize, Event)]) -> Result<redis::RedisResult<Vec<KeyReply>>> {
+    /// Runs the apply script for the writes. `Err`: a failure a retry may fix.
+    fn send(&mut self, writes: &[(usize, Event)]) -> Result<CallReply> {
         let keys: Vec<String> = writes
             .iter()
             .map(|(_, e)| self.settings.redis_key(e))
@@ -378,75 +314,8 @@ impl Worker {
                 tombstone_ms,
             })
             .collect();
-        let sha = self.sha.clone();
-        let conn = self.connection()?;
-        Ok(send_writes(conn, &versioned, &sha))
+        self.script.apply(&versioned)
     }
-
-    fn connection(&mut self) -> Result<&mut Conn> {
-        if self.conn.is_none() {
-            self.conn = Some(self.connector.connect()?);
-            self.load_script()?;
-        }
-        Ok(self.conn.as_mut().expect("just connected"))
-    }
-
-    /// Loads the apply script on a single server (a cluster gets the script's text each call).
-    fn load_script(&mut self) -> Result<()> {
-        let conn = match self.conn.as_mut() {
-            Some(c) if !c.is_cluster() => c,
-            _ => return Ok(()),
-        };
-        let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(APPLY_SCRIPT)
-            .query(conn);
-        match loaded {
-            Ok(sha) => {
-                self.sha = sha;
-                Ok(())
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(Error::from_redis(e))
-            }
-        }
-    }
-}
-
-/// On a single server the writes go in calls of up to [`KEYS_PER_CALL`] keys, pipelined; on a
-/// cluster one key per call (a script's keys must share a slot), in a cluster pipeline.
-fn send_writes(
-    conn: &mut Conn,
-    writes: &[VersionedWrite<'_>],
-    sha: &str,
-) -> redis::RedisResult<Vec<KeyReply>> {
-    if let Some(cluster) = conn.as_cluster() {
-        let mut pipe = redis::cluster::cluster_pipe();
-        for w in writes {
-            pipe.add_command(apply_command(std::slice::from_ref(w), None));
-        }
-        let replies: Vec<redis::Value> = pipe.query(cluster)?;
-        return Ok(replies
-            .into_iter()
-            .flat_map(|r| key_replies(r, 1))
-            .collect());
-    }
-    let chunks: Vec<&[VersionedWrite<'_>]> = writes.chunks(KEYS_PER_CALL).collect();
-    let mut pipe = redis::pipe();
-    for chunk in &chunks {
-        pipe.add_command(apply_command(chunk, Some(sha)));
-    }
-    let replies: Vec<redis::Value> = pipe.query(conn)?;
-    Ok(replies
-        .into_iter()
-        .zip(&chunks)
-        .flat_map(|(r, chunk)| key_replies(r, chunk.len()))
-        .collect())
-}
-
-fn is_noscript(e: &redis::RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 #[cfg(test)]
@@ -513,32 +382,10 @@ mod tests {
     }
 
     #[test]
-    fn errors_are_sorted_by_what_a_retry_can_do() {
-        for transient in [
-            "OOM command not allowed when used memory > 'maxmemory'",
-            "LOADING Redis is loading the dataset in memory",
-            "READONLY You can't write against a read only replica.",
-            "TRYAGAIN Multiple keys request during rehashing of slot",
-            "CLUSTERDOWN The cluster is down",
-            "MOVED 3999 127.0.0.1:6381",
-            "BUSY Redis is busy running a script",
-        ] {
-            assert!(is_transient_reply(transient), "{transient}");
-        }
-        for per_key in [
-            "WRONGTYPE Operation against a key holding the wrong kind of value",
-            "BADVERSION stored ver is not 32 hex digits",
-            "user_script:12: attempt to compare nil with number",
-            "",
-        ] {
-            assert!(!is_transient_reply(per_key), "{per_key}");
-        }
+    fn only_a_foreign_stored_version_is_a_bad_version() {
         assert!(
             Outcome::Failed("BADVERSION stored pver is not 32 hex digits".into()).is_bad_version()
         );
         assert!(!Outcome::Failed("WRONGTYPE x".into()).is_bad_version());
-        let io: redis::RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
-        assert!(is_transient(&io));
     }
 }

@@ -33,12 +33,10 @@ use crate::bus::offsets::OffsetTracker;
 use crate::bus::producer::EventProducer;
 use crate::bus::KafkaConfig;
 use crate::event::{GROUP_SET_DEL, TOPIC_DONE, TOPIC_SET_DEL};
+use crate::redis_store::DEFAULT_KEY_PREFIX;
 use crate::redis_store::{RedisConfig, RedisStore};
 use crate::{Error, Result};
 pub use metrics::StateNodeMetrics;
-
-/// Default Redis key prefix; core nodes and state nodes must use the same one.
-pub const DEFAULT_KEY_PREFIX: &str = "distcache:";
 
 /// A running state node. Build one with [`StateNode::builder`].
 ///
