@@ -238,3 +238,42 @@ fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
         b.stderr_tail(30)
     );
 }
+
+/// A static member fenced by another process with the same `--instance-id` can never rejoin
+/// (librdkafka gives its consumer up for good, as it can also after a session that expired while
+/// the broker was away): the fenced node must say so and exit non-zero, so a supervisor restarts
+/// it, instead of running on while holding nothing.
+#[test]
+fn a_fenced_static_member_exits_and_says_why() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let redis = RedisServer::start();
+    let broker = Broker::start_kafka();
+    broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
+    broker.create_topic(TOPIC_DONE, PARTITIONS);
+    let group = unique_name("failover-fenced-group");
+    let first = spawn_state_node("state-node-1", &broker, &redis, &group, Some("same-id"));
+    assert!(
+        wait_until(PATIENCE, || held(&first) > 0),
+        "no partitions within {PATIENCE:?}:\n{}",
+        first.stderr_tail(30)
+    );
+    let second = spawn_state_node("state-node-2", &broker, &redis, &group, Some("same-id"));
+    let status = first.wait_timeout(PATIENCE);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the fenced node did not exit non-zero within {PATIENCE:?} ({status:?}):\n{}",
+        first.stderr_tail(30)
+    );
+    assert!(
+        first
+            .stderr()
+            .contains("the kafka consumer failed for good"),
+        "no reason logged:\n{}",
+        first.stderr_tail(30)
+    );
+    assert!(
+        wait_until(PATIENCE, || held(&second) > 0),
+        "the new member holds nothing:\n{}",
+        second.stderr_tail(30)
+    );
+}

@@ -58,6 +58,10 @@ pub(crate) struct Trouble {
     pub message: String,
     /// The topic (or a partition of it) does not exist: it may have to be created again.
     pub unknown_topic: bool,
+    /// librdkafka gave up on this consumer for good (e.g. a static member fenced by another with
+    /// the same `group.instance.id`, which can follow a session that expired while the broker
+    /// was away): it never rejoins its group, so its owner must stop and be started again.
+    pub fatal: bool,
 }
 
 impl Trouble {
@@ -66,9 +70,15 @@ impl Trouble {
             err.rdkafka_error_code(),
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
         );
+        let fatal = matches!(err, KafkaError::MessageConsumptionFatal(_));
+        let message = match consumer.client().fatal_error().filter(|_| fatal) {
+            Some((code, why)) => format!("{err}: {code:?}: {why}"),
+            None => format!("{err} (positions: {})", positions(consumer)),
+        };
         Trouble {
-            message: format!("{err} (positions: {})", positions(consumer)),
+            message,
             unknown_topic,
+            fatal,
         }
     }
 }

@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::batcher::Intake;
 use super::metrics::Counters;
+use super::pipeline::{fail, Failure};
 use crate::bus::admin::ensure_topics;
 use crate::bus::consumer::{
     describe, poll_record, reread, GroupConsumer, Polled, Record, POLL_INTERVAL,
@@ -97,6 +98,8 @@ pub(crate) struct IntakeThread {
     /// where each partition starts).
     pub tracker: Arc<Mutex<OffsetTracker>>,
     pub budget: Arc<ByteBudget>,
+    /// Where the intake says why the node must stop (a consumer librdkafka gave up on).
+    pub failure: Failure,
 }
 
 impl IntakeThread {
@@ -141,6 +144,16 @@ impl IntakeThread {
                     self.counters
                         .consumer_errors
                         .fetch_add(1, Ordering::Relaxed);
+                    if trouble.fatal {
+                        // Nothing polled from here on would ever bring records again: leave, so
+                        // a supervisor starts a node that joins afresh.
+                        fail(
+                            &self.failure,
+                            &self.stop,
+                            format!("the kafka consumer failed for good: {}", trouble.message),
+                        );
+                        break 'poll;
+                    }
                     errors.report(&format!("consumer error: {}", trouble.message));
                     let due = last_topic_check.is_none_or(|t| t.elapsed() >= TOPIC_RECHECK);
                     if due && trouble.unknown_topic {

@@ -409,6 +409,7 @@ impl StateNodeBuilder {
             kafka: self.kafka.clone(),
             tracker,
             budget,
+            failure: failure.clone(),
         };
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()

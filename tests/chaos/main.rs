@@ -33,7 +33,7 @@ use done_log::DoneLog;
 use faults::Fault;
 use support::BrokerKind;
 use verdict::Verdict;
-use world::World;
+use world::{Exit, World};
 
 /// How long a round may take to settle after its writes: a session timeout, a broker restart and a
 /// rebalance on a loaded machine fit in it.
@@ -68,8 +68,8 @@ fn chaos_rounds_lose_nothing_acknowledged() {
         println!("round {round}/{rounds} [{:.0?}] {line}", started.elapsed());
     }
     let summary = format!(
-        "rounds={rounds} lost={} diverged={} destroyed={} crashed={} seed={seed} broker={kind:?}",
-        totals.lost, totals.diverged, totals.destroyed, totals.crashed
+        "rounds={rounds} lost={} diverged={} destroyed={} crashed={} restarted={} seed={seed} broker={kind:?}",
+        totals.lost, totals.diverged, totals.destroyed, totals.crashed, totals.restarted
     );
     println!("{summary}");
     assert!(
@@ -86,6 +86,7 @@ struct Totals {
     diverged: usize,
     destroyed: usize,
     crashed: usize,
+    restarted: usize,
     details: Vec<String>,
 }
 
@@ -143,17 +144,23 @@ fn run_round(world: &World, round: usize, fault: Fault, seed: u64, totals: &mut 
     let counters_before = counters(world);
     let outcome = faults::run(world, fault, &keys, round_seed, &mut rng);
 
-    let mut crashed: Vec<String> = world.exited_state_nodes();
+    let mut exits = world.supervise();
     // The survivor settles the two-node round alone; every other round goes on with node a.
     if fault != Fault::KillOneOfTwo && !world.has_state_node("a") {
         world.start_state_node("a");
     }
-    let (verdict, settled) = settle(world, &keys, &outcome, &counters_before);
+    let (verdict, settled) = settle(world, &keys, &outcome, &counters_before, &mut exits);
+    if settled.is_none() {
+        // The processes' logs now, while they still show what went wrong.
+        println!("round {round} did not settle:\n{}", world.logs());
+    }
     if fault == Fault::KillOneOfTwo {
         world.start_state_node("a");
         world.stop_state_node("b");
     }
-    crashed.extend(world.exited_state_nodes());
+    exits.extend(world.supervise());
+    let (stopped, crashed): (Vec<Exit>, Vec<Exit>) =
+        exits.into_iter().partition(|e| e.stopped_itself);
 
     let acked = outcome
         .made
@@ -165,24 +172,33 @@ fn run_round(world: &World, round: usize, fault: Fault, seed: u64, totals: &mut 
     totals.diverged += verdict.diverged.len();
     totals.destroyed += verdict.destroyed;
     totals.crashed += crashed.len();
+    totals.restarted += stopped.len();
     for detail in verdict.lost.iter().chain(&verdict.diverged) {
         totals
             .details
             .push(format!("round {round} ({}): {detail}", fault.name()));
     }
-    for tail in &crashed {
-        totals
-            .details
-            .push(format!("round {round}: a state node exited:\n{tail}"));
+    for exit in &crashed {
+        totals.details.push(format!(
+            "round {round}: a state node crashed:\n{}",
+            exit.why
+        ));
+    }
+    for exit in &stopped {
+        println!(
+            "round {round}: a state node stopped itself and was restarted: {}",
+            exit.why
+        );
     }
     format!(
-        "fault={} writes={} acked={acked} failed={failed} destroyed={} lost={} diverged={} crashed={} {} ({})",
+        "fault={} writes={} acked={acked} failed={failed} destroyed={} lost={} diverged={} crashed={} restarted={} {} ({})",
         fault.name(),
         outcome.made.len(),
         verdict.destroyed,
         verdict.lost.len(),
         verdict.diverged.len(),
         crashed.len(),
+        stopped.len(),
         match settled {
             Some(after) => format!("settled {after:.1?} after the writes"),
             None => format!("NOT settled within {SETTLE:?}"),
@@ -197,11 +213,13 @@ fn settle(
     keys: &[String],
     outcome: &faults::Outcome,
     counters_before: &[HashMap<String, u64>],
+    exits: &mut Vec<Exit>,
 ) -> (Verdict, Option<Duration>) {
     let started = Instant::now();
     let mut done: Option<DoneLog> = None;
     let mut last = Verdict::default();
     while started.elapsed() < SETTLE {
+        exits.extend(world.supervise());
         // A broker that lost its log has a new done topic: open the reader once it exists.
         if done.is_none() {
             done = DoneLog::open(&world.broker).ok();

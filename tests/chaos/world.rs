@@ -44,6 +44,14 @@ impl Stored {
     }
 }
 
+/// How a state node that exited on its own had ended.
+pub struct Exit {
+    /// It stopped itself with a reason (and was started again, as a supervisor would).
+    pub stopped_itself: bool,
+    /// Its last "state node failed:" line, or the tail of its stderr.
+    pub why: String,
+}
+
 pub struct World {
     pub broker: Broker,
     pub redis: RedisServer,
@@ -140,18 +148,34 @@ impl World {
         self.nodes().get(id).is_some_and(|n| n.signal(signal))
     }
 
-    /// State nodes that exited on their own, with the tail of their stderr; they are forgotten, so the
-    /// caller can start them again.
-    pub fn exited_state_nodes(&self) -> Vec<String> {
-        let mut nodes = self.nodes();
-        let dead: Vec<&'static str> = nodes
-            .iter()
-            .filter(|(_, n)| !n.is_running())
-            .map(|(id, _)| *id)
-            .collect();
-        dead.into_iter()
-            .filter_map(|id| nodes.remove(id))
-            .map(|n| n.stderr_tail(20))
+    /// Does what a supervisor does: starts again every state node that exited on its own. Says how
+    /// each had ended: a node that stopped itself (it logs "state node failed:", then exits non-zero,
+    /// e.g. after librdkafka gave its consumer up) or one that crashed.
+    pub fn supervise(&self) -> Vec<Exit> {
+        let exited: Vec<(&'static str, ChildProcess)> = {
+            let mut nodes = self.nodes();
+            let dead: Vec<&'static str> = nodes
+                .iter()
+                .filter(|(_, n)| !n.is_running())
+                .map(|(id, _)| *id)
+                .collect();
+            dead.into_iter()
+                .filter_map(|id| nodes.remove(id).map(|n| (id, n)))
+                .collect()
+        };
+        exited
+            .into_iter()
+            .map(|(id, node)| {
+                self.start_state_node(id);
+                let log = node.stderr();
+                Exit {
+                    stopped_itself: log.contains("state node failed:"),
+                    why: log
+                        .lines()
+                        .rfind(|l| l.contains("state node failed:"))
+                        .map_or_else(|| node.stderr_tail(20), str::to_string),
+                }
+            })
             .collect()
     }
 
@@ -196,7 +220,7 @@ impl World {
             self.redis.log_tail(8)
         );
         for (id, node) in self.nodes().iter() {
-            out.push_str(&format!("\n--- state node {id}:\n{}", node.stderr_tail(15)));
+            out.push_str(&format!("\n--- state node {id}:\n{}", node.stderr_tail(60)));
         }
         out
     }
