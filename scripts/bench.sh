@@ -175,24 +175,8 @@ bench_on() (
 
 # pipeline_side_by_side BROKER=SUMMARY...: the headline figures of each broker's run in one table.
 pipeline_side_by_side() {
-  python3 - "$@" <<'PY'
-import sys
-
-titles = {"apache": "Apache Kafka", "tansu": "tansu"}
-runs = []
-for arg in sys.argv[1:]:
-    broker, path = arg.split("=", 1)
-    figures = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.strip().split("=", 1)
-                    figures[k] = float(v)
-    except OSError:
-        pass
-    runs.append((titles.get(broker, broker), figures))
-
+  side_by_side "$(
+    cat <<'PY'
 rows = [
     ("raw one hop p50 (ms)", "one_hop_p50_ms_wait0"),
     ("raw one hop p99 (ms)", "one_hop_p99_ms_wait0"),
@@ -220,6 +204,7 @@ for label, num, den in [
     print(f"| {label} | " + " | ".join(cells) + " |")
 print()
 PY
+  )" "$@"
 }
 
 # section_failover: benches/failover.rs kills and restarts real distcache-state-node processes against a
@@ -233,24 +218,8 @@ section_failover() {
 
 # failover_side_by_side BROKER=SUMMARY...: median and max of each scenario, one column per broker.
 failover_side_by_side() {
-  python3 - "$@" <<'PY'
-import sys
-
-titles = {"apache": "Apache Kafka", "tansu": "tansu"}
-runs = []
-for arg in sys.argv[1:]:
-    broker, path = arg.split("=", 1)
-    figures = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.strip().split("=", 1)
-                    figures[k] = float(v)
-    except OSError:
-        pass
-    runs.append((titles.get(broker, broker), figures))
-
+  side_by_side "$(
+    cat <<'PY'
 rows = [
     ("restart, same instance id: median (s)", "restart_static_median"),
     ("restart, same instance id: max (s)", "restart_static_max"),
@@ -273,6 +242,36 @@ for label, key in rows:
     print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
 print()
 PY
+  )" "$@"
+}
+
+# side_by_side PYTHON BROKER=SUMMARY...: runs PYTHON with `runs`, a list of (broker title, {figure: value}),
+# read from each SUMMARY file (lines `name=value`; a missing file gives no figures), brokers in order.
+side_by_side() {
+  local body=$1
+  shift
+  python3 -c "$(
+    cat <<'PY'
+import sys
+
+titles = {"apache": "Apache Kafka", "tansu": "tansu"}
+runs = []
+for arg in sys.argv[1:]:
+    broker, path = arg.split("=", 1)
+    figures = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    figures[k] = float(v)
+    except OSError:
+        pass
+    runs.append((titles.get(broker, broker), figures))
+
+PY
+  )
+$body" "$@"
 }
 
 main() {
