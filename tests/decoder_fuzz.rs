@@ -55,7 +55,11 @@ fn event() -> impl Strategy<Value = Event> {
         (any::<u64>(), any::<u64>()),
     )
         .prop_map(
-            |((op, ns, key, hlc, node), (remote_ttl, local_ttl, value, write_redis), (origin, at))| {
+            |(
+                (op, ns, key, hlc, node),
+                (remote_ttl, local_ttl, value, write_redis),
+                (origin, at),
+            )| {
                 let (value, value_omitted) = match op {
                     Op::Set => {
                         let omitted = value.is_none();
@@ -88,13 +92,30 @@ fn whole_millis(d: Duration) -> Duration {
 /// One edit of an encoded envelope.
 #[derive(Clone, Debug)]
 enum Mutation {
-    Flip { at: usize, bits: u8 },
-    Set { at: usize, byte: u8 },
-    Truncate { len: usize },
-    Insert { at: usize, bytes: Vec<u8> },
-    Remove { at: usize, len: usize },
+    Flip {
+        at: usize,
+        bits: u8,
+    },
+    Set {
+        at: usize,
+        byte: u8,
+    },
+    Truncate {
+        len: usize,
+    },
+    Insert {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Remove {
+        at: usize,
+        len: usize,
+    },
     /// Overwrite 4 bytes with a big-endian integer (hits the length fields).
-    Length { at: usize, len: u32 },
+    Length {
+        at: usize,
+        len: u32,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -102,10 +123,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), 1..=255u8).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
         (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
         any::<usize>().prop_map(|len| Mutation::Truncate { len }),
-        (
-            any::<usize>(),
-            proptest::collection::vec(any::<u8>(), 1..8)
-        )
+        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
             .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
         (any::<usize>(), 1..8usize).prop_map(|(at, len)| Mutation::Remove { at, len }),
         (
