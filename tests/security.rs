@@ -211,7 +211,7 @@ fn redis_password_and_acl_user_reach_both_builders() {
 fn rediss_without_the_tls_feature_is_a_clear_config_error() {
     let url = format!("rediss://app:{REDIS_SECRET}@127.0.0.1:{}/", free_port());
     let built = RedisCache::<String>::builder(url.as_str()).build();
-    let err = built.err().expect("rediss:// without TLS support");
+    let err = built.expect_err("rediss:// without TLS support");
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("tls"), "{err}");
     assert_error_is_clean("rediss error", &err);

@@ -98,14 +98,14 @@ impl RedisStore {
         let k = self.full_key(key);
         // One script (a cluster connection does not pipeline): value, version and TTL at once.
         // The version as raw bytes: a foreign or corrupt `ver` need not be UTF-8.
-        let ((value, version), pttl): ((Option<Vec<u8>>, Option<Vec<u8>>), i64) =
-            self.run(|c| {
-                redis::cmd("EVAL")
-                    .arg(layout::GET_SCRIPT)
-                    .arg(1)
-                    .arg(&k)
-                    .query(c)
-            })?;
+        type Fields = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let ((value, version), pttl): (Fields, i64) = self.run(|c| {
+            redis::cmd("EVAL")
+                .arg(layout::GET_SCRIPT)
+                .arg(1)
+                .arg(&k)
+                .query(c)
+        })?;
         if value.is_none() && version.is_none() {
             return Ok(None);
         }
