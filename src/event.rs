@@ -15,8 +15,8 @@
 //! | 13 | 8 | version node |
 //! | 21 | 8 | origin node id |
 //! | 29 | 8 | produced at, Unix microseconds |
-//! | 37 | 8 | remote (Redis) TTL in ms, 0 when absent |
-//! | 45 | 8 | local TTL in ms, 0 when absent |
+//! | 37 | 8 | remote (Redis) TTL in ms; must be 0 when bit0 is clear |
+//! | 45 | 8 | local TTL in ms; must be 0 when bit1 is clear |
 //! | 53 | 2 | namespace length `N`, then `N` bytes UTF-8 |
 //! |    | 4 | key length `K`, then `K` bytes UTF-8 |
 //! |    | 4 | value length `V`, then `V` bytes (only when bit2 is set) |
@@ -181,6 +181,12 @@ impl Event {
         let produced_at_us = r.u64()?;
         let remote_ms = r.u64()?;
         let local_ms = r.u64()?;
+        // One message, one meaning: a TTL field without its flag must be 0, as `encode` writes it.
+        if (flags & FLAG_REMOTE_TTL == 0 && remote_ms != 0)
+            || (flags & FLAG_LOCAL_TTL == 0 && local_ms != 0)
+        {
+            return Err(malformed("a TTL without its flag"));
+        }
         let ns_len = r.u16()? as usize;
         let ns = r.utf8(ns_len, "namespace")?;
         let key_len = r.u32()? as usize;

@@ -51,9 +51,11 @@ impl Version {
         format!("{:016x}{:016x}", self.hlc, self.node)
     }
 
-    /// Parses the form written by [`Version::to_hex`].
+    /// Parses the form written by [`Version::to_hex`]: exactly 32 hex digits (either case), as
+    /// the apply script requires of a stored version; nothing else, not even a sign.
     pub fn from_hex(s: &str) -> Option<Version> {
-        if s.len() != 32 || !s.is_ascii() {
+        // `from_str_radix` alone would also take a leading `+`.
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let hlc = u64::from_str_radix(&s[..16], 16).ok()?;

@@ -61,9 +61,17 @@ struct Args {
     /// Print metrics to stderr every N seconds (0: only at exit).
     #[arg(long, env = "DISTCACHE_METRICS_INTERVAL_S", default_value_t = 0)]
     metrics_interval_s: u64,
-    /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(long = "kafka-config", value_parser = key_value)]
-    kafka_config: Vec<(String, String)>,
+    /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL. Applied
+    /// after --kafka-config-file. Command lines are visible to other users (ps): put secrets such as
+    /// sasl.password in the file instead.
+    // Split after parsing, not by a clap value parser: clap would echo a malformed value, which
+    // may hold a secret.
+    #[arg(long = "kafka-config")]
+    kafka_config: Vec<String>,
+    /// A file of librdkafka properties, one KEY=VALUE a line (`#` starts a comment), e.g. the SASL
+    /// or SSL settings with their secrets (keep it readable by the node's user only).
+    #[arg(long, env = "DISTCACHE_KAFKA_CONFIG_FILE")]
+    kafka_config_file: Option<std::path::PathBuf>,
     /// Static consumer-group member id (Kafka's group.instance.id), unique per state node and stable
     /// across restarts, e.g. the pod name: a restart with the same id takes the node's partitions
     /// back at once. Unset: dynamic membership. A static member does not leave the group on
@@ -78,10 +86,39 @@ struct Args {
     heartbeat_interval_ms: u64,
 }
 
-fn key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+/// `--kafka-config` arguments as (key, value); an error names the argument by position only.
+fn kafka_config_args(args: &[String]) -> Result<Vec<(String, String)>, String> {
+    args.iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            arg.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--kafka-config #{}: expected KEY=VALUE", i + 1))
+        })
+        .collect()
+}
+
+/// The KEY=VALUE lines of a librdkafka properties file. Errors name the file and line, never a
+/// value (it may be a secret).
+fn read_kafka_config_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--kafka-config-file {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| {
+            format!(
+                "--kafka-config-file {} line {}: expected KEY=VALUE",
+                path.display(),
+                n + 1
+            )
+        })?;
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(out)
 }
 
 fn main() -> ExitCode {
@@ -118,7 +155,22 @@ fn main() -> ExitCode {
     if let Some(id) = &args.instance_id {
         builder = builder.instance_id(id);
     }
-    for (k, v) in &args.kafka_config {
+    let from_file = match args
+        .kafka_config_file
+        .as_deref()
+        .map(read_kafka_config_file)
+    {
+        None => Ok(Vec::new()),
+        Some(entries) => entries,
+    };
+    let (from_file, from_args) = match (from_file, kafka_config_args(&args.kafka_config)) {
+        (Ok(file), Ok(args)) => (file, args),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (k, v) in from_file.iter().chain(&from_args) {
         builder = builder.kafka_config(k, v);
     }
     let node = match builder.start() {

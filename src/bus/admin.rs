@@ -24,7 +24,12 @@ const SERVED_POLL: Duration = Duration::from_millis(50);
 /// moments later and meanwhile answers `NotLeaderForPartition`. Waiting here means a node that just created
 /// (or raced another node creating) the topics starts like one that found them.
 pub(crate) fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config.admin().create().map_err(Error::kafka)?;
+    // librdkafka refuses to create a client only over its settings (an unknown property, a value it
+    // does not take, SSL in a build without it): a configuration error, not an outage.
+    let admin: AdminClient<DefaultClientContext> = config
+        .admin()
+        .create()
+        .map_err(|e| Error::Config(format!("kafka admin client: {e}")))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, config.partitions, TopicReplication::Fixed(1)))

@@ -12,7 +12,8 @@ use crate::{Error, Result};
 /// for writes, `fetch.wait.max.ms=5` for consumers (brokers that do not wake a parked fetch, such as
 /// tansu, deliver a message about half of this after it was produced). Any librdkafka property can
 /// be set or overridden with [`KafkaConfig::set`] (SASL, SSL, client.id …). Its `Debug` output
-/// hides the values of properties that look secret (`*password*`, `*secret*`, `*key*`).
+/// hides the values of properties that look secret (`*password*`, `*secret*`, `*key*`,
+/// `sasl.oauthbearer.config`).
 #[derive(Clone)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
@@ -35,9 +36,7 @@ impl std::fmt::Debug for KafkaConfig {
             .extra
             .iter()
             .map(|(k, v)| {
-                let secret = ["password", "secret", "key"]
-                    .iter()
-                    .any(|word| k.to_ascii_lowercase().contains(word));
+                let secret = is_secret(k);
                 (k.as_str(), if secret { "***" } else { v.as_str() })
             })
             .collect();
@@ -50,6 +49,15 @@ impl std::fmt::Debug for KafkaConfig {
             .field("extra", &extra)
             .finish()
     }
+}
+
+/// Whether the value of librdkafka property `key` must stay out of logs and `Debug` output: passwords,
+/// secrets, private keys and key stores, and `sasl.oauthbearer.config` (it may carry a client secret).
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key", "oauthbearer.config", "jaas"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 impl KafkaConfig {

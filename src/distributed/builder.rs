@@ -63,6 +63,26 @@ pub struct DistributedCacheBuilder<T> {
     _values: PhantomData<fn() -> T>,
 }
 
+/// Credentials stay out: the Redis password and secret Kafka properties print as `***`.
+impl<T> std::fmt::Debug for DistributedCacheBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedCacheBuilder")
+            .field("kafka", &self.kafka)
+            .field("redis", &self.redis)
+            .field("key_prefix", &self.key_prefix)
+            .field("namespace", &self.namespace)
+            .field("local_capacity", &self.local_capacity)
+            .field("local_ttl", &self.local_ttl)
+            .field("local_weigher", &self.local_weigher.is_some())
+            .field("codec", &self.codec)
+            .field("node_id", &self.node_id)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("max_waiters", &self.max_waiters)
+            .field("trace", &self.trace)
+            .finish()
+    }
+}
+
 impl<T> DistributedCacheBuilder<T>
 where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,

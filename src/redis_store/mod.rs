@@ -100,7 +100,9 @@ impl RedisStore {
     pub(crate) fn get_stored(&self, key: &str) -> Result<Option<Stored>> {
         let k = self.full_key(key);
         // One script (a cluster connection does not pipeline): value, version and TTL at once.
-        let ((value, version), pttl): ((Option<Vec<u8>>, Option<String>), i64) = self.run(|c| {
+        // The version as raw bytes: a foreign or corrupt `ver` need not be UTF-8.
+        type Fields = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let ((value, version), pttl): (Fields, i64) = self.run(|c| {
             redis::cmd("EVAL")
                 .arg(layout::GET_SCRIPT)
                 .arg(1)
@@ -111,9 +113,17 @@ impl RedisStore {
             return Ok(None);
         }
         let version = match version {
-            Some(hex) => Some(Version::from_hex(&hex).ok_or_else(|| {
-                Error::codec(format!("redis key {k:?} holds a malformed version {hex:?}"))
-            })?),
+            Some(raw) => Some(
+                std::str::from_utf8(&raw)
+                    .ok()
+                    .and_then(Version::from_hex)
+                    .ok_or_else(|| {
+                        Error::codec(format!(
+                            "redis key {k:?} holds a malformed version {:?}",
+                            String::from_utf8_lossy(&raw)
+                        ))
+                    })?,
+            ),
             None => None,
         };
         let ttl = u64::try_from(pttl)

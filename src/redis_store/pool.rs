@@ -94,6 +94,12 @@ impl Connector {
         let bad_url = |e: redis::RedisError| {
             Error::Config(format!("redis url {:?}: {e}", redact(&config.url)))
         };
+        if cfg!(not(feature = "tls")) && config.url.contains("rediss://") {
+            return Err(Error::Config(format!(
+                "redis url {:?}: rediss:// (TLS) needs distcache's `tls` cargo feature",
+                redact(&config.url)
+            )));
+        }
         let backend = if config.cluster {
             cluster_backend(config).map_err(bad_url)?
         } else {
@@ -329,8 +335,9 @@ impl Drop for PooledConnection<'_> {
 
 /// `url` with any password replaced, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
-    if url.contains(',') {
-        // A list of cluster seeds: each may carry credentials.
+    // A list of cluster seeds, each of which may carry credentials; but a `,` inside a password
+    // does not start a seed (every seed names its scheme).
+    if url.contains(',') && url.split(',').all(|seed| seed.contains("://")) {
         return url.split(',').map(redact).collect::<Vec<_>>().join(",");
     }
     match (url.find("://"), url.rfind('@')) {
@@ -339,6 +346,8 @@ pub(crate) fn redact(url: &str) -> String {
             let user = creds.split(':').next().unwrap_or("");
             format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
         }
+        // Not a URL we can read (a missing or mistyped scheme): hide everything before the `@`.
+        (None, Some(at)) => format!("***{}", &url[at..]),
         _ => url.to_string(),
     }
 }
@@ -358,6 +367,12 @@ mod tests {
             redact("redis://:pw@a:1,redis://:pw@b:2"),
             "redis://:***@a:1,redis://:***@b:2"
         );
+        // A `,` in a password is not a seed separator.
+        assert_eq!(
+            redact("redis://app:s3c,r3t@host:6379/"),
+            "redis://app:***@host:6379/"
+        );
+        assert_eq!(redact("app:s3cret@host:6379"), "***@host:6379");
         let debug = format!("{:?}", RedisConfig::new("redis://u:s3cret@h:1/"));
         assert!(!debug.contains("s3cret"), "{debug}");
     }
