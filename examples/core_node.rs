@@ -130,9 +130,9 @@ fn run(cache: &DistributedCache<String>, words: &[&str], reply_versions: bool) -
         ),
         ["get", k] => Ok(value_reply(cache.get(k))),
         ["get-sync", k] => Ok(value_reply(cache.get_with_sync(k, None))),
-        ["get-or-load", k, v] => Ok(value_reply(cache.get_or_load(k, None, None, |_| {
-            Ok(Some(v.to_string()))
-        }))),
+        ["get-or-load", k, v] => Ok(value_reply(
+            cache.get_or_load(k, None, None, |_| Ok(Some(v.to_string()))),
+        )),
         ["del", k] => Ok(write(cache.delete_versioned(k))),
         ["del-sync", k] => Ok(write(cache.delete_with_sync(k))),
         ["metrics"] => Ok(metrics_line(cache)),

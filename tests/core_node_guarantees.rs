@@ -96,7 +96,10 @@ fn an_undecodable_done_event_drops_the_local_copy() {
     for (i, bad) in bad_values.into_iter().enumerate() {
         if i == 1 {
             // Fill the local copy again from Redis (which still holds "v").
-            assert_eq!(cache.get_with_sync("k", None).unwrap().as_deref(), Some("v"));
+            assert_eq!(
+                cache.get_with_sync("k", None).unwrap().as_deref(),
+                Some("v")
+            );
             assert_eq!(cache.get("k").unwrap().as_deref(), Some("v"));
         }
         let event = done_set(&ns, "k", newer_version(), Some(bad));
@@ -153,9 +156,16 @@ fn a_value_over_the_inline_limit_is_read_from_redis_by_other_nodes() {
         b.metrics()
     );
     let reads = b.metrics()["redis_reads"];
-    assert_eq!(b.get_sync("k").as_deref(), Some(big.as_str()), "read from Redis");
+    assert_eq!(
+        b.get_sync("k").as_deref(),
+        Some(big.as_str()),
+        "read from Redis"
+    );
     assert_eq!(b.metrics()["redis_reads"], reads + 1);
-    assert_eq!(a.get_with_sync("k", None).unwrap().as_deref(), Some(big.as_str()));
+    assert_eq!(
+        a.get_with_sync("k", None).unwrap().as_deref(),
+        Some(big.as_str())
+    );
 }
 
 /// The stale-fill race, made to happen: `get_with_sync` reads Redis (held up by pausing redis-server)
@@ -209,7 +219,11 @@ fn a_fill_racing_a_newer_write_is_not_kept() {
         std::panic::resume_unwind(panic);
     }
     let answered = reader.join().expect("reader thread").unwrap();
-    assert_eq!(answered.as_deref(), Some("old"), "the read answers what it read");
+    assert_eq!(
+        answered.as_deref(),
+        Some("old"),
+        "the read answers what it read"
+    );
     assert_eq!(
         cache.get("k").unwrap(),
         None,
@@ -234,7 +248,9 @@ fn a_full_producer_queue_fails_writes_within_the_produce_timeout() {
         .namespace(&ns)
         .build()
         .unwrap();
-    cache.set_with_sync("warm", "up".into(), None, None).unwrap();
+    cache
+        .set_with_sync("warm", "up".into(), None, None)
+        .unwrap();
 
     assert!(stack.broker.pause(), "SIGSTOP the broker");
     let start = Arc::new(Barrier::new(WRITERS));
@@ -272,7 +288,11 @@ fn a_full_producer_queue_fails_writes_within_the_produce_timeout() {
         "writes beyond the one queued fail with a full-queue error: {results:?}"
     );
     for i in 0..WRITERS {
-        assert_eq!(cache.get(&format!("k{i}")).unwrap(), None, "nothing changed locally");
+        assert_eq!(
+            cache.get(&format!("k{i}")).unwrap(),
+            None,
+            "nothing changed locally"
+        );
     }
     assert!(
         wait_until(WAIT, || cache
@@ -318,7 +338,10 @@ fn concurrent_get_or_load_calls_the_loader_once() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(answers.iter().all(|a| a.as_deref() == Some("loaded")), "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a.as_deref() == Some("loaded")),
+        "{answers:?}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one loader call");
     assert_eq!(cache.metrics().loads, 1);
     assert!(
@@ -345,7 +368,8 @@ fn get_or_load_across_processes() {
         Some("from-a")
     );
     assert!(
-        wait_until(WAIT, || redis_value(&stack, &ns, "k").as_deref() == Some("from-a")),
+        wait_until(WAIT, || redis_value(&stack, &ns, "k").as_deref()
+            == Some("from-a")),
         "A's load never reached Redis"
     );
     assert_eq!(b.request("get-or-load k from-b"), "VALUE from-a");
@@ -357,8 +381,14 @@ fn get_or_load_across_processes() {
         .get_or_load("both", None, None, |_| Ok(Some("from-a".into())))
         .unwrap();
     let b_got = b.reply("get-or-load both from-b");
-    assert!(matches!(a_got.as_deref(), Some("from-a" | "from-b")), "{a_got:?}");
-    assert!(matches!(b_got.as_str(), "VALUE from-a" | "VALUE from-b"), "{b_got}");
+    assert!(
+        matches!(a_got.as_deref(), Some("from-a" | "from-b")),
+        "{a_got:?}"
+    );
+    assert!(
+        matches!(b_got.as_str(), "VALUE from-a" | "VALUE from-b"),
+        "{b_got}"
+    );
     assert!(a.metrics().loads <= 2, "{:?}", a.metrics());
     assert!(b.metrics()["loads"] <= 1, "{:?}", b.metrics());
     let mut last = (None, None, None);

@@ -120,8 +120,18 @@ impl Cluster {
 
     /// A core node in its own process (`examples/core_node`), ready to take commands.
     fn core_node_process(&self, node: u64) -> CoreNodeProcess {
+        self.core_node_process_with(node, &[])
+    }
+
+    /// [`core_node_process`](Self::core_node_process) with `--reply-versions`: its writes answer
+    /// `OK <version>` (read with [`acked_version`]).
+    fn core_node_process_replying_versions(&self, node: u64) -> CoreNodeProcess {
+        self.core_node_process_with(node, &["--reply-versions"])
+    }
+
+    fn core_node_process_with(&self, node: u64, extra: &[&str]) -> CoreNodeProcess {
         let label = format!("core_node {node:x}");
-        let args = [
+        let mut args = vec![
             "--brokers".to_string(),
             self.broker.bootstrap(),
             "--redis".into(),
@@ -133,6 +143,7 @@ impl Cluster {
             "--node-id".into(),
             node.to_string(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         CoreNodeProcess::start(&label, &args, WAIT)
             .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
@@ -317,46 +328,59 @@ fn delete_event(ns: &str, key: &str, hlc: u64, node: u64) -> Event {
     }
 }
 
-/// Checks Redis' entry for one key after concurrent writers: it holds the version that is the largest
-/// of all writes, so it is at least every version the in-process node `a` got back, and its content is
-/// that of the write it names: `a`'s write of exactly that version, or the last write of node `b` (whose
-/// writes are sequential, so its last is its largest).
+/// The version of an acknowledged write of a core node started with `--reply-versions` (`OK <version>`).
+fn acked_version(line: &str, reply: &str) -> Version {
+    reply
+        .strip_prefix("OK ")
+        .and_then(Version::from_hex)
+        .unwrap_or_else(|| panic!("{line:?} answered {reply:?}, not OK <version>"))
+}
+
+/// Every acknowledged write of one key by every writer: version → value (`None`: a delete).
+type KeyWrites = BTreeMap<Version, Option<String>>;
+
+/// Adds `writes` (one writer's, per key) to `all`; no version may appear twice (an equal version means
+/// the same write).
+fn merge_writes(all: &mut HashMap<String, KeyWrites>, writes: HashMap<String, KeyWrites>) {
+    for (key, per_key) in writes {
+        let into = all.entry(key.clone()).or_default();
+        for (version, value) in per_key {
+            let dup = into.insert(version, value);
+            assert!(dup.is_none(), "{key}: version {version} acknowledged twice");
+        }
+    }
+}
+
+/// Checks Redis' entry for one key after concurrent writers: it holds exactly the largest version over
+/// every writer's acknowledged writes of the key, with that write's content (a tombstone for a delete).
 fn check_winner(
     key: &str,
     stored: &Option<Stored>,
-    a_writes: Option<&BTreeMap<Version, Option<String>>>,
-    b_last: Option<&Option<String>>,
+    writes: Option<&KeyWrites>,
 ) -> Result<(), String> {
+    let Some((newest, value)) = writes.and_then(|w| w.last_key_value()) else {
+        return match stored {
+            None => Ok(()),
+            Some(s) => Err(format!("{key} was never written but redis holds {s:?}")),
+        };
+    };
     let Some(Stored {
-        value,
+        value: stored_value,
         version: Some(ver),
     }) = stored
     else {
         return Err(format!("{key}: redis holds no versioned entry: {stored:?}"));
     };
-    if let Some((max_a, _)) = a_writes.and_then(|w| w.last_key_value()) {
-        if ver < max_a {
-            return Err(format!(
-                "{key}: redis version {ver} is older than node A's acknowledged write {max_a}"
-            ));
-        }
-    }
-    let expected = match ver.node {
-        NODE_A => a_writes.and_then(|w| w.get(ver)).ok_or_else(|| {
-            format!("{key}: redis version {ver} names node A, which never wrote it")
-        })?,
-        NODE_B => b_last.ok_or_else(|| {
-            format!("{key}: redis version {ver} names node B, which never wrote the key")
-        })?,
-        other => {
-            return Err(format!(
-                "{key}: redis version {ver} names unknown node {other:x}"
-            ))
-        }
-    };
-    if value != expected {
+    if ver != newest {
         return Err(format!(
-            "{key}: redis holds {value:?} at {ver}, but that write was {expected:?}"
+            "{key}: redis holds version {ver}, but the newest acknowledged write is {newest} \
+             (node {:x})",
+            newest.node
+        ));
+    }
+    if stored_value != value {
+        return Err(format!(
+            "{key}: redis holds {stored_value:?} at {ver}, but that write was {value:?}"
         ));
     }
     Ok(())
@@ -525,7 +549,8 @@ fn two_core_nodes_converge_on_set_and_delete() {
 }
 
 /// Both nodes write random values and deletes to 20 keys at the same time. Afterwards Redis holds, per
-/// key, the write with the largest version, and both local caches agree with Redis.
+/// key, the write with the largest version over both nodes' acknowledged writes (node B reports its
+/// versions with `--reply-versions`), and both local caches agree with Redis.
 #[test]
 fn local_caches_converge_to_redis_after_a_concurrent_storm() {
     const KEYS: usize = 20;
@@ -533,15 +558,15 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
     let cluster = Cluster::start("storm");
     let state = cluster.state_node();
     let a = cluster.core_node(NODE_A);
-    let b = cluster.core_node_process(NODE_B);
+    let b = cluster.core_node_process_replying_versions(NODE_B);
     warm_up(&a);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("k{i}")).collect();
     let seed = rand::random::<u64>();
     eprintln!("storm seed {seed}");
 
     let started = Instant::now();
-    // node A: key → version → value (None: delete); node B: key → its last write.
-    let (a_writes, b_last) = thread::scope(|s| {
+    // Per node: key → version → value (None: delete).
+    let (a_writes, b_writes) = thread::scope(|s| {
         let a_thread = s.spawn(|| {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut log: HashMap<String, BTreeMap<Version, Option<String>>> = HashMap::new();
@@ -568,25 +593,37 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
             log
         });
         let mut rng = StdRng::seed_from_u64(seed ^ 0xb);
-        let mut last: HashMap<String, Option<String>> = HashMap::new();
+        let mut planned = Vec::with_capacity(WRITES);
         let mut lines = Vec::with_capacity(WRITES);
         for i in 0..WRITES {
             let key = &keys[rng.random_range(0..KEYS)];
             if rng.random_bool(0.7) {
                 let value = format!("b-{i}");
                 lines.push(format!("set-sync {key} {value}"));
-                last.insert(key.clone(), Some(value));
+                planned.push((key.clone(), Some(value)));
             } else {
                 lines.push(format!("del-sync {key}"));
-                last.insert(key.clone(), None);
+                planned.push((key.clone(), None));
             }
         }
         let replies = b.run_all(&lines);
-        for (line, reply) in lines.iter().zip(&replies) {
-            assert_eq!(reply, "OK", "B: {line}");
+        let mut b_log: HashMap<String, KeyWrites> = HashMap::new();
+        for ((line, reply), (key, value)) in lines.iter().zip(&replies).zip(planned) {
+            let version = acked_version(line, reply);
+            let per_key = b_log.entry(key).or_default();
+            if let Some((last, _)) = per_key.last_key_value() {
+                assert!(
+                    version > *last,
+                    "B's versions must increase: {last} then {version}"
+                );
+            }
+            per_key.insert(version, value);
         }
-        (a_thread.join().expect("writer A"), last)
+        (a_thread.join().expect("writer A"), b_log)
     });
+    let mut all_writes: HashMap<String, KeyWrites> = HashMap::new();
+    merge_writes(&mut all_writes, a_writes);
+    merge_writes(&mut all_writes, b_writes);
     eprintln!("storm: {} writes in {:?}", 2 * WRITES, started.elapsed());
 
     let diag = || {
@@ -604,15 +641,7 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
         state_node_settled(&state.metrics(), expected)?;
         let stored = cluster.stored_many(&keys);
         for (key, stored) in keys.iter().zip(&stored) {
-            if !a_writes.contains_key(key) && !b_last.contains_key(key) {
-                if stored.is_some() {
-                    return Err(format!(
-                        "{key} was never written but redis holds {stored:?}"
-                    ));
-                }
-                continue;
-            }
-            check_winner(key, stored, a_writes.get(key), b_last.get(key))?;
+            check_winner(key, stored, all_writes.get(key))?;
             let value = stored.as_ref().and_then(|s| s.value.clone());
             let local_a = a.get(key).unwrap();
             if local_a != value {
@@ -954,7 +983,8 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
 /// 10 000 writes to 100 keys from two nodes at once: threads of the in-process node and the child
 /// process, drawing sequence numbers from one counter so that both write until the end whatever their
 /// speeds. Afterwards every key in Redis (and in both local caches) holds the write with the largest
-/// version; the in-process node's versions for a key increase with its writes.
+/// version over both nodes' acknowledged writes (node B reports its versions with `--reply-versions`);
+/// each node's versions for a key increase with its writes.
 #[test]
 fn per_key_order_holds_under_a_burst() {
     const KEYS: usize = 100;
@@ -966,7 +996,7 @@ fn per_key_order_holds_under_a_burst() {
     let cluster = Cluster::start("burst");
     let state = cluster.state_node();
     let a = cluster.core_node(NODE_A);
-    let b = cluster.core_node_process(NODE_B);
+    let b = cluster.core_node_process_replying_versions(NODE_B);
     warm_up(&a);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("key-{i}")).collect();
     let seed = rand::random::<u64>();
@@ -974,7 +1004,7 @@ fn per_key_order_holds_under_a_burst() {
 
     let next = AtomicUsize::new(0);
     let started = Instant::now();
-    let (a_logs, b_last) = thread::scope(|s| {
+    let (a_logs, b_log) = thread::scope(|s| {
         let writers: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (a, keys, next) = (&a, &keys, &next);
@@ -1011,7 +1041,7 @@ fn per_key_order_holds_under_a_burst() {
             .collect();
         // Node B: sequential in its process, fed through a small window of queued commands.
         let mut rng = StdRng::seed_from_u64(seed ^ 0xb);
-        let mut last: HashMap<String, Option<String>> = HashMap::new();
+        let mut b_log: HashMap<String, KeyWrites> = HashMap::new();
         let mut in_flight = std::collections::VecDeque::new();
         let mut written = 0;
         loop {
@@ -1025,15 +1055,21 @@ fn per_key_order_holds_under_a_burst() {
                 let value = format!("b-{seq}");
                 let line = format!("set-sync {key} {value}");
                 b.send(&line);
-                in_flight.push_back(line);
-                last.insert(key.clone(), Some(value));
+                in_flight.push_back((line, key.clone(), value));
                 continue;
             }
-            let Some(line) = in_flight.pop_front() else {
+            let Some((line, key, value)) = in_flight.pop_front() else {
                 break;
             };
-            let reply = b.reply(&line);
-            assert_eq!(reply, "OK", "B: {line}");
+            let version = acked_version(&line, &b.reply(&line));
+            let per_key = b_log.entry(key).or_default();
+            if let Some((last, _)) = per_key.last_key_value() {
+                assert!(
+                    version > *last,
+                    "B's versions must increase: {last} then {version}"
+                );
+            }
+            per_key.insert(version, Some(value));
             written += 1;
         }
         eprintln!("burst: B wrote {written} after {:?}", started.elapsed());
@@ -1041,12 +1077,12 @@ fn per_key_order_holds_under_a_burst() {
             .into_iter()
             .map(|w| w.join().expect("writer thread"))
             .collect();
-        (logs, last)
+        (logs, b_log)
     });
     let total = TOTAL as u64;
     eprintln!("burst: {total} writes in {:?}", started.elapsed());
 
-    let mut a_writes: HashMap<String, BTreeMap<Version, Option<String>>> = HashMap::new();
+    let mut a_writes: HashMap<String, KeyWrites> = HashMap::new();
     for (key, version, value) in a_logs.into_iter().flatten() {
         let dup = a_writes
             .entry(key.clone())
@@ -1054,6 +1090,9 @@ fn per_key_order_holds_under_a_burst() {
             .insert(version, Some(value));
         assert!(dup.is_none(), "A issued version {version} twice ({key})");
     }
+    let mut all_writes: HashMap<String, KeyWrites> = HashMap::new();
+    merge_writes(&mut all_writes, a_writes);
+    merge_writes(&mut all_writes, b_log);
 
     let diag = || {
         format!(
@@ -1071,7 +1110,7 @@ fn per_key_order_holds_under_a_burst() {
             state_node_settled(&state.metrics(), total + 1)?;
             let stored = cluster.stored_many(&keys);
             for (key, stored) in keys.iter().zip(&stored) {
-                check_winner(key, stored, a_writes.get(key), b_last.get(key))?;
+                check_winner(key, stored, all_writes.get(key))?;
                 let value = stored.as_ref().and_then(|s| s.value.clone());
                 let local_a = a.get(key).unwrap();
                 if local_a != value {
