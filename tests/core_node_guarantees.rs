@@ -1,7 +1,7 @@
 //! Core-node guarantees from the README that no other test exercised end to end, each against a real
 //! redis-server, a real broker and a state node (tests/support): undecodable done events, values over the
-//! inline limit, the stale-fill race, the bounded producer queue, and `get_or_load` within and across
-//! processes.
+//! inline limit, the stale-fill race, the bounded producer queue, `get_or_load` within and across
+//! processes, and the listener's reset when the done topic's offsets go back.
 //!
 //! Where a race matters, the test makes it happen on purpose (a paused redis-server, a barrier) instead
 //! of hoping for it, and every wait is for an observable condition, never a sleep.
@@ -402,4 +402,93 @@ fn get_or_load_across_processes() {
         ok
     });
     assert!(agree, "(redis, A local, B local) = {last:?}");
+}
+
+/// Bounded staleness over silent staleness: the done topic loses its log (deleted and created again, as a
+/// broker that keeps topics in memory does on a restart), so the listener's next offsets go back. Events
+/// may have been missed: the namespace's local cache is cleared and the reset counted (`resets`), and the
+/// listener follows the new log.
+#[test]
+fn a_listener_resets_when_the_done_topic_loses_its_log() {
+    const PARTITIONS: i32 = 8;
+    let started = Instant::now();
+    let stack = Stack::start();
+    let ns = unique_name("reset");
+    let cache = stack.cache::<String>(&ns);
+    // Several applied writes, so the listener expects offsets past 0 on some partitions.
+    for i in 0..16 {
+        let outcome = cache
+            .set_with_sync_and_wait(&format!("k{i}"), "v".into(), None, None)
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Applied);
+    }
+    assert_eq!(cache.metrics().resets, 0);
+    assert_eq!(cache.get("k0").unwrap().as_deref(), Some("v"));
+
+    eprintln!("reset test: writes applied after {:?}", started.elapsed());
+    stack.broker.delete_topic(TOPIC_DONE).unwrap();
+    // Deletion completes in the background; creating the topic again is refused until it has.
+    let mut last = String::new();
+    let created = wait_until(WAIT, || {
+        match stack.broker.try_create_topic(TOPIC_DONE, PARTITIONS as u32) {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(created, "could not create {TOPIC_DONE} again: {last}");
+
+    eprintln!(
+        "reset test: topic created again after {:?}",
+        started.elapsed()
+    );
+    // The new log starts at offset 0 in every partition: behind where the listener was.
+    let markers: Vec<Event> = (0..PARTITIONS)
+        .map(|p| {
+            done_set(
+                &ns,
+                &format!("marker-{p}"),
+                newer_version(),
+                Some(b"\"m\"".to_vec()),
+            )
+        })
+        .collect();
+    let records: Vec<support::Outgoing<'_>> = markers
+        .iter()
+        .zip(0..PARTITIONS)
+        .map(|(event, p)| support::Outgoing {
+            topic: TOPIC_DONE,
+            partition: Some(p),
+            event,
+        })
+        .collect();
+    support::produce_records(&stack.broker, &records).unwrap();
+    assert!(
+        wait_until(WAIT, || cache.metrics().resets >= 1),
+        "no reset after the done topic's offsets went back: {:?}",
+        cache.metrics()
+    );
+    assert_eq!(
+        cache.get("k0").unwrap(),
+        None,
+        "the local cache was cleared"
+    );
+    // The listener reads the new log: a marker produced after the reset arrives.
+    assert!(
+        wait_until(WAIT, || {
+            let again = done_set(&ns, "after", newer_version(), Some(b"\"a\"".to_vec()));
+            produce_events(&stack.broker, TOPIC_DONE, &[again]).unwrap();
+            wait_until(Duration::from_secs(2), || {
+                cache.get("after").unwrap().as_deref() == Some("a")
+            })
+        }),
+        "the listener does not follow the new log: {:?}",
+        cache.metrics()
+    );
+    eprintln!(
+        "reset test: following the new log after {:?}",
+        started.elapsed()
+    );
 }
