@@ -5,7 +5,8 @@
 //! cargo run --example core_node -- --brokers 127.0.0.1:9092 --redis redis://127.0.0.1:6379/
 //! ```
 //! Commands: `set K V [TTL_MS]`, `set-sync K V [TTL_MS]`, `get K`, `get-sync K`, `del K`,
-//! `del-sync K`, `set-sync-wait K V`, `metrics`, `quit`.
+//! `del-sync K`, `set-sync-wait K V`, `get-or-load K V` (`get_or_load` whose loader returns `V`),
+//! `metrics`, `quit`.
 //! Replies: `OK`, `OK applied` / `OK superseded` (for set-sync-wait), `VALUE <v>`, `NIL`,
 //! `ERR <message>`; `metrics` prints one line of `name=value` pairs. Prints `READY` once its
 //! listener is subscribed.
@@ -129,6 +130,9 @@ fn run(cache: &DistributedCache<String>, words: &[&str], reply_versions: bool) -
         ),
         ["get", k] => Ok(value_reply(cache.get(k))),
         ["get-sync", k] => Ok(value_reply(cache.get_with_sync(k, None))),
+        ["get-or-load", k, v] => Ok(value_reply(
+            cache.get_or_load(k, None, None, |_| Ok(Some(v.to_string()))),
+        )),
         ["del", k] => Ok(write(cache.delete_versioned(k))),
         ["del-sync", k] => Ok(write(cache.delete_with_sync(k))),
         ["metrics"] => Ok(metrics_line(cache)),
@@ -146,10 +150,10 @@ fn metrics_line(cache: &DistributedCache<String>) -> String {
          writes={} write_failures={} events={} events_applied={} events_ignored={} malformed={} \
          undecodable={} resets={} redis_reads={} propagation_p50_us={} propagation_p99_us={} \
          future_versions={} duplicate_node_ids={} local_newer_reads={} \
-         holes_reread={}",
+         holes_reread={} loads={}",
         l.hits, l.misses, l.entries, l.inserts, l.updates, l.evictions, l.expirations, l.invalidations,
         m.writes, m.write_failures, m.events, m.events_applied, m.events_ignored, m.malformed,
         m.undecodable, m.resets, m.redis_reads, m.propagation_us.p50, m.propagation_us.p99,
-        m.future_versions, m.duplicate_node_ids, m.local_newer_reads, m.holes_reread
+        m.future_versions, m.duplicate_node_ids, m.local_newer_reads, m.holes_reread, m.loads
     )
 }

@@ -125,6 +125,8 @@ struct WriteRecord {
     value: String,
     ok: bool,
     started: Instant,
+    /// When the broker acknowledged it, and the version it got (`None` for a failed write).
+    acked: Option<(Instant, Version)>,
 }
 
 /// Writer threads doing acknowledged `set_with_sync` writes from fixed plans.
@@ -157,23 +159,25 @@ impl Writers {
                                 break;
                             }
                             let started = Instant::now();
-                            let ok = match cache.set_with_sync(&key, value.clone(), None, None) {
-                                Ok(_) => {
+                            let result = cache.set_with_sync(&key, value.clone(), None, None);
+                            let acked_at = match result {
+                                Ok(version) => {
                                     acked.fetch_add(1, Ordering::Relaxed);
-                                    true
+                                    Some((Instant::now(), version))
                                 }
                                 Err(e) => {
                                     if failed.fetch_add(1, Ordering::Relaxed) < 5 {
                                         eprintln!("write {key} failed: {e}");
                                     }
-                                    false
+                                    None
                                 }
                             };
                             log.push(WriteRecord {
                                 key,
                                 value,
-                                ok,
+                                ok: acked_at.is_some(),
                                 started,
+                                acked: acked_at,
                             });
                         }
                         log
@@ -503,6 +507,42 @@ fn malformed_records(ns: &str, victim: &str, first_partition: i32) -> Vec<RawRec
         .collect()
 }
 
+/// Produces one set of `marker-P` in namespace `ns` straight into every partition P of the set-del topic, and
+/// returns what Redis holds once they are applied. A marker applied means its partition was consumed up to
+/// it: proof that nothing before it is still to come, without sleeping.
+fn markers_in_every_partition(env: &Env, ns: &str) -> BTreeMap<String, Vec<String>> {
+    let version = distcache::HybridClock::new(0x3a7).now();
+    let records: Vec<RawRecord> = (0..PARTITIONS as i32)
+        .map(|p| {
+            let key = format!("marker-{p}");
+            let value = format!("marker at {version}");
+            let event = Event {
+                op: Op::Set,
+                ns: ns.to_string(),
+                key: key.clone(),
+                version,
+                remote_ttl: None,
+                local_ttl: None,
+                value: Some(serde_json::to_vec(&value).expect("encode")),
+                write_redis: true,
+                value_omitted: false,
+                origin: version.node,
+                produced_at_us: distcache::event::now_micros(),
+            };
+            RawRecord {
+                partition: Some(p),
+                offset: None,
+                key: Some(event.message_key()),
+                value: Some(event.encode()),
+            }
+        })
+        .collect();
+    env.broker.produce_raw(TOPIC_SET_DEL, &records);
+    (0..PARTITIONS)
+        .map(|p| (format!("marker-{p}"), vec![format!("marker at {version}")]))
+        .collect()
+}
+
 fn write_all(cache: &DistributedCache<String>, writes: &[(String, String)]) {
     for (k, v) in writes {
         cache
@@ -593,11 +633,17 @@ fn malformed_records_are_counted_skipped_and_committed() {
     probe.wait_converged(&ns, &last, PATIENCE, || {
         format!("metrics {:?}\n{}", restarted.metrics(), env.diagnostics())
     });
-    thread::sleep(Duration::from_millis(300));
+    // Once a marker behind everything else in every partition is applied, the node has consumed all it
+    // ever will of what came before: what it counted is final.
+    let markers = markers_in_every_partition(&env, &ns);
+    probe.wait_converged(&ns, &markers, PATIENCE, || {
+        format!("metrics {:?}\n{}", restarted.metrics(), env.diagnostics())
+    });
     let m = restarted.metrics();
     assert_eq!(
-        m.consumed, 1,
-        "only the new write is consumed after a restart: {m:?}"
+        m.consumed,
+        1 + PARTITIONS as u64,
+        "only the new write and the markers are consumed after a restart: {m:?}"
     );
     assert_eq!(m.malformed, 0, "malformed records were re-consumed: {m:?}");
     restarted.shutdown();
@@ -611,6 +657,9 @@ fn malformed_records_are_counted_skipped_and_committed() {
 // 2. SIGKILL mid-stream
 // ------------------------------------------------------------------------------------------------
 
+/// Every write has its own key, so nothing written after the kill can hide a write lost at the kill: each
+/// write acknowledged before the SIGKILL (some consumed but not committed, some not yet consumed) must be
+/// in Redis with its value and on the done topic with its version, and so must every later one.
 #[test]
 fn state_node_killed_mid_stream_loses_no_acknowledged_write() {
     let started = Instant::now();
@@ -621,30 +670,65 @@ fn state_node_killed_mid_stream_loses_no_acknowledged_write() {
     wait_assigned(&first, &env);
     let cache = env.cache(&ns);
     let mut probe = RedisProbe::new(&env.redis.url());
+    let mut done = support::DoneWatcher::new(&env.broker, PATIENCE);
 
-    // 3000 writes: 4 threads × 2 rounds × 375 keys, so half the keys are overwritten after the kill.
-    let writers = Writers::start(&cache, plans("kill", 4, 375, 2));
+    // 3000 writes of 3000 distinct keys (4 threads × 750); the kill comes after 1000 acknowledgements.
+    let writers = Writers::start(&cache, plans("kill", 4, 750, 1));
     writers.wait_acked(1000);
+    let killed_at = Instant::now();
     first.kill();
-    let acked_at_kill = writers.acked();
     let second = env.spawn_state_node("state-node-2", &group);
     let writes = writers.join();
-    let acked = writes.iter().filter(|w| w.ok).count();
+    let acked: Vec<&WriteRecord> = writes.iter().filter(|w| w.ok).collect();
+    let before_kill = acked
+        .iter()
+        .filter(|w| w.acked.is_some_and(|(at, _)| at < killed_at))
+        .count();
     eprintln!(
-        "kill test: killed at {acked_at_kill} acknowledged writes; {acked} of {} acknowledged in total",
+        "kill test: {before_kill} writes acknowledged before the kill; {} of {} in total",
+        acked.len(),
         writes.len()
     );
+    assert!(before_kill >= 1000, "{before_kill}");
+    assert_eq!(writes.len(), 3000);
 
     let want = expected(&writes, |_| true);
-    assert_eq!(want.len(), 1500, "every key had an acknowledged write");
-    probe.wait_converged(&ns, &want, PATIENCE, || {
+    assert_eq!(want.len(), acked.len(), "one key per write");
+    let diagnostics = || {
         format!(
             "--- state-node-1 (killed):\n{}\n--- state-node-2:\n{}\n{}",
             first.stderr_tail(15),
             second.stderr_tail(30),
             env.diagnostics()
         )
+    };
+    probe.wait_converged(&ns, &want, PATIENCE, diagnostics);
+
+    // Every acknowledged write reached the other nodes too: its done event, a set at its version.
+    let mut missing: HashMap<&str, Version> = acked
+        .iter()
+        .map(|w| (w.key.as_str(), w.acked.expect("acknowledged").1))
+        .collect();
+    let complete = done.scan_until(PATIENCE, |e| {
+        if e.ns == ns && e.op == Op::Set && missing.get(e.key.as_str()) == Some(&e.version) {
+            missing.remove(e.key.as_str());
+        }
+        missing.is_empty()
     });
+    if !complete {
+        let lost_before_kill = acked
+            .iter()
+            .filter(|w| missing.contains_key(w.key.as_str()))
+            .filter(|w| w.acked.is_some_and(|(at, _)| at < killed_at))
+            .count();
+        panic!(
+            "{} acknowledged writes ({lost_before_kill} of them acknowledged before the kill) have no done \
+             event, e.g. {:?}\n{}",
+            missing.len(),
+            missing.iter().take(5).collect::<Vec<_>>(),
+            diagnostics()
+        );
+    }
     let (_, metrics) = terminate(&second, Duration::from_secs(15));
     eprintln!(
         "kill test: restarted node metrics {metrics:?}; {:?}",

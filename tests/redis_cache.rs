@@ -254,26 +254,22 @@ fn ttl_expires_entries_and_a_plain_set_persists() {
     let cache = cache::<String>(&redis, "ttl:", Codec::Json);
     let mut conn = raw(&redis.url());
 
-    // A short TTL: present at first, gone soon after. "Present" is only asserted when the reads ran well
-    // inside the 300 ms, so a stalled machine cannot turn a slow read into a failure.
-    let started = Instant::now();
+    // A short TTL: present at first, gone soon after. Long enough that the presence checks always run.
     cache
-        .set("short", "v".into(), Some(Duration::from_millis(300)))
+        .set("short", "v".into(), Some(Duration::from_secs(2)))
         .expect("set short");
     let got = cache.get("short").expect("get short");
     let exists = cache.exists("short").expect("exists short");
     let ttl = pttl(&mut conn, "ttl:short");
-    if started.elapsed() < Duration::from_millis(200) {
-        assert_eq!(got.as_deref(), Some("v"));
-        assert!(exists);
-        assert!(ttl > 0 && ttl <= 300, "PTTL {ttl}");
-    }
+    assert_eq!(got.as_deref(), Some("v"));
+    assert!(exists);
+    assert!(ttl > 0 && ttl <= 2000, "PTTL {ttl}");
     assert!(
-        wait_until(Duration::from_secs(5), || cache
+        wait_until(Duration::from_secs(10), || cache
             .get("short")
             .expect("get")
             .is_none()),
-        "a 300 ms entry still present after 5 s"
+        "a 2 s entry still present after 10 s"
     );
     assert!(!cache.exists("short").expect("exists"));
     assert_eq!(pttl(&mut conn, "ttl:short"), -2, "the whole hash expired");

@@ -92,17 +92,35 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    /// All callers start together (a barrier) and the loader returns only once every other
+    /// caller holds the flight (queued for its result), so exactly one load runs, whatever the
+    /// scheduling.
     #[test]
     fn concurrent_callers_share_one_load() {
+        const CALLERS: usize = 8;
         let sf = Arc::new(SingleFlight::<u32>::new());
         let calls = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = (0..8)
+        let start = Arc::new(std::sync::Barrier::new(CALLERS));
+        let threads: Vec<_> = (0..CALLERS)
             .map(|_| {
-                let (sf, calls) = (sf.clone(), calls.clone());
+                let (sf, calls, start) = (sf.clone(), calls.clone(), start.clone());
                 std::thread::spawn(move || {
+                    start.wait();
                     sf.run("k", || {
                         calls.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(200));
+                        // The map's reference, the loader's own, and one per queued caller.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                        loop {
+                            let held = sf.flights.lock().get("k").map(Arc::strong_count);
+                            if held == Some(2 + CALLERS - 1) {
+                                break;
+                            }
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "callers never queued: {held:?}"
+                            );
+                            std::thread::yield_now();
+                        }
                         Ok(Some(7))
                     })
                 })
@@ -111,7 +129,7 @@ mod tests {
         for t in threads {
             assert_eq!(t.join().unwrap().unwrap(), Some(7));
         }
-        assert!(calls.load(Ordering::SeqCst) < 8);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one loader call");
         assert!(sf.flights.lock().is_empty());
     }
 

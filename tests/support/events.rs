@@ -156,6 +156,32 @@ impl DoneWatcher {
         self.wait_from(self.seen.len(), what, pred)
     }
 
+    /// Hands every done event, those seen before first and then new ones as they arrive, to `f`
+    /// until `f` returns true (then true) or `timeout` passes (then false). For checks over many
+    /// events, where [`wait_for`](Self::wait_for)'s panic message would be unreadable.
+    pub fn scan_until(&mut self, timeout: Duration, mut f: impl FnMut(&Event) -> bool) -> bool {
+        if self.seen.iter().any(&mut f) {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) => {
+                    let payload = msg.payload().expect("done event with a payload");
+                    let event = Event::decode(payload).expect("done event decodes");
+                    let done = f(&event);
+                    self.seen.push(event);
+                    if done {
+                        return true;
+                    }
+                }
+                Some(Err(e)) => log::warn!("done watcher: {e}"),
+                None => {}
+            }
+        }
+        false
+    }
+
     fn wait_from(
         &mut self,
         mut checked: usize,

@@ -17,6 +17,7 @@ mod cluster;
 mod core_node;
 mod events;
 mod kafka_python;
+pub mod pipeline;
 mod process;
 mod redis;
 mod server;
