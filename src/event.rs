@@ -206,6 +206,9 @@ impl Event {
         if op != Op::Set && (value.is_some() || flags & FLAG_VALUE_OMITTED != 0) {
             return Err(malformed("only a set carries a value"));
         }
+        if value.is_some() && flags & FLAG_VALUE_OMITTED != 0 {
+            return Err(malformed("a value marked as omitted"));
+        }
         Ok(Event {
             op,
             ns,
@@ -382,5 +385,11 @@ mod tests {
             ..sample()
         };
         assert_eq!(Event::decode(&omitted.encode()).unwrap(), omitted);
+        // Present and omitted at once: two readings of one message (found by scripts/fuzz.sh).
+        let both = Event {
+            value_omitted: true,
+            ..sample()
+        };
+        assert!(Event::decode(&both.encode()).is_err());
     }
 }

@@ -298,11 +298,20 @@ impl TlsRedis {
                 .spawn()
                 .expect("redis-server");
             let url = format!("rediss://:{REDIS_SECRET}@127.0.0.1:{port}/#insecure");
+            let mut last = String::new();
             let up = support::wait_until(Duration::from_secs(10), || {
-                matches!(child.try_wait(), Ok(None))
-                    && redis::Client::open(url.as_str())
-                        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-                        .is_ok()
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return false;
+                }
+                match redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+                {
+                    Ok(_) => true,
+                    Err(e) => {
+                        last = e.to_string();
+                        false
+                    }
+                }
             });
             if up {
                 return TlsRedis {
@@ -313,6 +322,7 @@ impl TlsRedis {
             }
             let _ = child.kill();
             let _ = child.wait();
+            eprintln!("redis-server with TLS on {port} not reachable: {last}");
         }
         panic!("redis-server with TLS did not start (is it built with TLS?)");
     }
@@ -420,8 +430,8 @@ fn the_state_node_binary_passes_kafka_settings_and_keeps_secrets_out_of_its_outp
             let _ = tx.send(cmd.output());
         });
         let out = rx
-            .recv_timeout(QUICK)
-            .unwrap_or_else(|_| panic!("{args:?}: the binary did not exit within {QUICK:?}"))
+            .recv_timeout(2 * QUICK)
+            .unwrap_or_else(|_| panic!("{args:?}: the binary did not exit within {:?}", 2 * QUICK))
             .expect("run distcache-state-node");
         assert!(!out.status.success(), "{args:?} must fail: {out:?}");
         let text = format!(
@@ -441,8 +451,9 @@ fn the_state_node_binary_passes_kafka_settings_and_keeps_secrets_out_of_its_outp
         &redis.url(),
     );
     assert!(out.contains("security.protocol"), "{out}");
-    // A flag after the file overrides it; SASL to a broker that is not there fails too.
-    let _ = run(
+    // Flags come after the file, so they override it: SASL instead of SSL, which librdkafka takes;
+    // the node then fails to reach the broker that is not there.
+    let out = run(
         &[
             "--kafka-config-file",
             file.to_str().unwrap(),
@@ -453,6 +464,11 @@ fn the_state_node_binary_passes_kafka_settings_and_keeps_secrets_out_of_its_outp
         ],
         &redis.url(),
     );
+    assert!(
+        !out.contains("OpenSSL"),
+        "the flag did not override the file: {out}"
+    );
+    assert!(out.contains("kafka"), "{out}");
     // A malformed flag is not echoed.
     let out = run(
         &["--kafka-config", &format!("sasl.password:{KAFKA_SECRET}")],
