@@ -18,7 +18,9 @@ use parking_lot::{Condvar, Mutex};
 use super::batcher::Intake;
 use super::metrics::Counters;
 use crate::bus::admin::ensure_topics;
-use crate::bus::consumer::{describe, positions, reread, GroupConsumer, Record, POLL_INTERVAL};
+use crate::bus::consumer::{
+    describe, positions, release, reread, GroupConsumer, Record, POLL_INTERVAL,
+};
 use crate::bus::errlog::ErrorLog;
 use crate::bus::offsets::{OffsetTracker, Verdict};
 use crate::bus::KafkaConfig;
@@ -160,6 +162,7 @@ impl IntakeThread {
         // Everything handed over so far is applied and committed before we leave the group.
         barrier(&self.tx);
         let _ = self.tx.send(Intake::Stop);
+        release(self.consumer);
     }
 }
 
