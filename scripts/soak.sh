@@ -79,7 +79,7 @@ while True:
     else:
         out.write("get-sync %s\n" % k)
     i += 1
-' "$1"
+' "$1" 2>/dev/null # a broken pipe at the end is expected
 }
 CORES=()
 for n in 1 2; do
