@@ -251,17 +251,14 @@ pub(crate) enum CommitKind {
     Barrier,
 }
 
-/// Commits "next offset to read" for each partition, as `kind` says.
+/// Commits "next offset to read" for each partition, as `kind` says; a barrier waits at most the
+/// request timeout ([`Error::Timeout`] then).
 pub(crate) fn commit(
-    consumer: &GroupConsumer,
+    consumer: &Arc<GroupConsumer>,
     topic: &str,
     next_offsets: &HashMap<i32, i64>,
     kind: CommitKind,
 ) -> Result<()> {
-    let mode = match kind {
-        CommitKind::Background => CommitMode::Async,
-        CommitKind::Barrier => CommitMode::Sync,
-    };
     if next_offsets.is_empty() {
         return Ok(());
     }
@@ -270,7 +267,65 @@ pub(crate) fn commit(
         tpl.add_partition_offset(topic, partition, Offset::Offset(next))
             .map_err(Error::kafka)?;
     }
-    consumer.commit(&tpl, mode).map_err(Error::kafka)
+    match kind {
+        CommitKind::Background => consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(Error::kafka),
+        CommitKind::Barrier => commit_sync_bounded(consumer, tpl),
+    }
+}
+
+/// librdkafka's synchronous commit waits without a limit for the group coordinator: with the
+/// broker down it never returns, and a state node shutting down would hang in it. The commit runs
+/// on a thread of its own and is waited for at most the request timeout; after that the thread is
+/// left to finish when the broker answers (it holds the consumer until then) and the caller goes
+/// on without the commit, whose records are replayed by the partitions' next owner.
+fn commit_sync_bounded(consumer: &Arc<GroupConsumer>, tpl: TopicPartitionList) -> Result<()> {
+    let timeout = consumer.context().timeout;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let owner = Arc::clone(consumer);
+    std::thread::Builder::new()
+        .name("distcache-commit".into())
+        .spawn(move || {
+            let _ = tx.send(owner.commit(&tpl, CommitMode::Sync));
+        })
+        .map_err(|e| Error::kafka(format!("cannot start a commit thread: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result.map_err(Error::kafka),
+        Err(_) => Err(Error::Timeout {
+            what: "synchronous offset commit (no answer from the group coordinator)".into(),
+            after: timeout,
+        }),
+    }
+}
+
+/// Lets go of a state node's share of its group consumer. The last share closes it (leaves the
+/// group), which librdkafka does without a time limit: with the broker down it never finishes. The
+/// close runs on a thread of its own and is waited for at most the request timeout; after that it
+/// is left to finish in the background (when the broker answers, or never), so a shutdown against
+/// a dead broker ends. The group then drops the member when its session times out.
+pub(crate) fn release(consumer: Arc<GroupConsumer>) {
+    let timeout = consumer.context().timeout;
+    // `into_inner`: exactly one of the holders gets the consumer, whatever the order they let go.
+    let Some(consumer) = Arc::into_inner(consumer) else {
+        return;
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("distcache-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = tx.send(());
+        });
+    if let Err(e) = spawned {
+        log::warn!(target: "distcache::bus", "cannot start a thread to close the consumer: {e}");
+        return;
+    }
+    if rx.recv_timeout(timeout).is_err() {
+        log::warn!(target: "distcache::bus",
+            "the consumer did not leave its group within {timeout:?} (broker unreachable); \
+             closing it in the background");
+    }
 }
 
 /// Logs client-level errors of a listener's consumer. librdkafka itself reports an error equal to

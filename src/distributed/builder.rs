@@ -123,9 +123,27 @@ where
         self
     }
 
+    /// How long a write waits for the broker's acknowledgement before it fails (default 10 s;
+    /// librdkafka's `message.timeout.ms`). With the broker down, `set`, `set_with_sync` and
+    /// `delete_with_sync` return an error after about this long and change nothing locally.
+    pub fn produce_timeout(mut self, timeout: Duration) -> Self {
+        self.kafka.produce_timeout = timeout;
+        self
+    }
+
     /// Redis URL (required): `redis://[user[:password]@]host:port[/db]`.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis.url = url.into();
+        self
+    }
+
+    /// Deadlines for opening a Redis connection (default 1 s) and for one request/response
+    /// (default 2 s). They bound how long [`get_with_sync`](DistributedCache::get_with_sync) waits
+    /// for an unreachable or hung Redis before it returns [`Error::Unavailable`] or
+    /// [`Error::Timeout`]; both must be positive.
+    pub fn redis_timeouts(mut self, connect: Duration, io: Duration) -> Self {
+        self.redis.connect_timeout = connect;
+        self.redis.io_timeout = io;
         self
     }
 

@@ -20,9 +20,10 @@ use parking_lot::Mutex;
 use super::metrics::Counters;
 use super::pipeline::retry;
 use super::publish::publish;
-use crate::bus::consumer::{commit, CommitKind, GroupConsumer};
+use crate::bus::consumer::{commit, release, CommitKind, GroupConsumer};
 use crate::bus::producer::EventProducer;
 use crate::event::{now_micros, Event, TOPIC_SET_DEL};
+use crate::Error;
 
 /// Commit failures usually mean the partitions moved to another node (which will replay the
 /// batch); retrying a few times covers a broker hiccup without stalling on a lost assignment.
@@ -66,6 +67,7 @@ impl Delivery<'_> {
                 let _ = ack.send(());
             }
         }
+        release(self.consumer);
     }
 
     /// Publishes and commits one batch; false when its done events could not be delivered.
@@ -94,7 +96,9 @@ impl Delivery<'_> {
                     c.commits.fetch_add(1, Relaxed);
                     return true;
                 }
-                Err(e) if attempt < COMMIT_ATTEMPTS => {
+                // A commit that got no answer within the request timeout is not tried again: the
+                // broker is unreachable, and the batch is replayed by the partitions' next owner.
+                Err(e) if attempt < COMMIT_ATTEMPTS && !matches!(e, Error::Timeout { .. }) => {
                     c.retries.fetch_add(1, Relaxed);
                     log::warn!(target: "distcache::state_node", "commit failed, retrying: {e}");
                     std::thread::sleep(std::time::Duration::from_millis(50));

@@ -20,7 +20,7 @@ use super::metrics::Counters;
 use super::pipeline::{fail, Failure};
 use crate::bus::admin::ensure_topics;
 use crate::bus::consumer::{
-    describe, poll_record, reread, GroupConsumer, Polled, Record, POLL_INTERVAL,
+    describe, poll_record, release, reread, GroupConsumer, Polled, Record, POLL_INTERVAL,
 };
 use crate::bus::errlog::ErrorLog;
 use crate::bus::offsets::{OffsetTracker, Verdict};
@@ -168,6 +168,7 @@ impl IntakeThread {
         // Everything handed over so far is applied and committed before we leave the group.
         barrier(&self.tx);
         let _ = self.tx.send(Intake::Stop);
+        release(self.consumer);
     }
 }
 
