@@ -16,6 +16,7 @@ use crate::bus::admin::ensure_topics;
 use crate::bus::consumer::broadcast_consumer;
 use crate::bus::producer::EventProducer;
 use crate::bus::KafkaConfig;
+use crate::connection_setters::connection_setters;
 use crate::event::{TOPIC_DONE, TOPIC_SET_DEL};
 use crate::redis_store::DEFAULT_KEY_PREFIX;
 use crate::redis_store::{redis_namespace_prefix, RedisConfig, RedisStore};
@@ -105,67 +106,7 @@ where
         }
     }
 
-    /// Kafka bootstrap servers, `host:port[,…]` (required; the reference's `WithKafkaBrokers`).
-    pub fn kafka_brokers(mut self, brokers: impl Into<String>) -> Self {
-        self.kafka.brokers = brokers.into();
-        self
-    }
-
-    /// Replaces all Kafka settings.
-    pub fn kafka(mut self, config: KafkaConfig) -> Self {
-        self.kafka = config;
-        self
-    }
-
-    /// Passes a librdkafka property through (SASL, SSL, `fetch.wait.max.ms` …).
-    pub fn kafka_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.kafka = self.kafka.set(key, value);
-        self
-    }
-
-    /// How long a write waits for the broker's acknowledgement before it fails (default 10 s;
-    /// librdkafka's `message.timeout.ms`). With the broker down, `set`, `set_with_sync` and
-    /// `delete_with_sync` return an error after about this long and change nothing locally.
-    pub fn produce_timeout(mut self, timeout: Duration) -> Self {
-        self.kafka.produce_timeout = timeout;
-        self
-    }
-
-    /// Redis URL (required): `redis://[user[:password]@]host:port[/db]`.
-    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.redis.url = url.into();
-        self
-    }
-
-    /// Deadlines for opening a Redis connection (default 1 s) and for one request/response
-    /// (default 2 s). They bound how long [`get_with_sync`](DistributedCache::get_with_sync) waits
-    /// for an unreachable or hung Redis before it returns [`Error::Unavailable`] or
-    /// [`Error::Timeout`]; both must be positive.
-    pub fn redis_timeouts(mut self, connect: Duration, io: Duration) -> Self {
-        self.redis.connect_timeout = connect;
-        self.redis.io_timeout = io;
-        self
-    }
-
-    /// Talk to a Redis Cluster: the Redis URL is then a comma-separated list of seed nodes.
-    pub fn redis_cluster(mut self, on: bool) -> Self {
-        self.redis.cluster = on;
-        self
-    }
-
-    /// Replaces all Redis settings.
-    pub fn redis(mut self, config: RedisConfig) -> Self {
-        self.redis = config;
-        self
-    }
-
-    /// Redis key prefix (default `"distcache:"`); must match the state nodes'. Entries live at
-    /// [`redis_entry_key`](crate::redis_entry_key)`(prefix, namespace, key)`:
-    /// `prefix + namespace + ":" + key`, with `%` and `:` in the namespace escaped as `%25`/`%3A`.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
-        self
-    }
+    connection_setters!("state nodes");
 
     /// The namespace (default: [`default_namespace::<T>()`](default_namespace), the type's name
     /// with `::` replaced by `.`). Every node caching the same data must use the same namespace.

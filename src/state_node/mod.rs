@@ -32,6 +32,7 @@ use crate::bus::consumer::group_consumer;
 use crate::bus::offsets::OffsetTracker;
 use crate::bus::producer::EventProducer;
 use crate::bus::KafkaConfig;
+use crate::connection_setters::connection_setters;
 use crate::event::{GROUP_SET_DEL, TOPIC_DONE, TOPIC_SET_DEL};
 use crate::redis_store::DEFAULT_KEY_PREFIX;
 use crate::redis_store::{RedisConfig, RedisStore};
@@ -167,51 +168,11 @@ impl Default for StateNodeBuilder {
 }
 
 impl StateNodeBuilder {
-    /// Kafka bootstrap servers, `host:port[,…]` (required).
-    pub fn kafka_brokers(mut self, brokers: impl Into<String>) -> Self {
-        self.kafka.brokers = brokers.into();
-        self
-    }
-
-    /// Replaces all Kafka settings.
-    pub fn kafka(mut self, config: KafkaConfig) -> Self {
-        self.kafka = config;
-        self
-    }
-
-    /// Passes a librdkafka property through (SASL, SSL, …).
-    pub fn kafka_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.kafka = self.kafka.set(key, value);
-        self
-    }
+    connection_setters!("core nodes");
 
     /// Partitions of the topics when this node creates them (default 8).
     pub fn partitions(mut self, partitions: i32) -> Self {
         self.kafka.partitions = partitions;
-        self
-    }
-
-    /// Redis URL (required).
-    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.redis.url = url.into();
-        self
-    }
-
-    /// Talk to a Redis Cluster: the Redis URL is then a comma-separated list of seed nodes.
-    pub fn redis_cluster(mut self, on: bool) -> Self {
-        self.redis.cluster = on;
-        self
-    }
-
-    /// Replaces all Redis settings.
-    pub fn redis(mut self, config: RedisConfig) -> Self {
-        self.redis = config;
-        self
-    }
-
-    /// Redis key prefix (default `"distcache:"`); must match the core nodes'.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
         self
     }
 
