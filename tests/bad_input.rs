@@ -14,10 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distcache::event::{Event, Op, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
-    Cache, DistributedCache, Error, KafkaConfig, StateNode, Version, WriteOutcome,
-    DEFAULT_KEY_PREFIX,
+    Cache, DistributedCache, Error, KafkaConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
-use support::{produce_events, unique_name, wait_until, BrokerKind, RawRecord, RedisServer, Stack};
+use support::{produce_events, unique_name, wait_until, BrokerKind, RawRecord, Stack};
 
 /// Generous on a loaded machine, far below "hangs".
 const QUICK: Duration = Duration::from_secs(15);
@@ -417,48 +416,6 @@ fn zero_and_maximal_ttls_neither_overflow_nor_expire() {
 
 /// A broker host that does not resolve: `Error::Unavailable` from both builders within the request
 /// timeout, not a hang and not a panic.
-#[test]
-fn an_unresolvable_broker_host_is_unavailable_within_the_request_timeout() {
-    let redis = RedisServer::start();
-    let mut kafka = KafkaConfig::new("no-such-broker.invalid:9092");
-    kafka.request_timeout = Duration::from_secs(3);
-    let (built, took) = timed(|| {
-        DistributedCache::<String>::builder()
-            .kafka(kafka.clone())
-            .redis_url(redis.url())
-            .namespace(unique_name("unresolvable"))
-            .build()
-    });
-    assert!(
-        matches!(
-            built,
-            Err(Error::Unavailable {
-                service: "kafka",
-                ..
-            })
-        ),
-        "{built:?}"
-    );
-    assert!(took < QUICK, "took {took:?}");
-    let (started, took) = timed(|| {
-        StateNode::builder()
-            .kafka(kafka)
-            .redis_url(redis.url())
-            .start()
-    });
-    assert!(
-        matches!(
-            started,
-            Err(Error::Unavailable {
-                service: "kafka",
-                ..
-            })
-        ),
-        "{started:?}"
-    );
-    assert!(took < QUICK, "took {took:?}");
-}
-
 /// A topic deleted under running nodes: writes return (an error within the produce timeout, or
 /// success once the broker re-created the topic), nothing panics or hangs, and once the topic is
 /// back writes are applied again end to end.
