@@ -44,7 +44,7 @@ pub use state_node::{StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_MAX_
 pub use version::HybridClock;
 pub use version::{Version, DEFAULT_MAX_CLOCK_SKEW};
 
-/// What `benches/pipeline.rs` measures the state node against (its Redis ceiling runs the very
+/// What `benches/pipeline/` measures the state node against (its Redis ceiling runs the very
 /// script the state node runs). Not part of the API.
 #[doc(hidden)]
 pub mod bench_support {
