@@ -112,6 +112,81 @@ pub struct Event {
 }
 
 impl Event {
+    /// A synced set as a core node's `set_with_sync` writes it: Redis and every local cache take
+    /// `value` (already encoded by the namespace's codec). No TTLs; stamped by `version.node`,
+    /// produced now. Chain [`plain`](Self::plain) and [`with_ttls`](Self::with_ttls) for the
+    /// other shapes of a write.
+    ///
+    /// ```
+    /// use distcache::event::{Event, Op};
+    /// use distcache::Version;
+    ///
+    /// let write = Event::set("users", "u:1", Version::new(1 << 16, 7), b"\"Ana\"".to_vec());
+    /// let back = Event::decode(&write.encode())?;
+    /// assert_eq!((back.op, back.origin, back.write_redis), (Op::Set, 7, true));
+    /// # Ok::<(), distcache::Error>(())
+    /// ```
+    pub fn set(
+        ns: impl Into<String>,
+        key: impl Into<String>,
+        version: Version,
+        value: Vec<u8>,
+    ) -> Event {
+        Event {
+            op: Op::Set,
+            ns: ns.into(),
+            key: key.into(),
+            version,
+            remote_ttl: None,
+            local_ttl: None,
+            value: Some(value),
+            write_redis: true,
+            value_omitted: false,
+            origin: version.node,
+            produced_at_us: now_micros(),
+        }
+    }
+
+    /// A synced delete as `delete_with_sync` writes it (see [`set`](Self::set)).
+    pub fn delete(ns: impl Into<String>, key: impl Into<String>, version: Version) -> Event {
+        Event {
+            op: Op::Delete,
+            value: None,
+            ..Event::set(ns, key, version, Vec::new())
+        }
+    }
+
+    /// This write as a plain one (`set`/`delete`): only the local caches take it; Redis records
+    /// its version.
+    pub fn plain(self) -> Event {
+        Event {
+            write_redis: false,
+            ..self
+        }
+    }
+
+    /// This write with a Redis TTL and a local TTL.
+    pub fn with_ttls(self, remote: Option<Duration>, local: Option<Duration>) -> Event {
+        Event {
+            remote_ttl: remote,
+            local_ttl: local,
+            ..self
+        }
+    }
+
+    /// The done topic's answer to a write that lost to a newer one, or will never apply: same
+    /// key, version and origin, no value and no TTLs.
+    pub fn into_stale(self) -> Event {
+        Event {
+            op: Op::Stale,
+            value: None,
+            value_omitted: false,
+            remote_ttl: None,
+            local_ttl: None,
+            ..self
+        }
+    }
+
     /// The Kafka message key for this event: `ns + "\x1f" + key`.
     pub fn message_key(&self) -> Vec<u8> {
         message_key(&self.ns, &self.key)
@@ -303,17 +378,14 @@ mod tests {
 
     fn sample() -> Event {
         Event {
-            op: Op::Set,
-            ns: "users".into(),
-            key: "u:1".into(),
-            version: Version::new(123 << 16 | 7, 99),
-            remote_ttl: Some(Duration::from_millis(5000)),
-            local_ttl: None,
-            value: Some(b"{\"a\":1}".to_vec()),
-            write_redis: true,
-            value_omitted: false,
-            origin: 99,
             produced_at_us: 1_700_000_000_000_000,
+            ..Event::set(
+                "users",
+                "u:1",
+                Version::new(123 << 16 | 7, 99),
+                b"{\"a\":1}".to_vec(),
+            )
+            .with_ttls(Some(Duration::from_millis(5000)), None)
         }
     }
 
@@ -321,13 +393,9 @@ mod tests {
     fn round_trips() {
         let ev = sample();
         assert_eq!(Event::decode(&ev.encode()).unwrap(), ev);
-        let del = Event {
-            op: Op::Delete,
-            value: None,
-            remote_ttl: None,
-            local_ttl: Some(Duration::from_secs(1)),
-            ..sample()
-        };
+        let del = Event::delete("users", "u:1", Version::new(5 << 16, 1))
+            .plain()
+            .with_ttls(None, Some(Duration::from_secs(1)));
         assert_eq!(Event::decode(&del.encode()).unwrap(), del);
     }
 

@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use distcache::event::{Event, Op, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{Event, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     Cache, DistributedCache, Error, KafkaConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
@@ -37,19 +37,7 @@ fn fresh_version(node: u64) -> Version {
 }
 
 fn set_event(ns: &str, key: &str, version: Version, value: &[u8]) -> Event {
-    Event {
-        op: Op::Set,
-        ns: ns.to_string(),
-        key: key.to_string(),
-        version,
-        remote_ttl: None,
-        local_ttl: None,
-        value: Some(value.to_vec()),
-        write_redis: true,
-        value_omitted: false,
-        origin: version.node,
-        produced_at_us: 0,
-    }
+    Event::set(ns, key, version, value.to_vec())
 }
 
 fn redis_field(stack: &Stack, ns: &str, key: &str, field: &str) -> Option<Vec<u8>> {

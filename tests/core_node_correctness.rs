@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distcache::event::{now_micros, Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{Event, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     redis_entry_key, redis_namespace_prefix, Cache, DistributedCache, Error, HybridClock,
     RedisCache, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
@@ -32,19 +32,7 @@ fn version_at(offset_ms: i64, node: u64) -> Version {
 }
 
 fn set_event(ns: &str, key: &str, version: Version, value: &str) -> Event {
-    Event {
-        op: Op::Set,
-        ns: ns.into(),
-        key: key.into(),
-        version,
-        remote_ttl: None,
-        local_ttl: None,
-        value: Some(serde_json::to_vec(value).expect("encode")),
-        write_redis: true,
-        value_omitted: false,
-        origin: version.node,
-        produced_at_us: now_micros(),
-    }
+    Event::set(ns, key, version, serde_json::to_vec(value).expect("encode"))
 }
 
 /// Produces hand-made events with a client independent of ours (as another process would).

@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use distcache::event::{now_micros, Event, Op, TOPIC_DONE};
+use distcache::event::{Event, Op, TOPIC_DONE};
 use distcache::{
     Cache, DistributedCache, KafkaConfig, RedisConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
@@ -39,17 +39,9 @@ fn newer_version() -> Version {
 /// (`None`: omitted, too large to inline).
 fn done_set(ns: &str, key: &str, version: Version, value: Option<Vec<u8>>) -> Event {
     Event {
-        op: Op::Set,
-        ns: ns.into(),
-        key: key.into(),
-        version,
-        remote_ttl: None,
-        local_ttl: None,
         value_omitted: value.is_none(),
         value,
-        write_redis: true,
-        origin: version.node,
-        produced_at_us: now_micros(),
+        ..Event::set(ns, key, version, Vec::new())
     }
 }
 

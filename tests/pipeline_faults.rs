@@ -469,17 +469,9 @@ fn terminate(node: &ChildProcess, timeout: Duration) -> (Duration, HashMap<Strin
 fn malformed_records(ns: &str, victim: &str, first_partition: i32) -> Vec<RawRecord> {
     let forged = |op: Op, value: Option<&str>| Event {
         op,
-        ns: ns.to_string(),
-        key: victim.to_string(),
-        // Far in the future: applied by mistake, it would win against every real write.
-        version: Version::new(u64::MAX >> 1, 7),
-        remote_ttl: None,
-        local_ttl: None,
         value: value.map(|v| serde_json::to_vec(v).unwrap()),
-        write_redis: true,
-        value_omitted: false,
-        origin: 7,
-        produced_at_us: 0,
+        // Far in the future: applied by mistake, it would win against every real write.
+        ..Event::delete(ns, victim, Version::new(u64::MAX >> 1, 7))
     };
     let key = distcache::event::message_key(ns, victim);
     let good = forged(Op::Set, Some("EVIL")).encode();
@@ -516,19 +508,12 @@ fn markers_in_every_partition(env: &Env, ns: &str) -> BTreeMap<String, Vec<Strin
         .map(|p| {
             let key = format!("marker-{p}");
             let value = format!("marker at {version}");
-            let event = Event {
-                op: Op::Set,
-                ns: ns.to_string(),
-                key: key.clone(),
+            let event = Event::set(
+                ns,
+                key.clone(),
                 version,
-                remote_ttl: None,
-                local_ttl: None,
-                value: Some(serde_json::to_vec(&value).expect("encode")),
-                write_redis: true,
-                value_omitted: false,
-                origin: version.node,
-                produced_at_us: distcache::event::now_micros(),
-            };
+                serde_json::to_vec(&value).expect("encode"),
+            );
             RawRecord {
                 partition: Some(p),
                 offset: None,

@@ -334,18 +334,14 @@ fn plain_writes_are_applied_in_version_order() {
 }
 
 fn event(ns: &str, key: &str, version: Version, value: Option<&str>, sync: bool) -> Event {
-    Event {
-        op: if value.is_some() { Op::Set } else { Op::Delete },
-        ns: ns.into(),
-        key: key.into(),
-        version,
-        remote_ttl: None,
-        local_ttl: None,
-        value: value.map(|v| v.as_bytes().to_vec()),
-        write_redis: sync,
-        value_omitted: false,
-        origin: version.node,
-        produced_at_us: now_micros(),
+    let write = match value {
+        Some(v) => Event::set(ns, key, version, v.as_bytes().to_vec()),
+        None => Event::delete(ns, key, version),
+    };
+    if sync {
+        write
+    } else {
+        write.plain()
     }
 }
 

@@ -25,19 +25,7 @@ pub(super) fn settled(m: &StateNodeMetrics) -> u64 {
 }
 
 pub(super) fn set_event(ns: &str, key: String, hlc: u64, value: Vec<u8>) -> Event {
-    Event {
-        op: Op::Set,
-        ns: ns.to_string(),
-        key,
-        version: Version::new(hlc, 7),
-        remote_ttl: None,
-        local_ttl: None,
-        value: Some(value),
-        write_redis: true,
-        value_omitted: false,
-        origin: 7,
-        produced_at_us: now_micros(),
-    }
+    Event::set(ns, key, Version::new(hlc, 7), value)
 }
 
 /// The state-node runs (fastest per batch size) and the Redis ceilings with and without the

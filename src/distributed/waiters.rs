@@ -117,16 +117,8 @@ mod tests {
     fn done(key: &str, hlc: u64, op: Op) -> Event {
         Event {
             op,
-            ns: "n".into(),
-            key: key.into(),
-            version: Version::new(hlc, 1),
-            remote_ttl: None,
-            local_ttl: None,
             value: None,
-            write_redis: true,
-            value_omitted: false,
-            origin: 1,
-            produced_at_us: 0,
+            ..Event::delete("n", key, Version::new(hlc, 1))
         }
     }
 

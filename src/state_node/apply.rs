@@ -181,7 +181,6 @@ impl ApplyStage {
 mod tests {
     use super::*;
     use crate::bus::consumer::Record;
-    use crate::event::Op;
     use crate::Version;
     use lru::LruCache;
     use std::num::NonZeroUsize;
@@ -210,19 +209,8 @@ mod tests {
             life: Arc::new(Lifecycle::default()),
             max_clock_skew_ms: 1000,
         };
-        let event = Event {
-            op: Op::Set,
-            ns: "ns".into(),
-            key: "k".into(),
-            version: Version::new((now_micros() / 1000) << 16, 1),
-            remote_ttl: None,
-            local_ttl: None,
-            value: Some(b"1".to_vec()),
-            write_redis: true,
-            value_omitted: false,
-            origin: 1,
-            produced_at_us: 0,
-        };
+        let version = Version::new((now_micros() / 1000) << 16, 1);
+        let event = Event::set("ns", "k", version, b"1".to_vec());
         let batch = Batch {
             records: vec![Record {
                 partition: 0,

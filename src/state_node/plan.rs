@@ -112,18 +112,11 @@ mod tests {
     use std::num::NonZeroUsize;
 
     fn event(key: &str, hlc: u64, op: Op) -> Event {
-        Event {
-            op,
-            ns: "ns".into(),
-            key: key.into(),
-            version: Version::new(hlc, 1),
-            remote_ttl: None,
-            local_ttl: None,
-            value: (op == Op::Set).then(|| b"1".to_vec()),
-            write_redis: true,
-            value_omitted: false,
-            origin: 1,
-            produced_at_us: 0,
+        let version = Version::new(hlc, 1);
+        match op {
+            Op::Set => Event::set("ns", key, version, b"1".to_vec()),
+            Op::Delete => Event::delete("ns", key, version),
+            Op::Stale => Event::delete("ns", key, version).into_stale(),
         }
     }
 
@@ -187,10 +180,7 @@ mod tests {
     #[test]
     fn a_newer_plain_write_does_not_hide_an_older_synced_one() {
         let synced = event("k", 10, Op::Set);
-        let plain = Event {
-            write_redis: false,
-            ..event("k", 11, Op::Set)
-        };
+        let plain = event("k", 11, Op::Set).plain();
         let p = plan(
             vec![record(0, 0, &synced), record(0, 1, &plain)],
             &mut applied(),

@@ -5,7 +5,7 @@ use crossbeam_channel::bounded;
 
 use super::apply::Fate;
 use crate::bus::producer::EventProducer;
-use crate::event::{Event, Op, TOPIC_DONE};
+use crate::event::{Event, TOPIC_DONE};
 use crate::Result;
 
 /// The done event that answers a write with `fate`: an applied write is reported as itself,
@@ -14,7 +14,7 @@ use crate::Result;
 pub(crate) fn done_report(event: Event, fate: &Fate, inline_limit: usize) -> Event {
     match fate {
         Fate::Applied => applied(event, inline_limit),
-        Fate::Stale | Fate::Failed { .. } | Fate::Superseded | Fate::Refused => stale(event),
+        Fate::Stale | Fate::Failed { .. } | Fate::Superseded | Fate::Refused => event.into_stale(),
     }
 }
 
@@ -26,17 +26,6 @@ fn applied(mut done: Event, inline_limit: usize) -> Event {
         done.value_omitted = true;
     }
     done
-}
-
-fn stale(event: Event) -> Event {
-    Event {
-        op: Op::Stale,
-        value: None,
-        value_omitted: false,
-        remote_ttl: None,
-        local_ttl: None,
-        ..event
-    }
 }
 
 /// Produces every event and waits for all acknowledgements. Fails if any delivery failed; the
@@ -65,23 +54,12 @@ pub(crate) fn publish(producer: &EventProducer, events: &[Event]) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Op;
     use crate::Version;
 
     #[test]
     fn applied_writes_inline_small_values_and_every_other_fate_is_stale() {
-        let e = Event {
-            op: Op::Set,
-            ns: "n".into(),
-            key: "k".into(),
-            version: Version::new(1, 1),
-            remote_ttl: None,
-            local_ttl: None,
-            value: Some(vec![0; 10]),
-            write_redis: true,
-            value_omitted: false,
-            origin: 1,
-            produced_at_us: 5,
-        };
+        let e = Event::set("n", "k", Version::new(1, 1), vec![0; 10]);
         let applied = Fate::Applied;
         let small = done_report(e.clone(), &applied, 10);
         assert_eq!(small.value.as_deref(), Some(&[0u8; 10][..]));

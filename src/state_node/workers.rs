@@ -321,7 +321,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Op;
     use crate::Version;
 
     /// Panics on the key `boom`, applies everything else.
@@ -343,19 +342,7 @@ mod tests {
     }
 
     fn event(key: &str) -> Event {
-        Event {
-            op: Op::Set,
-            ns: "ns".into(),
-            key: key.into(),
-            version: Version::new(1, 1),
-            remote_ttl: None,
-            local_ttl: None,
-            value: Some(b"1".to_vec()),
-            write_redis: true,
-            value_omitted: false,
-            origin: 1,
-            produced_at_us: 0,
-        }
+        Event::set("ns", key, Version::new(1, 1), b"1".to_vec())
     }
 
     #[test]

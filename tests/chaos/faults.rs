@@ -3,7 +3,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use distcache::event::{Event, Op, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{Event, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::Version;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
@@ -215,19 +215,8 @@ fn hostile_records(keys: &[String], rng: &mut StdRng) -> Vec<RawRecord> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let event = |version: Version, value: &[u8]| Event {
-        op: Op::Set,
-        ns: NS.into(),
-        key: key.clone(),
-        version,
-        remote_ttl: None,
-        local_ttl: None,
-        value: Some(value.to_vec()),
-        write_redis: true,
-        value_omitted: false,
-        origin: 0xbad,
-        produced_at_us: now_ms * 1000,
-    };
+    let event =
+        |version: Version, value: &[u8]| Event::set(NS, key.clone(), version, value.to_vec());
     let future = event(
         Version::new((now_ms + 2 * 3600 * 1000) << 16, 0xbad),
         b"\"from the future\"",

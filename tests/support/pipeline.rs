@@ -284,27 +284,16 @@ pub fn warm_up(a: &DistributedCache<String>) {
 }
 
 pub fn set_event(ns: &str, key: &str, hlc: u64, node: u64, value: &str) -> Event {
-    Event {
-        op: Op::Set,
-        ns: ns.into(),
-        key: key.into(),
-        version: Version::new(hlc, node),
-        remote_ttl: None,
-        local_ttl: None,
-        value: Some(serde_json::to_vec(value).expect("encode")),
-        write_redis: true,
-        value_omitted: false,
-        origin: node,
-        produced_at_us: now_micros(),
-    }
+    Event::set(
+        ns,
+        key,
+        Version::new(hlc, node),
+        serde_json::to_vec(value).expect("encode"),
+    )
 }
 
 pub fn delete_event(ns: &str, key: &str, hlc: u64, node: u64) -> Event {
-    Event {
-        op: Op::Delete,
-        value: None,
-        ..set_event(ns, key, hlc, node, "")
-    }
+    Event::delete(ns, key, Version::new(hlc, node))
 }
 
 /// The version of an acknowledged write of a core node started with `--reply-versions` (`OK <version>`).
