@@ -16,7 +16,7 @@ use distcache::event::{Event, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     Cache, DistributedCache, Error, KafkaConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
-use support::{produce_events, unique_name, wait_until, BrokerKind, RawRecord, Stack};
+use support::{entry_field, produce_events, unique_name, wait_until, BrokerKind, RawRecord, Stack};
 
 /// Generous on a loaded machine, far below "hangs".
 const QUICK: Duration = Duration::from_secs(15);
@@ -38,15 +38,6 @@ fn fresh_version(node: u64) -> Version {
 
 fn set_event(ns: &str, key: &str, version: Version, value: &[u8]) -> Event {
     Event::set(ns, key, version, value.to_vec())
-}
-
-fn redis_field(stack: &Stack, ns: &str, key: &str, field: &str) -> Option<Vec<u8>> {
-    let mut conn = stack.redis_connection();
-    redis::cmd("HGET")
-        .arg(distcache::redis_entry_key(DEFAULT_KEY_PREFIX, ns, key))
-        .arg(field)
-        .query(&mut conn)
-        .expect("HGET")
 }
 
 fn redis_pttl(stack: &Stack, ns: &str, key: &str) -> i64 {
@@ -157,7 +148,7 @@ fn undecodable_values_are_a_counted_drop_and_a_codec_error() {
         );
         assert_eq!(cache.get(&key).unwrap(), None, "{key}: local copy dropped");
         assert_eq!(
-            redis_field(&stack, &ns, &key, "v").as_deref(),
+            entry_field(&mut stack.redis_connection(), &ns, &key, "v").as_deref(),
             Some(value),
             "{key}: the state node stores the bytes as they came"
         );
@@ -220,7 +211,7 @@ fn the_empty_key_round_trips() {
         .expect("set the empty key");
     assert_eq!(outcome, WriteOutcome::Applied);
     assert_eq!(
-        redis_field(&stack, &ns, "", "v").as_deref(),
+        entry_field(&mut stack.redis_connection(), &ns, "", "v").as_deref(),
         Some(&b"\"empty\""[..])
     );
     cache.local().clear().unwrap();
@@ -467,7 +458,8 @@ fn a_topic_deleted_under_running_nodes() {
         );
         assert!(stack.node.failure().is_none(), "{:?}", stack.node.failure());
     }
-    let present = |key: &String| redis_field(&stack, &ns, key, "v").is_some();
+    let present =
+        |key: &String| entry_field(&mut stack.redis_connection(), &ns, key, "v").is_some();
     wait_until(Duration::from_secs(20), || acked.iter().all(present));
     let missing: Vec<&String> = acked.iter().filter(|k| !present(k)).collect();
     eprintln!("acknowledged during the deletion but not in redis: {missing:?}");

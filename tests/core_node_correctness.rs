@@ -14,7 +14,7 @@ use distcache::{
     redis_entry_key, redis_namespace_prefix, Cache, DistributedCache, Error, HybridClock,
     RedisCache, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
-use support::{unique_name, wait_until, Broker, RawRecord, RedisServer, Stack};
+use support::{entry_json, unique_name, wait_until, Broker, RawRecord, RedisServer, Stack};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -62,16 +62,6 @@ fn store_in_redis(
         .expect("HSET");
 }
 
-/// The JSON-decoded value Redis holds for (ns, key).
-fn redis_value(conn: &mut redis::Connection, ns: &str, key: &str) -> Option<String> {
-    let raw: Option<Vec<u8>> = redis::cmd("HGET")
-        .arg(redis_entry_key(DEFAULT_KEY_PREFIX, ns, key))
-        .arg("v")
-        .query(conn)
-        .expect("HGET");
-    raw.map(|b| serde_json::from_slice(&b).expect("JSON value"))
-}
-
 /// Issue 8, item 3: namespace `ns` with key `a:b` and namespace `ns:a` with key `b` are two
 /// entries, and `len`/`clear` of one namespace's prefix never touch the other.
 #[test]
@@ -95,9 +85,9 @@ fn namespaces_with_a_colon_do_not_share_redis_keys() {
         redis_entry_key(DEFAULT_KEY_PREFIX, &ns_a, "b")
     );
     let mut conn = stack.redis_connection();
-    assert_eq!(redis_value(&mut conn, &ns, "a:b").as_deref(), Some("of ns"));
+    assert_eq!(entry_json(&mut conn, &ns, "a:b").as_deref(), Some("of ns"));
     assert_eq!(
-        redis_value(&mut conn, &ns_a, "b").as_deref(),
+        entry_json(&mut conn, &ns_a, "b").as_deref(),
         Some("of ns:a")
     );
     first.clear().unwrap();
@@ -171,7 +161,7 @@ fn reads_never_return_something_older_than_the_local_state() {
         "the value is newer than Redis' but too heavy to keep locally: a miss, not Redis' old value"
     );
     assert_eq!(
-        redis_value(&mut conn, &ns, "heavy").as_deref(),
+        entry_json(&mut conn, &ns, "heavy").as_deref(),
         Some("old"),
         "no state node ran"
     );
@@ -223,7 +213,7 @@ fn get_or_load_loses_to_a_write_made_while_loading() {
         "{:?}",
         cache.metrics()
     );
-    assert_eq!(redis_value(&mut conn, &ns, "k").as_deref(), Some("newer"));
+    assert_eq!(entry_json(&mut conn, &ns, "k").as_deref(), Some("newer"));
     assert_eq!(cache.get("k").unwrap().as_deref(), Some("newer"));
     assert_eq!(
         cache.get_with_sync("k", None).unwrap().as_deref(),

@@ -14,10 +14,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distcache::event::{Event, Op, TOPIC_DONE};
-use distcache::{
-    Cache, DistributedCache, KafkaConfig, RedisConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
+use distcache::{Cache, DistributedCache, KafkaConfig, RedisConfig, Version, WriteOutcome};
+use support::{
+    entry_json, produce_events, unique_name, wait_until, CoreNodeProcess, DoneWatcher, Stack,
 };
-use support::{produce_events, unique_name, wait_until, CoreNodeProcess, DoneWatcher, Stack};
 
 /// Longest wait for anything that should happen.
 const WAIT: Duration = Duration::from_secs(30);
@@ -56,16 +56,6 @@ fn core_node_process(stack: &Stack, ns: &str, label: &str) -> CoreNodeProcess {
         ns.to_string(),
     ];
     CoreNodeProcess::start(label, &args, WAIT).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The JSON-decoded value of an entry straight from Redis.
-fn redis_value(stack: &Stack, ns: &str, key: &str) -> Option<String> {
-    let raw: Option<Vec<u8>> = redis::cmd("HGET")
-        .arg(distcache::redis_entry_key(DEFAULT_KEY_PREFIX, ns, key))
-        .arg("v")
-        .query(&mut stack.redis_connection())
-        .expect("HGET");
-    raw.map(|b| serde_json::from_slice(&b).expect("a JSON string"))
 }
 
 /// A done event whose envelope is fine but whose value does not decode as the namespace's type: counted
@@ -339,7 +329,8 @@ fn concurrent_get_or_load_calls_the_loader_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one loader call");
     assert_eq!(cache.metrics().loads, 1);
     assert!(
-        wait_until(WAIT, || redis_value(&stack, &ns, "k").as_deref()
+        wait_until(WAIT, || entry_json(&mut stack.redis_connection(), &ns, "k")
+            .as_deref()
             == Some("loaded")),
         "the loaded value never reached Redis"
     );
@@ -362,7 +353,8 @@ fn get_or_load_across_processes() {
         Some("from-a")
     );
     assert!(
-        wait_until(WAIT, || redis_value(&stack, &ns, "k").as_deref()
+        wait_until(WAIT, || entry_json(&mut stack.redis_connection(), &ns, "k")
+            .as_deref()
             == Some("from-a")),
         "A's load never reached Redis"
     );
@@ -387,7 +379,7 @@ fn get_or_load_across_processes() {
     assert!(b.metrics()["loads"] <= 1, "{:?}", b.metrics());
     let mut last = (None, None, None);
     let agree = wait_until(WAIT, || {
-        let stored = redis_value(&stack, &ns, "both");
+        let stored = entry_json(&mut stack.redis_connection(), &ns, "both");
         let (la, lb) = (a.get("both").unwrap(), b.get("both"));
         let ok = stored.is_some()
             && la.as_ref().is_none_or(|v| Some(v) == stored.as_ref())

@@ -38,15 +38,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
     let state = cluster.state_node();
     let a = cluster.core_node(NODE_A);
     let b = cluster.core_node_process(NODE_B);
-    let diag = || {
-        format!(
-            "state node: {:?}\nnode A: {:?}\nnode B: {:?}\n{}",
-            state.metrics(),
-            a.metrics(),
-            b.metrics(),
-            cluster.logs()
-        )
-    };
+    let diag = || cluster.report(&state, &a, Some(&b));
 
     // A → B, and Redis.
     let v1 = a
@@ -258,15 +250,7 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
     merge_writes(&mut all_writes, b_writes);
     eprintln!("storm: {} writes in {:?}", 2 * WRITES, started.elapsed());
 
-    let diag = || {
-        format!(
-            "state node: {:?}\nnode A: {:?}\nnode B: {:?}\n{}",
-            state.metrics(),
-            a.metrics(),
-            b.metrics(),
-            cluster.logs()
-        )
-    };
+    let diag = || cluster.report(&state, &a, Some(&b));
     // The writes and the warm-up.
     let expected = (2 * WRITES + 1) as u64;
     eventually("redis and both local caches agree", diag, || {
@@ -342,15 +326,7 @@ fn origin_is_corrected_when_its_write_loses() {
     );
 
     let state = cluster.state_node();
-    let diag = || {
-        format!(
-            "state node: {:?}\nnode A: {:?}\nnode B: {:?}\n{}",
-            state.metrics(),
-            a.metrics(),
-            b.metrics(),
-            cluster.logs()
-        )
-    };
+    let diag = || cluster.report(&state, &a, Some(&b));
     let stored = eventually("redis holds B's newer write", diag, || {
         match cluster.stored("contested") {
             Some(s) if s.value.as_deref() == Some("new") => Ok(s),
@@ -430,15 +406,7 @@ fn origin_drops_a_write_that_lost_before_it_started_listening() {
 
     // A starts now, listening from the current end of the done topic: it never sees those events.
     let a = cluster.core_node(NODE_A);
-    let diag = || {
-        format!(
-            "state node: {:?}\nnode A: {:?}\nnode B: {:?}\n{}",
-            state.metrics(),
-            a.metrics(),
-            b.metrics(),
-            cluster.logs()
-        )
-    };
+    let diag = || cluster.report(&state, &a, Some(&b));
     let va = a
         .set_with_sync("contested", "old".into(), None, None)
         .expect("set on A");

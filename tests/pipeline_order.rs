@@ -147,15 +147,7 @@ fn per_key_order_holds_under_a_burst() {
     merge_writes(&mut all_writes, a_writes);
     merge_writes(&mut all_writes, b_log);
 
-    let diag = || {
-        format!(
-            "state node: {:?}\nnode A: {:?}\nnode B: {:?}\n{}",
-            state.metrics(),
-            a.metrics(),
-            b.metrics(),
-            cluster.logs()
-        )
-    };
+    let diag = || cluster.report(&state, &a, Some(&b));
     eventually(
         "redis and both local caches hold every key's newest write",
         diag,
@@ -522,14 +514,7 @@ fn a_hole_that_persists_is_passed_after_bounded_rereads() {
     produce_records(&cluster.broker, &behind_markers)
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
 
-    let diag = || {
-        format!(
-            "state node: {:?}\nnode A: {:?}\n{}",
-            state.metrics(),
-            a.metrics(),
-            cluster.logs()
-        )
-    };
+    let diag = || cluster.report(&state, &a, None);
     eventually("the state node passed the hole", diag, || {
         let m = state.metrics();
         match (cluster.stored("in-txn"), cluster.stored("after-txn")) {

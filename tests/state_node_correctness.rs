@@ -11,15 +11,10 @@ use std::time::{Duration, Instant};
 use distcache::event::{now_micros, Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{StateNode, Version, WriteOutcome};
 
-use support::{produce_events, unique_name, Broker, DoneWatcher, RedisServer, Stack};
+use support::{entry_key, produce_events, unique_name, Broker, DoneWatcher, RedisServer, Stack};
 
 /// The cap of every wait; waits end as soon as their condition holds.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The Redis key of `key` in namespace `ns` under the default prefix (the README's layout).
-fn redis_key(ns: &str, key: &str) -> String {
-    distcache::redis_entry_key(distcache::DEFAULT_KEY_PREFIX, ns, key)
-}
 
 fn hget(conn: &mut redis::Connection, key: &str, field: &str) -> Option<String> {
     redis::cmd("HGET")
@@ -37,7 +32,7 @@ fn foreign_stored_version_is_skipped_not_retried() {
     let mut raw = stack.redis_connection();
 
     // A hash under our prefix whose version is not ours: a hand edit, another tool.
-    let foreign = redis_key(&ns, "corrupt");
+    let foreign = entry_key(&ns, "corrupt");
     redis::cmd("HSET")
         .arg(&foreign)
         .arg("ver")
@@ -66,7 +61,7 @@ fn foreign_stored_version_is_skipped_not_retried() {
             .unwrap();
         assert_eq!(outcome, WriteOutcome::Applied, "{key}");
         assert_eq!(
-            hget(&mut raw, &redis_key(&ns, &key), "v").as_deref(),
+            hget(&mut raw, &entry_key(&ns, &key), "v").as_deref(),
             Some(&*format!("\"v{i}\""))
         );
     }
@@ -74,7 +69,7 @@ fn foreign_stored_version_is_skipped_not_retried() {
     let outcome = cache.set_and_wait("corrupt", "plain".into(), None).unwrap();
     assert_eq!(outcome, WriteOutcome::Superseded);
     // So is a key whose plain-write version is corrupt (its `ver` is fine).
-    let half = redis_key(&ns, "half");
+    let half = entry_key(&ns, "half");
     redis::cmd("HSET")
         .arg(&half)
         .arg("ver")
@@ -106,7 +101,7 @@ fn wrong_type_key_is_skipped_for_plain_writes_too() {
     let ns = unique_name("wrongtype");
     let cache = stack.cache::<String>(&ns);
     let mut raw = stack.redis_connection();
-    let foreign = redis_key(&ns, "list");
+    let foreign = entry_key(&ns, "list");
     redis::cmd("RPUSH")
         .arg(&foreign)
         .arg("a")
@@ -146,7 +141,7 @@ fn write_stamped_far_ahead_is_refused() {
     let verdict = done.wait_for("for the future write", |e| e.version == future);
     assert_eq!(verdict.op, Op::Stale, "a far-future write is refused");
     assert_eq!(
-        hget(&mut raw, &redis_key(&ns, "k"), "v"),
+        hget(&mut raw, &entry_key(&ns, "k"), "v"),
         None,
         "nothing reached Redis"
     );
@@ -156,7 +151,7 @@ fn write_stamped_far_ahead_is_refused() {
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Applied, "the key is not blocked");
     assert_eq!(
-        hget(&mut raw, &redis_key(&ns, "k"), "v").as_deref(),
+        hget(&mut raw, &entry_key(&ns, "k"), "v").as_deref(),
         Some("\"now\"")
     );
     let m = stack.node.metrics();
@@ -221,7 +216,7 @@ fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
         .and_then(|c| c.get_connection())
         .expect("redis connection");
     redis::cmd("RPUSH")
-        .arg(redis_key(&ns, "list"))
+        .arg(entry_key(&ns, "list"))
         .arg("a")
         .query::<()>(&mut raw)
         .unwrap();
@@ -312,7 +307,7 @@ fn plain_writes_are_applied_in_version_order() {
     );
 
     // Redis remembers the plain versions, without values.
-    let k = redis_key(&ns, "k");
+    let k = entry_key(&ns, "k");
     assert_eq!(hget(&mut raw, &k, "pver"), Some(v(20).to_hex()));
     assert_eq!(hget(&mut raw, &k, "v"), None);
     let ttl: i64 = redis::cmd("PTTL").arg(&k).query(&mut raw).unwrap();
@@ -320,7 +315,7 @@ fn plain_writes_are_applied_in_version_order() {
         ttl > 0,
         "a version-only hash expires like a tombstone: {ttl}"
     );
-    let d = redis_key(&ns, "d");
+    let d = entry_key(&ns, "d");
     assert_eq!(hget(&mut raw, &d, "v").as_deref(), Some("\"later\""));
     assert_eq!(hget(&mut raw, &d, "ver"), Some(v(50).to_hex()));
     assert_eq!(

@@ -15,6 +15,8 @@ mod local_view;
 mod metrics;
 mod pending;
 mod registry;
+#[cfg(test)]
+mod test_events;
 mod waiters;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -81,14 +81,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn done(key: &str, hlc: u64, op: Op) -> Event {
-        Event {
-            op,
-            value: None,
-            ..Event::delete("n", key, Version::new(hlc, 1))
-        }
-    }
+    use crate::distributed::test_events::done;
 
     #[test]
     fn corrections_reach_writes_in_flight_only() {

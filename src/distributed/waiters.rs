@@ -113,14 +113,7 @@ impl Waiters {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn done(key: &str, hlc: u64, op: Op) -> Event {
-        Event {
-            op,
-            value: None,
-            ..Event::delete("n", key, Version::new(hlc, 1))
-        }
-    }
+    use crate::distributed::test_events::done;
 
     #[test]
     fn resolves_by_version() {

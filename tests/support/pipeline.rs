@@ -222,6 +222,23 @@ impl Cluster {
         DoneWatcher::new(&self.broker, WAIT)
     }
 
+    /// What a failed wait prints: the state node's and node A's metrics, node B's when there is
+    /// one, and the servers' log tails.
+    pub fn report(
+        &self,
+        state: &StateNode,
+        a: &DistributedCache<String>,
+        b: Option<&CoreNodeProcess>,
+    ) -> String {
+        let b = b.map_or(String::new(), |b| format!("node B: {:?}\n", b.metrics()));
+        format!(
+            "state node: {:?}\nnode A: {:?}\n{b}{}",
+            state.metrics(),
+            a.metrics(),
+            self.logs()
+        )
+    }
+
     /// Tails of the servers' logs, for failure messages.
     pub fn logs(&self) -> String {
         format!(
