@@ -15,6 +15,8 @@ mod connection_setters;
 mod distributed;
 mod error;
 pub mod event;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 pub mod local;
 mod metrics;
 mod redis_store;
