@@ -62,6 +62,16 @@ impl CoreNodeProcess {
     ) -> Result<CoreNodeProcess, String> {
         let mut cmd = Command::new(core_node_bin());
         cmd.args(args);
+        CoreNodeProcess::start_command(label, cmd, wait)
+    }
+
+    /// Like [`start`](Self::start) for any program that speaks the same stdin protocol (the C and
+    /// Python core nodes of the C API).
+    pub fn start_command(
+        label: &str,
+        cmd: Command,
+        wait: Duration,
+    ) -> Result<CoreNodeProcess, String> {
         let child = ChildProcess::spawn(label, cmd);
         if child.wait_for_line(wait, |l| l == "READY").is_none() {
             return Err(format!(
