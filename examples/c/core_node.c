@@ -107,7 +107,8 @@ static void run(const DistcacheCache *cache, char *line) {
     } else if (!strcmp(cmd, "del-sync") && n == 2) {
         reply_status(distcache_delete_sync(cache, w[1]));
     } else if (!strcmp(cmd, "del-sync-wait") && n == 2) {
-        reply_outcome(distcache_delete_sync_and_wait(cache, w[1], &outcome), outcome);
+        int32_t code = distcache_delete_sync_and_wait(cache, w[1], &outcome);
+        reply_outcome(code, outcome);
     } else if (!strcmp(cmd, "metrics") && n == 1) {
         reply_metrics(cache);
     } else {
