@@ -133,7 +133,11 @@ fn rust_side() -> RustSide {
                 .split(',')
                 .filter(|f| !f.trim().is_empty())
                 .map(|f| {
-                    let (n, t) = f.trim().trim_start_matches("pub ").split_once(':').expect("field");
+                    let (n, t) = f
+                        .trim()
+                        .trim_start_matches("pub ")
+                        .split_once(':')
+                        .expect("field");
                     (n.trim().to_string(), rust_to_c(t))
                 })
                 .collect();
@@ -146,7 +150,8 @@ fn rust_side() -> RustSide {
 
 /// The same from `include/distcache.h`.
 fn header_side() -> RustSide {
-    let text = std::fs::read_to_string(Path::new(ROOT).join("include/distcache.h")).expect("header");
+    let text =
+        std::fs::read_to_string(Path::new(ROOT).join("include/distcache.h")).expect("header");
     let text = strip_comments(&text);
     let mut side = RustSide {
         functions: BTreeMap::new(),
@@ -159,7 +164,10 @@ fn header_side() -> RustSide {
                 continue; // the include guard
             };
             let value = value.trim().trim_start_matches('(').trim_end_matches(')');
-            side.constants.insert(format!("DISTCACHE_{name}"), value.parse().expect("a number"));
+            side.constants.insert(
+                format!("DISTCACHE_{name}"),
+                value.parse().expect("a number"),
+            );
         }
     }
     // Structs: `typedef struct NAME { TYPE field; … } NAME;`, then cut out of the text.
@@ -197,7 +205,11 @@ fn header_side() -> RustSide {
             continue;
         };
         let open = statement.find('(').expect("(");
-        let ret = statement[..at].trim().rsplit('{').next().unwrap_or_default();
+        let ret = statement[..at]
+            .trim()
+            .rsplit('{')
+            .next()
+            .unwrap_or_default();
         let name = statement[at..open].trim().to_string();
         let args = statement[open + 1..statement.rfind(')').expect(")")]
             .split(',')
@@ -223,7 +235,11 @@ fn c_field(decl: &str) -> (String, String) {
 fn header_matches_the_rust_side() {
     let rust = rust_side();
     let header = header_side();
-    assert!(rust.functions.len() >= 15, "parsed {:?}", rust.functions.keys());
+    assert!(
+        rust.functions.len() >= 15,
+        "parsed {:?}",
+        rust.functions.keys()
+    );
     assert_eq!(
         header.functions.keys().collect::<Vec<_>>(),
         rust.functions.keys().collect::<Vec<_>>(),
@@ -234,7 +250,10 @@ fn header_matches_the_rust_side() {
         assert_eq!(h_ret, ret, "{name}: return type (header vs Rust)");
         assert_eq!(h_args, args, "{name}: argument types (header vs Rust)");
     }
-    assert_eq!(header.constants, rust.constants, "constants (header vs Rust)");
+    assert_eq!(
+        header.constants, rust.constants,
+        "constants (header vs Rust)"
+    );
     assert_eq!(header.structs, rust.structs, "structs (header vs Rust)");
     // Layout: the struct sizes C computes are these (every field is 8 bytes on 64-bit targets).
     assert_eq!(std::mem::size_of::<DistcacheConfig>(), 11 * 8);
@@ -284,25 +303,44 @@ fn bad_arguments_are_error_codes_with_a_message() {
     // SAFETY (every call below): the pointers are null, valid, or deliberately wrong only in
     // ways the API documents as checked (null, non-UTF-8, a null array with a non-zero length).
     unsafe {
-        assert_eq!(distcache_open(ptr::null(), &mut cache), DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            distcache_open(ptr::null(), &mut cache),
+            DISTCACHE_ERR_INVALID_ARGUMENT
+        );
         assert!(cache.is_null(), "a failed open leaves a null handle");
         assert!(last_error().contains("config is null"), "{}", last_error());
-        assert_eq!(distcache_open(ptr::null(), ptr::null_mut()), DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            distcache_open(ptr::null(), ptr::null_mut()),
+            DISTCACHE_ERR_INVALID_ARGUMENT
+        );
 
         let mut cfg = config(c"127.0.0.1:1", c"redis://127.0.0.1:1/", c"ns");
         cfg.brokers = ptr::null();
-        assert_eq!(distcache_open(&cfg, &mut cache), DISTCACHE_ERR_INVALID_ARGUMENT);
-        assert!(last_error().contains("config.brokers is null"), "{}", last_error());
+        assert_eq!(
+            distcache_open(&cfg, &mut cache),
+            DISTCACHE_ERR_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("config.brokers is null"),
+            "{}",
+            last_error()
+        );
 
         let bad_utf8 = [b'n', 0xff, 0];
         let mut cfg = config(c"127.0.0.1:1", c"redis://127.0.0.1:1/", c"ns");
         cfg.namespace_name = bad_utf8.as_ptr().cast::<c_char>();
-        assert_eq!(distcache_open(&cfg, &mut cache), DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            distcache_open(&cfg, &mut cache),
+            DISTCACHE_ERR_INVALID_ARGUMENT
+        );
         assert!(last_error().contains("not UTF-8"), "{}", last_error());
 
         let mut cfg = config(c"127.0.0.1:1", c"redis://127.0.0.1:1/", c"ns");
         cfg.kafka_settings_len = 1;
-        assert_eq!(distcache_open(&cfg, &mut cache), DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            distcache_open(&cfg, &mut cache),
+            DISTCACHE_ERR_INVALID_ARGUMENT
+        );
 
         let cfg = config(c"127.0.0.1:1", c"not a url", c"ns");
         let code = distcache_open(&cfg, &mut cache);
@@ -321,7 +359,10 @@ fn bad_arguments_are_error_codes_with_a_message() {
             DISTCACHE_ERR_INVALID_ARGUMENT
         );
         let mut metrics = DistcacheMetrics::default();
-        assert_eq!(distcache_metrics(ptr::null(), &mut metrics), DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            distcache_metrics(ptr::null(), &mut metrics),
+            DISTCACHE_ERR_INVALID_ARGUMENT
+        );
         distcache_close(ptr::null_mut());
         distcache_buffer_free(ptr::null_mut(), 0);
     }
@@ -339,9 +380,19 @@ fn c_libraries() -> (PathBuf, PathBuf) {
     LIBS.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["rustc", "--lib", "--features", "ffi", "--crate-type", "cdylib,staticlib"])
-            .args(["--message-format=json-render-diagnostics", "--manifest-path"])
-            .arg(Path::new(ROOT).join("Cargo.toml"));
+        cmd.args([
+            "rustc",
+            "--lib",
+            "--features",
+            "ffi",
+            "--crate-type",
+            "cdylib,staticlib",
+        ])
+        .args([
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(Path::new(ROOT).join("Cargo.toml"));
         let out = run_with_timeout(&mut cmd, Duration::from_secs(900))
             .unwrap_or_else(|e| panic!("cannot build the C libraries: {e}"));
         let files: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)

@@ -135,3 +135,62 @@ pub extern "C" fn distcache_code_name(code: i32) -> *const c_char {
     };
     name.as_ptr()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: distcache_last_error_message returns a NUL-terminated string that stays valid
+        // until the next failing call on this thread.
+        unsafe { CStr::from_ptr(distcache_last_error_message()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_code() {
+        assert_eq!(guard(|| panic!("boom in the body")), DISTCACHE_ERR_PANIC);
+        assert!(
+            last_error().contains("boom in the body"),
+            "{}",
+            last_error()
+        );
+        let formatted = 7;
+        assert_eq!(
+            guard(|| panic!("formatted {formatted}")),
+            DISTCACHE_ERR_PANIC
+        );
+        assert!(last_error().contains("formatted 7"), "{}", last_error());
+    }
+
+    #[test]
+    fn each_error_variant_has_its_code() {
+        let cases = [
+            (Error::kafka("down"), DISTCACHE_ERR_UNAVAILABLE),
+            (
+                Error::Timeout {
+                    what: "x".into(),
+                    after: std::time::Duration::ZERO,
+                },
+                DISTCACHE_ERR_TIMEOUT,
+            ),
+            (Error::codec("bad"), DISTCACHE_ERR_CODEC),
+            (Error::Config("c".into()), DISTCACHE_ERR_CONFIG),
+            (Error::Rejected("r".into()), DISTCACHE_ERR_REJECTED),
+            (Error::Shutdown, DISTCACHE_ERR_SHUTDOWN),
+        ];
+        for (err, code) in cases {
+            let message = err.to_string();
+            assert_eq!(guard(|| Err(err.into())), code, "{message}");
+            assert_eq!(last_error(), message);
+        }
+        assert_eq!(guard(|| Ok(DISTCACHE_NOT_FOUND)), DISTCACHE_NOT_FOUND);
+        // A message with an interior NUL is kept, visibly.
+        let code = guard(|| Err(Failure::InvalidArgument("a\0b".into())));
+        assert_eq!(code, DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "invalid argument: a\\0b");
+    }
+}
