@@ -7,7 +7,7 @@
 //! - [`status`]: the integer codes, the thread-local last-error message, and the guard every
 //!   entry point runs in (no panic crosses the boundary).
 //! - [`buffer`]: values handed to the caller, and the one function that frees them.
-//! - [`args`]: checks of the pointers a caller passes (null, UTF-8).
+//! - `args`: checks of the pointers a caller passes (null, UTF-8).
 //!
 //! Values are stored with [`Codec::Raw`](crate::Codec::Raw): the bytes in Redis are the bytes the
 //! caller passed, so a Rust `DistributedCache<String>` or `DistributedCache<Vec<u8>>` with that

@@ -1,4 +1,4 @@
-//! Integer result codes, the thread-local last-error message, and [`guard`]: the wrapper every
+//! Integer result codes, the thread-local last-error message, and `guard`: the wrapper every
 //! entry point runs its body in, so that a panic becomes `DISTCACHE_ERR_PANIC` instead of
 //! unwinding into C (undefined behaviour).
 //!

@@ -25,6 +25,10 @@ pub fn core_node_bin() -> PathBuf {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--example", "core_node", "--message-format=json-render-diagnostics"])
             .args(["--manifest-path", manifest]);
+        // The features this test was built with, so the build reuses its library.
+        if cfg!(feature = "ffi") {
+            cmd.args(["--features", "ffi"]);
+        }
         let out = run_with_timeout(&mut cmd, Duration::from_secs(900)).map_err(|e| {
             format!(
                 "cannot build examples/core_node ({e}); build it with `cargo build --example core_node` \
