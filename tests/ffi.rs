@@ -534,3 +534,176 @@ fn python_core_node_shares_values_with_a_rust_core_node() {
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     shares_values_with_a_rust_node(&cluster, &py);
 }
+
+// ---- the handle in process: threads, buffers, argument checks --------------------------------
+
+/// Opens a handle on `cluster` through the C ABI.
+fn open(cluster: &Cluster) -> *mut DistcacheCache {
+    let c = |s: String| std::ffi::CString::new(s).expect("no NUL");
+    let (brokers, redis, ns, prefix) = (
+        c(cluster.broker.bootstrap()),
+        c(cluster.redis.url()),
+        c(cluster.ns.clone()),
+        c(cluster.prefix.clone()),
+    );
+    let (key, value) = (c"client.id".as_ptr(), c"ffi-test".as_ptr());
+    let mut cfg = config(&brokers, &redis, &ns);
+    cfg.key_prefix = prefix.as_ptr();
+    cfg.wait_timeout_ms = WAIT.as_millis() as u64;
+    cfg.kafka_setting_keys = &key;
+    cfg.kafka_setting_values = &value;
+    cfg.kafka_settings_len = 1;
+    let mut cache = ptr::null_mut();
+    // SAFETY: every pointer in cfg is valid for the call; cache is writable.
+    let code = unsafe { distcache_open(&cfg, &mut cache) };
+    assert_eq!(
+        code,
+        DISTCACHE_OK,
+        "open: {}\n{}",
+        last_error(),
+        cluster.logs()
+    );
+    assert!(!cache.is_null());
+    cache
+}
+
+/// `distcache_get` (or `_get_sync`), the buffer copied and freed.
+fn get(cache: *const DistcacheCache, key: &CStr, sync: bool) -> (i32, Option<Vec<u8>>) {
+    let (mut data, mut len) = (ptr::null_mut(), usize::MAX);
+    // SAFETY: a live handle, a NUL-terminated key, writable outputs; the buffer is read within
+    // its length and freed once.
+    unsafe {
+        let code = if sync {
+            distcache_get_sync(cache, key.as_ptr(), 0, &mut data, &mut len)
+        } else {
+            distcache_get(cache, key.as_ptr(), &mut data, &mut len)
+        };
+        let value = match code {
+            DISTCACHE_OK if len == 0 => {
+                assert!(data.is_null(), "an empty value is a null buffer");
+                Some(Vec::new())
+            }
+            DISTCACHE_OK => Some(std::slice::from_raw_parts(data, len).to_vec()),
+            _ => {
+                assert!(data.is_null() && len == 0, "no value: null and 0");
+                None
+            }
+        };
+        distcache_buffer_free(data, len);
+        (code, value)
+    }
+}
+
+#[test]
+fn one_handle_serves_many_threads_and_checks_its_arguments() {
+    let cluster = Cluster::start("ffi-inproc");
+    let _state = cluster.state_node();
+    let cache = open(&cluster);
+    let shared = cache as usize; // the handle is thread-safe; usize to move it into threads
+
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            s.spawn(move || {
+                let cache = shared as *const DistcacheCache;
+                for i in 0..25u8 {
+                    let key = std::ffi::CString::new(format!("t{t}-{i}")).expect("key");
+                    let value = [t, i, 0, 255];
+                    // SAFETY: live handle, NUL-terminated key, 4 readable bytes.
+                    let code =
+                        unsafe { distcache_set_sync(cache, key.as_ptr(), value.as_ptr(), 4, 0, 0) };
+                    assert_eq!(code, DISTCACHE_OK, "{}", last_error());
+                    assert_eq!(
+                        get(cache, &key, false),
+                        (DISTCACHE_OK, Some(value.to_vec()))
+                    );
+                }
+            });
+        }
+    });
+    // Every write reaches Redis, stored as the caller's bytes (Codec::Raw).
+    let raw_value = |key: &str| {
+        cluster.with_redis(|c| {
+            redis::cmd("HGET")
+                .arg(cluster.redis_key(key))
+                .arg("v")
+                .query::<Option<Vec<u8>>>(c)
+        })
+    };
+    for (t, i) in [(0u8, 0u8), (1, 7), (2, 13), (3, 24)] {
+        let key = format!("t{t}-{i}");
+        let mut last = None;
+        let stored = wait_until(WAIT, || {
+            last = raw_value(&key);
+            last.as_deref() == Some(&[t, i, 0, 255][..])
+        });
+        assert!(stored, "redis {key}: {last:?}");
+    }
+    let mut outcome = 0;
+    // SAFETY: live handle, NUL-terminated keys, writable outcome; value null with length 0.
+    unsafe {
+        assert_eq!(
+            distcache_set_sync_and_wait(
+                cache,
+                c"empty".as_ptr(),
+                ptr::null(),
+                0,
+                0,
+                0,
+                &mut outcome
+            ),
+            DISTCACHE_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(outcome, DISTCACHE_OUTCOME_APPLIED);
+        assert_eq!(distcache_delete(cache, c"t3-24".as_ptr()), DISTCACHE_OK);
+    }
+    assert_eq!(
+        get(cache, c"empty", false),
+        (DISTCACHE_OK, Some(Vec::new()))
+    );
+    assert_eq!(get(cache, c"t3-24", false), (DISTCACHE_NOT_FOUND, None));
+    assert_eq!(
+        get(cache, c"never-written", true),
+        (DISTCACHE_NOT_FOUND, None)
+    );
+    let mut metrics = DistcacheMetrics::default();
+    // SAFETY: live handle, writable struct.
+    assert_eq!(
+        unsafe { distcache_metrics(cache, &mut metrics) },
+        DISTCACHE_OK
+    );
+    assert!(metrics.writes >= 102, "{metrics:?}");
+
+    // Arguments the API documents as checked.
+    let bad_key = [b'k', 0xfe, 0];
+    let (mut data, mut len) = (ptr::null_mut(), 0);
+    // SAFETY: the pointers are valid or null; bad_key is NUL-terminated.
+    unsafe {
+        let code = distcache_set(cache, bad_key.as_ptr().cast(), b"v".as_ptr(), 1, 0);
+        assert_eq!(code, DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains("key is not UTF-8"),
+            "{}",
+            last_error()
+        );
+        let code = distcache_set(cache, c"k".as_ptr(), ptr::null(), 3, 0);
+        assert_eq!(code, DISTCACHE_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("value is null"), "{}", last_error());
+        let code = distcache_set(cache, ptr::null(), b"v".as_ptr(), 1, 0);
+        assert_eq!(code, DISTCACHE_ERR_INVALID_ARGUMENT);
+        let code = distcache_get(cache, c"k".as_ptr(), ptr::null_mut(), &mut len);
+        assert_eq!(code, DISTCACHE_ERR_INVALID_ARGUMENT);
+        let code = distcache_get_sync(cache, c"k".as_ptr(), 0, &mut data, ptr::null_mut());
+        assert_eq!(code, DISTCACHE_ERR_INVALID_ARGUMENT);
+        // A remote TTL shorter than the local one is refused, with the library's message.
+        let code = distcache_set_sync(cache, c"k".as_ptr(), b"v".as_ptr(), 1, 5_000, 1_000);
+        assert_eq!(code, DISTCACHE_ERR_REJECTED);
+        assert!(
+            last_error().contains("shorter than local TTL"),
+            "{}",
+            last_error()
+        );
+        distcache_close(cache);
+    }
+}

@@ -6,7 +6,7 @@
 //! per [`Error`] variant plus invalid arguments and panics.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::Error;
@@ -109,18 +109,24 @@ pub(super) fn guard(body: impl FnOnce() -> Result<i32, Failure>) -> i32 {
 /// valid until the next failing call on the same thread. Never null.
 #[no_mangle]
 pub extern "C" fn distcache_last_error_message() -> *const c_char {
-    // Only a thread-local access: nothing here can panic but the access itself during thread
-    // teardown, which `try_with` turns into the empty string.
-    LAST_ERROR
-        .try_with(|last| last.borrow().as_ptr())
-        .unwrap_or(c"".as_ptr())
+    // `try_with`: during thread teardown the thread-local may be gone; that reads as "none".
+    catch_unwind(|| {
+        LAST_ERROR
+            .try_with(|last| last.borrow().as_ptr())
+            .unwrap_or(c"".as_ptr())
+    })
+    .unwrap_or(c"".as_ptr())
 }
 
 /// A static, NUL-terminated name for a result code (`"DISTCACHE_ERR_TIMEOUT"`, ...);
 /// `"DISTCACHE_UNKNOWN"` for a code this library does not return. Never null, never freed.
 #[no_mangle]
 pub extern "C" fn distcache_code_name(code: i32) -> *const c_char {
-    let name = match code {
+    catch_unwind(|| code_name(code).as_ptr()).unwrap_or(c"DISTCACHE_UNKNOWN".as_ptr())
+}
+
+fn code_name(code: i32) -> &'static CStr {
+    match code {
         DISTCACHE_OK => c"DISTCACHE_OK",
         DISTCACHE_NOT_FOUND => c"DISTCACHE_NOT_FOUND",
         DISTCACHE_ERR_INVALID_ARGUMENT => c"DISTCACHE_ERR_INVALID_ARGUMENT",
@@ -132,8 +138,7 @@ pub extern "C" fn distcache_code_name(code: i32) -> *const c_char {
         DISTCACHE_ERR_SHUTDOWN => c"DISTCACHE_ERR_SHUTDOWN",
         DISTCACHE_ERR_PANIC => c"DISTCACHE_ERR_PANIC",
         _ => c"DISTCACHE_UNKNOWN",
-    };
-    name.as_ptr()
+    }
 }
 
 #[cfg(test)]
