@@ -19,7 +19,7 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use clap::Parser;
-use distcache::{Cache, DistributedCache, Version, WriteOutcome};
+use distcache::{Cache, Codec, DistributedCache, Version, WriteOutcome};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -41,6 +41,19 @@ struct Args {
     /// Reply `OK <version>` to set, set-sync, del and del-sync.
     #[arg(long)]
     reply_versions: bool,
+    /// Value codec: `json` (the default), `binary` or `raw` (the value's UTF-8 bytes, as the C ABI
+    /// stores them).
+    #[arg(long, default_value = "json", value_parser = parse_codec)]
+    codec: Codec,
+}
+
+fn parse_codec(name: &str) -> Result<Codec, String> {
+    match name {
+        "json" => Ok(Codec::Json),
+        "binary" => Ok(Codec::Binary),
+        "raw" => Ok(Codec::Raw),
+        other => Err(format!("unknown codec {other:?} (json, binary or raw)")),
+    }
 }
 
 fn main() {
@@ -52,7 +65,8 @@ fn main() {
         .kafka_brokers(&args.brokers)
         .redis_url(&args.redis)
         .namespace(&args.namespace)
-        .key_prefix(&args.prefix);
+        .key_prefix(&args.prefix)
+        .codec(args.codec);
     if let Some(id) = args.node_id {
         builder = builder.node_id(id);
     }

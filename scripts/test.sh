@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README and CI call it): installs what the tests need (scripts/services.sh install and
-# cargo-nextest, idempotent and cached), then runs formatting, clippy, every test target against Apache Kafka,
+# cargo-nextest, idempotent and cached), then runs formatting, clippy, every test target (with the C ABI: the
+# C and Python examples against the real services) against Apache Kafka,
 # the broker-facing subset again against tansu, the doctests and rustdoc (warnings are errors). Tests start
 # their own redis-server and broker on free loopback ports through tests/support; whatever a killed or
 # timed-out test leaves running is killed at the end, found by the DISTCACHE_TEST_RUN marker every child
@@ -104,9 +105,14 @@ if [[ ${CI:-} == true ]]; then
 	export NEXTEST_PROFILE=${NEXTEST_PROFILE:-ci}
 fi
 test_timeout=${DISTCACHE_TEST_TIMEOUT:-2700}
+# Every cargo step builds with the C ABI (`ffi`, additive: the default build is the same minus src/ffi), so the
+# library is compiled once for all of them and tests/ffi runs with the rest. tests/ffi builds the C libraries
+# (`cargo rustc --lib --features ffi --crate-type cdylib,staticlib`: one more compile of the library, ~1 min
+# on 2 cores), compiles examples/c with cc -Werror and runs it and examples/python against the real services.
+features=(--features ffi)
 
 step fmt cargo fmt --all -- --check
-step clippy cargo clippy --all-targets -- -D warnings
+step clippy cargo clippy --all-targets "${features[@]}" -- -D warnings
 # nextest runs each test in its own process with a per-test time-out (.config/nextest.toml); it skips
 # doctests, which a later step runs either way.
 # Together the tests and benches steps are `cargo test --all-targets`: benches run once each in test mode
@@ -126,19 +132,19 @@ on_broker() {
 	DISTCACHE_TEST_BROKER=$broker "$@"
 }
 main_broker=${DISTCACHE_TEST_BROKER:-kafka}
-step "tests ($main_broker)" on_broker "$main_broker" run_tests --lib --bins --tests --examples
+step "tests ($main_broker)" on_broker "$main_broker" run_tests "${features[@]}" --lib --bins --tests --examples
 # tansu keeps the code defensive (it hides records from tailing consumers, answers ListOffsets wrongly, keeps
 # its log in memory): the tests of the distributed path run against it too.
 tansu_targets=(--test pipeline_convergence --test pipeline_order --test pipeline_faults --test support_selftest --test chaos)
 case ${DISTCACHE_TANSU_SUITE:-subset} in
-subset) [[ $main_broker == tansu ]] || step "tests (tansu subset)" on_broker tansu run_tests "${tansu_targets[@]}" ;;
-all) [[ $main_broker == tansu ]] || step "tests (tansu, all)" on_broker tansu run_tests --tests ;;
+subset) [[ $main_broker == tansu ]] || step "tests (tansu subset)" on_broker tansu run_tests "${features[@]}" "${tansu_targets[@]}" ;;
+all) [[ $main_broker == tansu ]] || step "tests (tansu, all)" on_broker tansu run_tests "${features[@]}" --tests ;;
 none) ;;
 *) echo "test.sh: DISTCACHE_TANSU_SUITE must be subset, all or none" >&2 && failed+=(tansu-suite) ;;
 esac
-step benches cargo test --benches
-step doctests cargo test --doc
-step docs env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+step benches cargo test "${features[@]}" --benches
+step doctests cargo test "${features[@]}" --doc
+step docs env RUSTDOCFLAGS="-D warnings" cargo doc "${features[@]}" --no-deps
 
 section "summary"
 elapsed=$((SECONDS - started))

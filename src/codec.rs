@@ -6,6 +6,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Error, Result};
 
+mod raw;
+
 /// How values are serialized. Every node that shares a namespace must use the same codec.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Codec {
@@ -16,6 +18,11 @@ pub enum Codec {
     /// JSON, but not self-describing: types that need `deserialize_any` (for example
     /// `serde_json::Value` or `#[serde(untagged)]` enums) cannot use it.
     Binary,
+    /// The value's own bytes, unchanged: for byte strings and text (`Vec<u8>`, `String`, newtypes
+    /// around them), which then read the same from every language and from `redis-cli`. A `String`
+    /// and a `Vec<u8>` cache share values; any other type fails with [`Error::Codec`]. The C ABI
+    /// uses it.
+    Raw,
 }
 
 impl Codec {
@@ -24,6 +31,7 @@ impl Codec {
         match self {
             Codec::Json => serde_json::to_vec(value).map_err(Error::codec),
             Codec::Binary => postcard::to_stdvec(value).map_err(Error::codec),
+            Codec::Raw => raw::encode(value).map_err(Error::codec),
         }
     }
 
@@ -44,6 +52,7 @@ impl Codec {
                     )))
                 }
             }
+            Codec::Raw => raw::decode(bytes).map_err(Error::codec),
         }
     }
 }
@@ -94,6 +103,37 @@ mod tests {
             extra: BTreeMap::from([("k".into(), 1)]),
             nick: None,
         });
+    }
+
+    #[test]
+    fn raw_is_the_bytes_themselves() {
+        let raw = Codec::Raw;
+        assert_eq!(raw.encode(&vec![0u8, 255, 7]).unwrap(), [0, 255, 7]);
+        assert_eq!(raw.encode("héllo").unwrap(), "héllo".as_bytes());
+        assert_eq!(raw.encode(&String::new()).unwrap(), b"");
+        // A String written is the Vec<u8> read, and the other way round.
+        let bytes = raw.encode(&"text".to_string()).unwrap();
+        assert_eq!(raw.decode::<Vec<u8>>(&bytes).unwrap(), b"text");
+        assert_eq!(raw.decode::<String>(b"text").unwrap(), "text");
+        assert_eq!(raw.decode::<Vec<u8>>(&[1, 0, 200]).unwrap(), [1, 0, 200]);
+        assert_eq!(raw.decode::<Box<[u8]>>(b"ab").unwrap().as_ref(), b"ab");
+    }
+
+    #[test]
+    fn raw_refuses_what_is_not_bytes() {
+        let raw = Codec::Raw;
+        for err in [
+            raw.encode(&42u64).unwrap_err(),
+            raw.encode(&vec![1u32, 2]).unwrap_err(),
+            raw.encode(&vec!["a".to_string()]).unwrap_err(),
+            raw.encode(&Shape::Unit).unwrap_err(),
+            raw.encode(&Some(vec![1u8])).unwrap_err(),
+            raw.decode::<String>(&[0xff, 0xfe]).unwrap_err(),
+            raw.decode::<u64>(b"42").unwrap_err(),
+            raw.decode::<Shape>(b"Unit").unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Codec(_)), "{err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ mod connection_setters;
 mod distributed;
 mod error;
 pub mod event;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 // The root re-exports what users need of these two; the module paths stay for compatibility.
 #[doc(hidden)]
 pub mod local;

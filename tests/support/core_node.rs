@@ -25,6 +25,10 @@ pub fn core_node_bin() -> PathBuf {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--example", "core_node", "--message-format=json-render-diagnostics"])
             .args(["--manifest-path", manifest]);
+        // The features this test was built with, so the build reuses its library.
+        if cfg!(feature = "ffi") {
+            cmd.args(["--features", "ffi"]);
+        }
         let out = run_with_timeout(&mut cmd, Duration::from_secs(900)).map_err(|e| {
             format!(
                 "cannot build examples/core_node ({e}); build it with `cargo build --example core_node` \
@@ -62,6 +66,16 @@ impl CoreNodeProcess {
     ) -> Result<CoreNodeProcess, String> {
         let mut cmd = Command::new(core_node_bin());
         cmd.args(args);
+        CoreNodeProcess::start_command(label, cmd, wait)
+    }
+
+    /// Like [`start`](Self::start) for any program that speaks the same stdin protocol (the C and
+    /// Python core nodes of the C API).
+    pub fn start_command(
+        label: &str,
+        cmd: Command,
+        wait: Duration,
+    ) -> Result<CoreNodeProcess, String> {
         let child = ChildProcess::spawn(label, cmd);
         if child.wait_for_line(wait, |l| l == "READY").is_none() {
             return Err(format!(
