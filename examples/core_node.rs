@@ -6,10 +6,14 @@
 //! ```
 //! Commands: `set K V [TTL_MS]`, `set-sync K V [TTL_MS]`, `get K`, `get-sync K`, `del K`,
 //! `del-sync K`, `set-sync-wait K V`, `get-or-load K V` (`get_or_load` whose loader returns `V`),
-//! `metrics`, `quit`.
+//! `wait-for K VERSION TIMEOUT_MS`, `metrics`, `quit`.
 //! Replies: `OK`, `OK applied` / `OK superseded` (for set-sync-wait), `VALUE <v>`, `NIL`,
 //! `ERR <message>`; `metrics` prints one line of `name=value` pairs. Prints `READY` once its
 //! listener is subscribed.
+//!
+//! `wait-for K VERSION TIMEOUT_MS` calls `wait_for`: it replies `OK` once this node's view of `K` is
+//! at least `VERSION` (the 32 hex digits `--reply-versions` prints), or `ERR timeout after …` when
+//! `TIMEOUT_MS` passed first; `ERR bad VERSION …` / `ERR bad TIMEOUT_MS …` for malformed arguments.
 //!
 //! With `--reply-versions`, `set`, `set-sync`, `del` and `del-sync` reply `OK <version>` instead
 //! of `OK`: the write's version as the 32 hex digits of the wire format (hlc, then node id), so
@@ -135,11 +139,32 @@ fn run(cache: &DistributedCache<String>, words: &[&str], reply_versions: bool) -
         )),
         ["del", k] => Ok(write(cache.delete_versioned(k))),
         ["del-sync", k] => Ok(write(cache.delete_with_sync(k))),
+        ["wait-for", k, version, timeout_ms] => wait_for(cache, k, version, timeout_ms),
         ["metrics"] => Ok(metrics_line(cache)),
         [] => Err("empty command".into()),
         _ => Err(format!("unknown command {:?}", words.join(" "))),
     };
     parsed.unwrap_or_else(|e| format!("ERR {e}"))
+}
+
+fn wait_for(
+    cache: &DistributedCache<String>,
+    key: &str,
+    version: &str,
+    timeout_ms: &str,
+) -> Result<String, String> {
+    let version = Version::from_hex(version).ok_or_else(|| format!("bad VERSION {version:?}"))?;
+    let timeout = timeout_ms
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("bad TIMEOUT_MS {timeout_ms:?}"))?;
+    Ok(match cache.wait_for(key, &version, timeout) {
+        Ok(()) => "OK".into(),
+        Err(distcache::Error::Timeout { what, after }) => {
+            format!("ERR timeout after {after:?}: {what}")
+        }
+        Err(e) => format!("ERR {e}"),
+    })
 }
 
 fn metrics_line(cache: &DistributedCache<String>) -> String {

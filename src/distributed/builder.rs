@@ -22,6 +22,9 @@ use crate::redis_store::DEFAULT_KEY_PREFIX;
 use crate::redis_store::{redis_namespace_prefix, RedisConfig, RedisStore};
 use crate::{Codec, Error, LocalCache, Result};
 
+/// Most keys whose newest applied version `wait_for` remembers apart from the local cache.
+const MAX_SEEN_KEYS: usize = 1_000_000;
+
 /// Longest namespace accepted (it travels in every event).
 const MAX_NAMESPACE_LEN: usize = 1024;
 
@@ -229,7 +232,8 @@ where
         let group = format!("distcache-listener-{:x}-{}", clock.node(), ns);
         let consumer = broadcast_consumer(&self.kafka, &group, TOPIC_DONE)?;
 
-        let waiters = Arc::new(waiters::Waiters::new(self.max_waiters));
+        let seen_capacity = self.local_capacity.clamp(1024, MAX_SEEN_KEYS);
+        let waiters = Arc::new(waiters::Waiters::new(self.max_waiters, seen_capacity)?);
         let fills = Arc::new(FillGuard::new());
         let counters = Arc::new(metrics::Counters::default());
         let stop = Arc::new(AtomicBool::new(false));

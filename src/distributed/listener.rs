@@ -190,6 +190,9 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                 .local
                 .invalidate_unless_newer(&event.key, event.version),
         };
+        if event.op != Op::Stale {
+            self.waiters.saw(&event.key, event.version);
+        }
         if changed {
             c.events_applied.fetch_add(1, Ordering::Relaxed);
         } else {

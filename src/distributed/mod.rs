@@ -240,6 +240,66 @@ where
         self.write_and_wait(key, Write::set(value, ttl, None, LOCAL_ONLY))
     }
 
+    /// Cross-node read-your-writes: waits until this node's view of `key` is at least `version`
+    /// (typically a version another node's write returned), at most `timeout`.
+    ///
+    /// Returns `Ok(())` at once when this node's local cache already holds `key` (a value, a
+    /// tombstone or an absent marker) at `version` or newer, or when its listener saw a done event
+    /// of `key` at `version` or newer (remembered for up to the local capacity of keys, at least
+    /// 1024); otherwise once such a done event arrives. "At least" holds when the key was since
+    /// overwritten or deleted by a newer write, and when the state node reported `version` itself
+    /// stale (a newer write already won in Redis). After `Ok`, [`get`](Cache::get) answers
+    /// `version`'s value or a newer state, unless the entry left the local tier since (capacity,
+    /// TTL, a value too large to inline): [`get_with_sync`](Self::get_with_sync) then reads Redis,
+    /// which the state node wrote before reporting.
+    ///
+    /// [`Error::Timeout`] when `timeout` passes first (the write may not be applied yet, or it
+    /// fell into a gap the listener reset the local cache for); [`Error::Rejected`] when the
+    /// builder's `max_waiters` callers (`*_and_wait` and `wait_for` together) already wait.
+    ///
+    /// ```no_run
+    /// use distcache::{Cache, DistributedCache};
+    /// use std::time::Duration;
+    ///
+    /// # let node_a: DistributedCache<u64> = DistributedCache::builder()
+    /// #     .kafka_brokers("127.0.0.1:9092").redis_url("redis://127.0.0.1:6379/").build()?;
+    /// # let node_b = node_a.clone();
+    /// // On node A (the version travels with the request, e.g. in a header):
+    /// let version = node_a.set_with_sync("cart:7", 3, None, None)?;
+    /// // On node B, before serving the follow-up request:
+    /// node_b.wait_for("cart:7", &version, Duration::from_secs(2))?;
+    /// assert!(node_b.get("cart:7")?.is_some());
+    /// # Ok::<(), distcache::Error>(())
+    /// ```
+    pub fn wait_for(&self, key: &str, version: &Version, timeout: Duration) -> Result<()> {
+        let waiters = &self.inner.waiters;
+        // Registered before looking, so an event landing in between is not missed.
+        let waiter = waiters.register(key, *version)?;
+        if self.view_reached(key, *version) {
+            waiters.cancel(key, waiter.id);
+            return Ok(());
+        }
+        let reached = waiter.outcome.recv_timeout(timeout).is_ok();
+        waiters.cancel(key, waiter.id);
+        if reached || self.view_reached(key, *version) {
+            return Ok(());
+        }
+        Err(Error::Timeout {
+            what: format!(
+                "[{}] this node's view of {key:?} to reach {version}",
+                self.inner.ns
+            ),
+            after: timeout,
+        })
+    }
+
+    /// Whether this node's view of `key` is at `version` or newer.
+    fn view_reached(&self, key: &str, version: Version) -> bool {
+        let inner = &self.inner;
+        inner.local.version_of(key).is_some_and(|v| v >= version)
+            || inner.waiters.seen(key).is_some_and(|v| v >= version)
+    }
+
     /// Reads the local cache; on a miss reads Redis and fills the local cache (with `local_ttl`,
     /// or the local default) unless a newer event for the key arrived during the read.
     ///
@@ -385,15 +445,15 @@ where
         let version = self.stamp()?;
         let event = self.event(key, &write, version)?;
         let inner = &self.inner;
-        let outcome = inner.waiters.register(key, version)?;
+        let waiter = inner.waiters.register(key, version)?;
         if let Err(e) = self.produce_and_apply(key, write, &event) {
-            inner.waiters.cancel(key, version);
+            inner.waiters.cancel(key, waiter.id);
             return Err(e);
         }
-        match outcome.recv_timeout(inner.wait_timeout) {
+        match waiter.outcome.recv_timeout(inner.wait_timeout) {
             Ok(outcome) => Ok(outcome),
             Err(_) => {
-                inner.waiters.cancel(key, version);
+                inner.waiters.cancel(key, waiter.id);
                 Err(Error::Timeout {
                     what: format!("state node to apply {key:?} at {version}"),
                     after: inner.wait_timeout,
