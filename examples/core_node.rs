@@ -175,10 +175,10 @@ fn metrics_line(cache: &DistributedCache<String>) -> String {
          writes={} write_failures={} events={} events_applied={} events_ignored={} malformed={} \
          undecodable={} resets={} redis_reads={} propagation_p50_us={} propagation_p99_us={} \
          future_versions={} duplicate_node_ids={} local_newer_reads={} \
-         holes_reread={} loads={}",
+         holes_reread={} loads={} negative_hits={}",
         l.hits, l.misses, l.entries, l.inserts, l.updates, l.evictions, l.expirations, l.invalidations,
         m.writes, m.write_failures, m.events, m.events_applied, m.events_ignored, m.malformed,
         m.undecodable, m.resets, m.redis_reads, m.propagation_us.p50, m.propagation_us.p99,
-        m.future_versions, m.duplicate_node_ids, m.local_newer_reads, m.holes_reread, m.loads
+        m.future_versions, m.duplicate_node_ids, m.local_newer_reads, m.holes_reread, m.loads, m.negative_hits
     )
 }

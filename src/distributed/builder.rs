@@ -63,6 +63,7 @@ pub struct DistributedCacheBuilder<T> {
     node_id: Option<u64>,
     wait_timeout: Duration,
     max_waiters: usize,
+    absent_ttl: Option<Duration>,
     trace: bool,
     _values: PhantomData<fn() -> T>,
 }
@@ -82,6 +83,7 @@ impl<T> std::fmt::Debug for DistributedCacheBuilder<T> {
             .field("node_id", &self.node_id)
             .field("wait_timeout", &self.wait_timeout)
             .field("max_waiters", &self.max_waiters)
+            .field("absent_ttl", &self.absent_ttl)
             .field("trace", &self.trace)
             .finish()
     }
@@ -104,6 +106,7 @@ where
             node_id: None,
             wait_timeout: Duration::from_secs(10),
             max_waiters: 10_000,
+            absent_ttl: None,
             trace: false,
             _values: PhantomData,
         }
@@ -127,6 +130,35 @@ where
     /// Default TTL of local entries written without one (default: none).
     pub fn local_ttl(mut self, ttl: Duration) -> Self {
         self.local_ttl = Some(ttl);
+        self
+    }
+
+    /// Negative caching (default off; `Duration::ZERO` turns it off): a `get_with_sync` that finds
+    /// nothing in Redis, and a `get_or_load` whose loader returns `None`, leave an absent marker in
+    /// the local tier for `ttl`; until it expires, reads of the key answer `None` without asking
+    /// Redis or the loader (counted in `negative_hits`). A newer write of the key that reaches this
+    /// node through the done topic (a set or delete from any node, plain or synced) replaces the
+    /// marker at once. Markers are local entries of weight one, so they count against
+    /// [`local_capacity`](Self::local_capacity) and are evicted like values.
+    ///
+    /// Pitfalls: a value written to Redis by anything other than distcache (no done event) stays
+    /// invisible here for up to `ttl`; so does a write whose done event this node has not received
+    /// yet (the usual propagation delay, or a state node that is down); and many distinct missing
+    /// keys (a scan, an attack) fill the local tier with markers, pushing out values. Keep `ttl`
+    /// short (seconds).
+    ///
+    /// ```
+    /// use distcache::DistributedCache;
+    /// use std::time::Duration;
+    ///
+    /// let builder = DistributedCache::<String>::builder()
+    ///     .kafka_brokers("127.0.0.1:9092")
+    ///     .redis_url("redis://127.0.0.1:6379/")
+    ///     .absent_ttl(Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
+    pub fn absent_ttl(mut self, ttl: Duration) -> Self {
+        self.absent_ttl = Some(ttl).filter(|t| !t.is_zero());
         self
     }
 
@@ -268,6 +300,7 @@ where
             loads: load::SingleFlight::new(),
             wait_timeout: self.wait_timeout,
             local_default_ttl: self.local_ttl,
+            absent_ttl: self.absent_ttl,
             trace: self.trace,
             stop,
             listener: Mutex::new(Some(handle)),

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     pub duplicate_node_ids: AtomicU64,
     pub local_newer_reads: AtomicU64,
     pub holes_reread: AtomicU64,
+    pub negative_hits: AtomicU64,
 }
 
 impl Counters {
@@ -43,6 +44,7 @@ impl Counters {
             duplicate_node_ids: self.duplicate_node_ids.load(Relaxed),
             local_newer_reads: self.local_newer_reads.load(Relaxed),
             holes_reread: self.holes_reread.load(Relaxed),
+            negative_hits: self.negative_hits.load(Relaxed),
         }
     }
 }
@@ -86,6 +88,9 @@ pub struct DistributedMetrics {
     /// Times the listener read a done-topic partition again from a missing offset (a record
     /// arrived past a hole). A hole that persists is a gap and counted in `resets`.
     pub holes_reread: u64,
+    /// Reads answered `None` from an absent marker (negative caching, the builder's
+    /// `absent_ttl`), without Redis or the loader.
+    pub negative_hits: u64,
 }
 
 impl DistributedMetrics {
@@ -158,6 +163,11 @@ impl DistributedMetrics {
                 "holes_reread",
                 "done-topic partitions re-read from a missing offset",
                 self.holes_reread,
+            ),
+            (
+                "negative_hits",
+                "reads answered from an absent marker (negative caching)",
+                self.negative_hits,
             ),
         ] {
             p.counter(&format!("distcache_{name}_total"), help, &labels, v);

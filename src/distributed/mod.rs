@@ -30,7 +30,7 @@ use crate::redis_store::{effective_ttl, RedisStore, Stored};
 use crate::{Cache, Codec, Error, LocalCache, Result, Version};
 pub use builder::{default_namespace, DistributedCacheBuilder};
 use clock::NodeClock;
-use fill_guard::FillGuard;
+use fill_guard::{FillGuard, Ticket};
 pub use metrics::DistributedMetrics;
 pub use waiters::WriteOutcome;
 
@@ -96,6 +96,8 @@ pub(crate) struct Inner<T> {
     wait_timeout: Duration,
     /// The local tier's default TTL, which a fill from Redis must not exceed the remote TTL with.
     local_default_ttl: Option<Duration>,
+    /// Negative caching: how long a read that found nothing is remembered locally (`None`: off).
+    absent_ttl: Option<Duration>,
     trace: bool,
     stop: Arc<AtomicBool>,
     listener: Mutex<Option<JoinHandle<()>>>,
@@ -307,17 +309,52 @@ where
     /// newer version of the key than Redis (this node's own delete or write not applied by the
     /// state node yet, a tombstone, a value too heavy for the local tier), the answer comes from
     /// the local state, `None` for a tombstone or a value the local tier could not hold.
+    ///
+    /// With negative caching on (the builder's [`absent_ttl`](DistributedCacheBuilder::absent_ttl)),
+    /// a read that finds nothing in Redis leaves an absent marker in the local tier, and reads of
+    /// the key answer `None` from it (counted: `negative_hits`) until it expires or a newer write
+    /// of the key reaches this node.
     pub fn get_with_sync(&self, key: &str, local_ttl: Option<Duration>) -> Result<Option<T>> {
         if let Some(v) = self.inner.local.get(key)? {
             return Ok(Some(v));
         }
-        self.read_through(key, local_ttl)
+        if self.negative_hit(key) {
+            return Ok(None);
+        }
+        self.read_through(key, local_ttl, self.inner.absent_ttl)
+    }
+
+    /// True (and counted) when negative caching is on and `key` holds an absent marker.
+    fn negative_hit(&self, key: &str) -> bool {
+        let inner = &self.inner;
+        let hit = inner.absent_ttl.is_some() && inner.local.is_absent(key);
+        if hit {
+            inner.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Leaves an absent marker for `key` (see [`LocalCache::mark_absent`]) unless an event or a
+    /// local write touched the key since `ticket` was taken; undone if one lands while marking.
+    fn mark_absent(&self, key: &str, version: Option<Version>, ticket: Ticket, ttl: Duration) {
+        let inner = &self.inner;
+        if inner.fills.unchanged(key, ticket)
+            && inner.local.mark_absent(key, version, ttl)
+            && !inner.fills.unchanged(key, ticket)
+        {
+            inner.local.drop_absent(key);
+        }
     }
 
     /// Reads local, then Redis, then calls `loader` on a miss and stores what it returns with
     /// [`set_with_sync`](Self::set_with_sync) (`local_ttl` and `remote_ttl` as there). Concurrent
     /// callers for one key in this process share one loader call (single flight); the others wait
     /// for its result.
+    ///
+    /// With negative caching on (the builder's [`absent_ttl`](DistributedCacheBuilder::absent_ttl)),
+    /// a loader that returns `None` leaves an absent marker: reads of the key answer `None`
+    /// without Redis or the loader until the marker expires or a newer write of the key reaches
+    /// this node (counted: `negative_hits`).
     pub fn get_or_load(
         &self,
         key: &str,
@@ -326,33 +363,60 @@ where
         loader: impl FnOnce(&str) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
         check_ttls(local_ttl, remote_ttl)?;
-        if let Some(v) = self.get_with_sync(key, local_ttl)? {
-            return Ok(Some(v));
+        // Absent markers are left only once the loader said "none" too (below).
+        let read = |this: &Self| -> Result<Option<Option<T>>> {
+            if let Some(v) = this.inner.local.get(key)? {
+                return Ok(Some(Some(v)));
+            }
+            if this.negative_hit(key) {
+                return Ok(Some(None));
+            }
+            Ok(this.read_through(key, local_ttl, None)?.map(Some))
+        };
+        if let Some(found) = read(self)? {
+            return Ok(found);
         }
         self.inner.loads.run(key, || {
-            // Another flight may have stored it while we queued.
-            if let Some(v) = self.get_with_sync(key, local_ttl)? {
-                return Ok(Some(v));
+            // Another flight may have stored it (or found it absent) while we queued.
+            if let Some(found) = read(self)? {
+                return Ok(found);
             }
+            let ticket = self.inner.fills.ticket(key);
             // The version is taken before the load: what the loader reads is at most as new as
             // this moment, so a write made elsewhere while it runs (a newer version) wins over it.
             let version = self.stamp()?;
             self.inner.counters.loads.fetch_add(1, Ordering::Relaxed);
             let loaded = loader(key)?;
-            if let Some(v) = &loaded {
-                let write = Write::set(v.clone(), local_ttl, remote_ttl, ALSO_REDIS);
-                self.write_at(key, write, version)?;
+            match (&loaded, self.inner.absent_ttl) {
+                (Some(v), _) => {
+                    let write = Write::set(v.clone(), local_ttl, remote_ttl, ALSO_REDIS);
+                    self.write_at(key, write, version)?;
+                }
+                (None, Some(ttl)) => self.mark_absent(key, None, ticket, ttl),
+                (None, None) => {}
             }
             Ok(loaded)
         })
     }
 
-    fn read_through(&self, key: &str, local_ttl: Option<Duration>) -> Result<Option<T>> {
+    /// Reads Redis and fills the local tier; with `absent_ttl`, a miss or a tombstone leaves an
+    /// absent marker for that long.
+    fn read_through(
+        &self,
+        key: &str,
+        local_ttl: Option<Duration>,
+        absent_ttl: Option<Duration>,
+    ) -> Result<Option<T>> {
         let inner = &self.inner;
         let ticket = inner.fills.ticket(key);
         inner.counters.redis_reads.fetch_add(1, Ordering::Relaxed);
         match inner.redis.get_stored(key)? {
-            None => Ok(None),
+            None => {
+                if let Some(ttl) = absent_ttl {
+                    self.mark_absent(key, None, ticket, ttl);
+                }
+                Ok(None)
+            }
             Some(Stored {
                 value: None,
                 version,
@@ -360,6 +424,9 @@ where
             }) => {
                 if let Some(v) = version {
                     inner.local.delete_if_newer(key, v);
+                }
+                if let Some(ttl) = absent_ttl {
+                    self.mark_absent(key, version, ticket, ttl);
                 }
                 Ok(None)
             }
