@@ -200,8 +200,14 @@ where
         self
     }
 
-    /// Logs every produced and received event at debug level (target `distcache::core` and
-    /// `distcache::listener`).
+    /// Traces each event's journey (default off): this node's writes are timed from the produce
+    /// call to the broker's acknowledgement (`trace_produce_us`, this node's monotonic clock), and
+    /// every done event of the namespace in two spans split at the done record's timestamp:
+    /// produced → done produced (`trace_to_done_us`: the writer's wall clock in the envelope to the
+    /// state node's wall clock in the record timestamp) and done produced → seen here
+    /// (`trace_done_to_seen_us`: to this node's wall clock). Each event is also logged at debug
+    /// level (targets `distcache::trace` and `distcache::listener`). The state node's own stages are
+    /// timed by its builder's `trace`. Off, nothing is recorded or logged.
     pub fn trace(mut self, on: bool) -> Self {
         self.trace = on;
         self

@@ -23,6 +23,9 @@ pub(crate) struct Counters {
     pub local_newer_reads: AtomicU64,
     pub holes_reread: AtomicU64,
     pub negative_hits: AtomicU64,
+    pub trace_produce_us: Histogram,
+    pub trace_to_done_us: Histogram,
+    pub trace_done_to_seen_us: Histogram,
 }
 
 impl Counters {
@@ -45,6 +48,9 @@ impl Counters {
             local_newer_reads: self.local_newer_reads.load(Relaxed),
             holes_reread: self.holes_reread.load(Relaxed),
             negative_hits: self.negative_hits.load(Relaxed),
+            trace_produce_us: self.trace_produce_us.summary(),
+            trace_to_done_us: self.trace_to_done_us.summary(),
+            trace_done_to_seen_us: self.trace_done_to_seen_us.summary(),
         }
     }
 }
@@ -91,6 +97,17 @@ pub struct DistributedMetrics {
     /// Reads answered `None` from an absent marker (negative caching, the builder's
     /// `absent_ttl`), without Redis or the loader.
     pub negative_hits: u64,
+    /// Trace (the builder's `trace(true)`; empty otherwise): this node's writes from the produce
+    /// call to the broker's acknowledgement, in microseconds (this node's monotonic clock).
+    pub trace_produce_us: Summary,
+    /// Trace: done events of this namespace, from the write being produced (the writer's wall
+    /// clock, in the envelope) to its done event being produced (the done record's timestamp: the
+    /// state node's wall clock, millisecond resolution): the broker hop, the state node's intake,
+    /// batching, Redis apply and publish. In microseconds; across machines this includes skew.
+    pub trace_to_done_us: Summary,
+    /// Trace: from the done event being produced (its record timestamp) to this node's listener
+    /// seeing it (this node's wall clock), in microseconds; across machines this includes skew.
+    pub trace_done_to_seen_us: Summary,
 }
 
 impl DistributedMetrics {
@@ -184,6 +201,25 @@ impl DistributedMetrics {
             &labels,
             &self.propagation_us,
         );
+        for (name, help, s) in [
+            (
+                "distcache_trace_produce_us",
+                "trace: produce call to broker acknowledgement, microseconds",
+                &self.trace_produce_us,
+            ),
+            (
+                "distcache_trace_to_done_us",
+                "trace: write produced to its done event produced, microseconds",
+                &self.trace_to_done_us,
+            ),
+            (
+                "distcache_trace_done_to_seen_us",
+                "trace: done event produced to seen by this node, microseconds",
+                &self.trace_done_to_seen_us,
+            ),
+        ] {
+            p.summary(name, help, &labels, s);
+        }
         p.finish()
     }
 }

@@ -575,6 +575,7 @@ where
 
     fn produce(&self, event: &Event) -> Result<()> {
         let inner = &self.inner;
+        let started = std::time::Instant::now();
         match inner
             .producer
             .send_and_wait(TOPIC_SET_DEL, &event.message_key(), &event.encode())
@@ -582,8 +583,14 @@ where
             Ok(()) => {
                 inner.counters.writes.fetch_add(1, Ordering::Relaxed);
                 if inner.trace {
-                    log::debug!(target: "distcache::core",
-                        "[{}] produced {:?} {:?} at {}", inner.ns, event.op, event.key, event.version);
+                    let took = started.elapsed();
+                    inner
+                        .counters
+                        .trace_produce_us
+                        .record(took.as_micros() as u64);
+                    log::debug!(target: "distcache::trace",
+                        "[{}] produced {:?} {:?} at {}: acknowledged after {:.3} ms",
+                        inner.ns, event.op, event.key, event.version, took.as_secs_f64() * 1000.0);
                 }
                 Ok(())
             }
