@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use distcache::{DistributedCache, Summary, WriteOutcome};
-use support::{unique_name, Stack};
+use support::{unique_name, wait_until, Stack};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -71,5 +71,47 @@ fn traced_events_are_timed_and_untraced_ones_are_not() {
     assert_eq!(
         q.propagation_us.count, 5,
         "the untraced figure still counts"
+    );
+
+    // The state node of this stack runs without trace: its stages are not timed.
+    // (`applied` moves once the done events are acknowledged, which may be after they arrive.)
+    assert!(wait_until(WAIT, || stack.node.metrics().applied == 10));
+    let s = stack.node.metrics();
+    assert_eq!(s.trace_consumed_us, Summary::default());
+    assert_eq!(s.trace_applied_us, Summary::default());
+    assert_eq!(s.trace_done_us, Summary::default());
+}
+
+/// A state node built with `trace(true)` times its own stages: each write from produced to taken
+/// for applying, and each batch's Redis apply and done-event delivery.
+#[test]
+fn a_traced_state_node_times_its_stages() {
+    let stack = Stack::start_with(|node| node.trace(true));
+    let c = cache(&stack, false);
+    for i in 0..5 {
+        let outcome = c
+            .set_with_sync_and_wait(&format!("k{i}"), "v".into(), None, None)
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Applied);
+    }
+    assert!(wait_until(WAIT, || stack
+        .node
+        .metrics()
+        .trace_done_us
+        .count
+        == stack.node.metrics().batches));
+    let m = stack.node.metrics();
+    assert_eq!(m.trace_consumed_us.count, 5, "{m:?}");
+    assert!(m.trace_consumed_us.max < 60_000_000, "{m:?}");
+    // One batch per write here (each waits for the previous), at least one in any case.
+    for (name, s) in [("applied", &m.trace_applied_us), ("done", &m.trace_done_us)] {
+        assert!((1..=5).contains(&s.count), "{name}: {m:?}");
+        assert!(s.sum > 0 && s.max < 60_000_000, "{name}: {m:?}");
+    }
+    assert_eq!(m.trace_applied_us.count, m.batches, "{m:?}");
+    let text = m.to_prometheus();
+    assert!(
+        text.contains("distcache_state_node_trace_consumed_us_count 5"),
+        "{text}"
     );
 }

@@ -42,6 +42,8 @@ pub(crate) struct Handoff {
     pub abandoned: bool,
     /// `produced_at_us` of each applied write, for the end-to-end latency.
     pub latency_from: Vec<u64>,
+    /// With trace on: when Redis answered for this batch.
+    pub applied_at: Option<Instant>,
 }
 
 pub(crate) struct Delivery<'a> {
@@ -85,6 +87,13 @@ impl Delivery<'_> {
             c.applied.fetch_add(batch.applied, Relaxed);
             c.published.fetch_add(batch.done.len() as u64, Relaxed);
             self.record_latency(&batch.latency_from);
+            if let Some(applied_at) = batch.applied_at {
+                let took = applied_at.elapsed();
+                c.trace_done_us.record(took.as_micros() as u64);
+                log::debug!(target: "distcache::trace",
+                    "{} done events acknowledged {:.3} ms after the apply", batch.done.len(),
+                    took.as_secs_f64() * 1000.0);
+            }
         }
         let sync = batch.barrier.is_some() || batch.last;
         let Some((offsets, kind)) = commits.next(&batch.next_offsets, sync) else {

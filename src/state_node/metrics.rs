@@ -26,6 +26,9 @@ pub(crate) struct Counters {
     pub worker_panics: AtomicU64,
     pub holes_reread: AtomicU64,
     pub holes_skipped: AtomicU64,
+    pub trace_consumed_us: Histogram,
+    pub trace_applied_us: Histogram,
+    pub trace_done_us: Histogram,
 }
 
 impl Counters {
@@ -51,6 +54,9 @@ impl Counters {
             worker_panics: self.worker_panics.load(Relaxed),
             holes_reread: self.holes_reread.load(Relaxed),
             holes_skipped: self.holes_skipped.load(Relaxed),
+            trace_consumed_us: self.trace_consumed_us.summary(),
+            trace_applied_us: self.trace_applied_us.summary(),
+            trace_done_us: self.trace_done_us.summary(),
         }
     }
 }
@@ -107,6 +113,17 @@ pub struct StateNodeMetrics {
     pub holes_reread: u64,
     /// Holes still there after the bounded re-reads: logged as errors and passed.
     pub holes_skipped: u64,
+    /// Trace (the builder's `trace(true)`; empty otherwise): each write from being produced (the
+    /// writer's wall clock, in the envelope) to being taken from the intake for applying (this
+    /// node's wall clock), in microseconds: the broker hop, intake and batching. Across machines
+    /// this includes clock skew.
+    pub trace_consumed_us: Summary,
+    /// Trace: each batch from the start of its Redis apply to Redis' answer, in microseconds
+    /// (this node's monotonic clock).
+    pub trace_applied_us: Summary,
+    /// Trace: each batch from Redis' answer to the broker's acknowledgement of its last done
+    /// event, in microseconds (this node's monotonic clock).
+    pub trace_done_us: Summary,
 }
 
 impl StateNodeMetrics {
@@ -185,6 +202,25 @@ impl StateNodeMetrics {
             "",
             &self.end_to_end_us,
         );
+        for (name, help, s) in [
+            (
+                "distcache_state_node_trace_consumed_us",
+                "trace: write produced to taken for applying, microseconds",
+                &self.trace_consumed_us,
+            ),
+            (
+                "distcache_state_node_trace_applied_us",
+                "trace: redis apply per batch, microseconds",
+                &self.trace_applied_us,
+            ),
+            (
+                "distcache_state_node_trace_done_us",
+                "trace: applied to done events acknowledged per batch, microseconds",
+                &self.trace_done_us,
+            ),
+        ] {
+            p.summary(name, help, "", s);
+        }
         p.finish()
     }
 }

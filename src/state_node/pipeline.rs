@@ -62,6 +62,8 @@ pub(crate) struct Pipeline {
     /// Set, with `stop`, when the node cannot go on.
     pub failure: Failure,
     pub stop: Arc<AtomicBool>,
+    /// Time each batch's stages into the `trace_*` metrics and log them (the builder's `trace`).
+    pub trace: bool,
 }
 
 impl Pipeline {
@@ -78,6 +80,7 @@ impl Pipeline {
             max_clock_skew_ms,
             failure,
             stop,
+            trace,
         } = self;
         let mut stage = ApplyStage {
             workers,
@@ -87,6 +90,7 @@ impl Pipeline {
             give_up_at: &give_up_at,
             max_clock_skew_ms,
             fatal: None,
+            trace,
         };
         let delivery = Delivery {
             producer,
@@ -131,6 +135,7 @@ struct ApplyStage<'a> {
     max_clock_skew_ms: u64,
     /// Set when the node must stop (a batch kept panicking a worker).
     fatal: Option<String>,
+    trace: bool,
 }
 
 impl ApplyStage<'_> {
@@ -144,6 +149,7 @@ impl ApplyStage<'_> {
             last: batch.last,
             abandoned: false,
             latency_from: Vec::new(),
+            applied_at: None,
         };
         if !batch.records.is_empty() {
             match self.apply(batch.records, &mut handoff) {
@@ -171,6 +177,14 @@ impl ApplyStage<'_> {
         c.deduped.fetch_add(plan.deduped, Relaxed);
 
         let started = Instant::now();
+        if self.trace {
+            // Produced (the writer's wall clock, in the envelope) → taken for applying (ours).
+            let now = now_micros();
+            for event in &plan.writes {
+                c.trace_consumed_us
+                    .record(now.saturating_sub(event.produced_at_us));
+            }
+        }
         let workers = &self.workers;
         let mut panics = 0;
         let fatal = &mut self.fatal;
@@ -191,8 +205,15 @@ impl ApplyStage<'_> {
                 }
             }
         })?;
-        c.apply_latency_us
-            .record(started.elapsed().as_micros() as u64);
+        let applied_in = started.elapsed();
+        c.apply_latency_us.record(applied_in.as_micros() as u64);
+        if self.trace {
+            c.trace_applied_us.record(applied_in.as_micros() as u64);
+            out.applied_at = Some(Instant::now());
+            log::debug!(target: "distcache::trace",
+                "batch of {} writes applied to redis in {:.3} ms", plan.writes.len(),
+                applied_in.as_secs_f64() * 1000.0);
+        }
 
         out.done
             .reserve(plan.writes.len() + plan.stale.len() + plan.superseded.len());
@@ -304,6 +325,7 @@ mod tests {
             give_up_at: &give_up_at,
             max_clock_skew_ms: 1000,
             fatal: None,
+            trace: false,
         };
         let event = Event {
             op: Op::Set,
