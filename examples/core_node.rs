@@ -6,10 +6,15 @@
 //! ```
 //! Commands: `set K V [TTL_MS]`, `set-sync K V [TTL_MS]`, `get K`, `get-sync K`, `del K`,
 //! `del-sync K`, `set-sync-wait K V`, `get-or-load K V` (`get_or_load` whose loader returns `V`),
-//! `wait-for K VERSION TIMEOUT_MS`, `metrics`, `quit`.
+//! `wait-for K VERSION TIMEOUT_MS`, `metrics`, `metrics table`, `quit`.
+//! Options beyond the connection: `--trace` (the builder's `trace(true)`), `--absent-ttl-ms MS`
+//! (negative caching, the builder's `absent_ttl`), `--reply-versions`, `--node-id`.
 //! Replies: `OK`, `OK applied` / `OK superseded` (for set-sync-wait), `VALUE <v>`, `NIL`,
 //! `ERR <message>`; `metrics` prints one line of `name=value` pairs. Prints `READY` once its
 //! listener is subscribed.
+//!
+//! `metrics table` replies `TABLE <n>` and then `n` lines: the same metrics as a readable table
+//! (`DistributedMetrics`' `Display`); the one-line `metrics` reply stays for machines.
 //!
 //! `wait-for K VERSION TIMEOUT_MS` calls `wait_for`: it replies `OK` once this node's view of `K` is
 //! at least `VERSION` (the 32 hex digits `--reply-versions` prints), or `ERR timeout after …` when
@@ -45,6 +50,12 @@ struct Args {
     /// Reply `OK <version>` to set, set-sync, del and del-sync.
     #[arg(long)]
     reply_versions: bool,
+    /// Time each event's journey into the metrics and log it at debug level.
+    #[arg(long)]
+    trace: bool,
+    /// Negative caching: remember a missing key for this long (0: off).
+    #[arg(long, default_value_t = 0)]
+    absent_ttl_ms: u64,
 }
 
 fn main() {
@@ -56,7 +67,9 @@ fn main() {
         .kafka_brokers(&args.brokers)
         .redis_url(&args.redis)
         .namespace(&args.namespace)
-        .key_prefix(&args.prefix);
+        .key_prefix(&args.prefix)
+        .trace(args.trace)
+        .absent_ttl(Duration::from_millis(args.absent_ttl_ms));
     if let Some(id) = args.node_id {
         builder = builder.node_id(id);
     }
@@ -141,6 +154,11 @@ fn run(cache: &DistributedCache<String>, words: &[&str], reply_versions: bool) -
         ["del-sync", k] => Ok(write(cache.delete_with_sync(k))),
         ["wait-for", k, version, timeout_ms] => wait_for(cache, k, version, timeout_ms),
         ["metrics"] => Ok(metrics_line(cache)),
+        ["metrics", "table"] => {
+            let table = cache.metrics().to_string();
+            let table = table.trim_end();
+            Ok(format!("TABLE {}\n{table}", table.lines().count()))
+        }
         [] => Err("empty command".into()),
         _ => Err(format!("unknown command {:?}", words.join(" "))),
     };

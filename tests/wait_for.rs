@@ -75,6 +75,29 @@ fn a_version_written_on_one_process_is_waited_for_on_another() {
     assert_eq!(b.request(&format!("wait-for cart {v1} 0")), "OK");
     assert_eq!(b.get("cart"), None);
 
+    // The metrics, as one machine-readable line and as a readable table.
+    let line = b.request("metrics");
+    assert!(
+        line.contains(" events=") && !line.contains('\n'),
+        "{line:?}"
+    );
+    let header = b.request("metrics table");
+    let rows: usize = header
+        .strip_prefix("TABLE ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not `TABLE <n>`: {header:?}"));
+    let table: Vec<String> = (0..rows).map(|_| b.reply("metrics table")).collect();
+    assert_eq!(table[0], "core node metrics");
+    assert!(
+        table.iter().any(|r| r.trim_start().starts_with("received")),
+        "{table:#?}"
+    );
+    assert_eq!(
+        b.request("get nothing"),
+        "NIL",
+        "the table ended where it said"
+    );
+
     assert!(b
         .request("wait-for cart nothex 10")
         .starts_with("ERR bad VERSION"));

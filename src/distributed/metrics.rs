@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::local::LocalMetrics;
-use crate::metrics::{Histogram, PrometheusText, Summary};
+use crate::metrics::{Histogram, PrometheusText, Summary, Table};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -108,6 +108,65 @@ pub struct DistributedMetrics {
     /// Trace: from the done event being produced (its record timestamp) to this node's listener
     /// seeing it (this node's wall clock), in microseconds; across machines this includes skew.
     pub trace_done_to_seen_us: Summary,
+}
+
+/// A readable table (one figure a line, latencies in milliseconds); `Debug` and the fields are
+/// there for machines.
+///
+/// ```
+/// let text = distcache::DistributedMetrics::default().to_string();
+/// assert!(text.contains("writes"));
+/// assert!(text.lines().count() > 20);
+/// ```
+impl std::fmt::Display for DistributedMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let l = &self.local;
+        let mut t = Table::new(f, "core node metrics")?;
+        t.section("local tier")?;
+        t.row("entries", l.entries)?;
+        t.row(
+            "hits / misses",
+            format_args!(
+                "{} / {} ({:.1} % hits)",
+                l.hits,
+                l.misses,
+                l.hit_ratio() * 100.0
+            ),
+        )?;
+        t.row(
+            "inserts / updates",
+            format_args!("{} / {}", l.inserts, l.updates),
+        )?;
+        t.row("evictions", l.evictions)?;
+        t.row("expirations", l.expirations)?;
+        t.row("invalidations", l.invalidations)?;
+        t.row("stale rejections", l.stale_rejections)?;
+        t.section("reads")?;
+        t.row("redis reads", self.redis_reads)?;
+        t.row("negative hits", self.negative_hits)?;
+        t.row("loader calls", self.loads)?;
+        t.row("local newer reads", self.local_newer_reads)?;
+        t.section("writes")?;
+        t.row("acknowledged", self.writes)?;
+        t.row("failed", self.write_failures)?;
+        t.row("future versions", self.future_versions)?;
+        t.section("done events")?;
+        t.row("received", self.events)?;
+        t.row(
+            "applied / ignored",
+            format_args!("{} / {}", self.events_applied, self.events_ignored),
+        )?;
+        t.row("malformed", self.malformed)?;
+        t.row("undecodable", self.undecodable)?;
+        t.row("duplicate node ids", self.duplicate_node_ids)?;
+        t.row("holes re-read", self.holes_reread)?;
+        t.row("resets", self.resets)?;
+        t.section("latency")?;
+        t.latency("produced -> seen", &self.propagation_us)?;
+        t.latency("trace: produce -> ack", &self.trace_produce_us)?;
+        t.latency("trace: produced -> done", &self.trace_to_done_us)?;
+        t.latency("trace: done -> seen", &self.trace_done_to_seen_us)
+    }
 }
 
 impl DistributedMetrics {

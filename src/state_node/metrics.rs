@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::metrics::{Histogram, PrometheusText, Summary};
+use crate::metrics::{Histogram, PrometheusText, Summary, Table};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -124,6 +124,47 @@ pub struct StateNodeMetrics {
     /// Trace: each batch from Redis' answer to the broker's acknowledgement of its last done
     /// event, in microseconds (this node's monotonic clock).
     pub trace_done_us: Summary,
+}
+
+/// A readable table (one figure a line, latencies in milliseconds); `Debug` and the fields are
+/// there for machines.
+///
+/// ```
+/// let text = distcache::StateNodeMetrics::default().to_string();
+/// assert!(text.contains("consumed"));
+/// ```
+impl std::fmt::Display for StateNodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut t = Table::new(f, "state node metrics")?;
+        t.section("events")?;
+        t.row("consumed", self.consumed)?;
+        t.row("applied", self.applied)?;
+        t.row("stale dropped", self.stale_dropped)?;
+        t.row("deduplicated", self.deduped)?;
+        t.row("malformed", self.malformed)?;
+        t.row("failed", self.failed)?;
+        t.row("bad versions", self.bad_versions)?;
+        t.row("future refused", self.future_refused)?;
+        t.section("pipeline")?;
+        t.row("batches", self.batches)?;
+        t.sizes("batch size", &self.batch_size)?;
+        t.row("done events published", self.published)?;
+        t.row("commits", self.commits)?;
+        t.row("retries", self.retries)?;
+        t.row("consumer errors", self.consumer_errors)?;
+        t.row("worker panics", self.worker_panics)?;
+        t.row(
+            "holes re-read / skipped",
+            format_args!("{} / {}", self.holes_reread, self.holes_skipped),
+        )?;
+        t.section("latency")?;
+        t.row("lag", format_args!("{} ms", self.lag_ms))?;
+        t.latency("redis apply per batch", &self.apply_latency_us)?;
+        t.latency("produced -> done acked", &self.end_to_end_us)?;
+        t.latency("trace: produced -> taken", &self.trace_consumed_us)?;
+        t.latency("trace: apply", &self.trace_applied_us)?;
+        t.latency("trace: applied -> done", &self.trace_done_us)
+    }
 }
 
 impl StateNodeMetrics {
