@@ -3,7 +3,7 @@
 #
 # Usage: scripts/bench.sh [SECTION...]
 #   SECTION  local   LocalCache vs quick_cache, moka and one Mutex<lru::LruCache> (benches/local_cache.rs)
-#            pipeline  raw broker vs state node throughput, propagation latency (benches/pipeline.rs,
+#            pipeline  raw broker vs state node throughput, propagation latency (benches/pipeline/,
 #                      against a redis-server and each broker in turn — Apache Kafka, then tansu — that
 #                      it starts and stops; ~3 minutes per broker), then the brokers side by side
 #            failover  SIGKILL a real distcache-state-node: restart with the same --instance-id, and two
@@ -13,7 +13,7 @@
 # Environment:
 #   BENCH_NO_RUN=1   do not run cargo bench; print tables from the results already in target/criterion
 #                    (pipeline: the tables of its last run, kept in target/bench-pipeline.md)
-#   PIPELINE_BENCH_ARGS  extra arguments for benches/pipeline.rs, e.g. "--n 20000 --samples 500"
+#   PIPELINE_BENCH_ARGS  extra arguments for benches/pipeline/, e.g. "--n 20000 --samples 500"
 #   PIPELINE_BROKERS     which brokers the pipeline section measures, in order (default "apache tansu")
 #   FAILOVER_BENCH_ARGS  extra arguments for benches/failover.rs, e.g. "--rounds 5 --session-timeout-ms 6000"
 #   FAILOVER_BROKERS     which brokers the failover section measures, in order (default "apache tansu")
@@ -96,7 +96,7 @@ section_local() {
   echo
 }
 
-# section_pipeline: benches/pipeline.rs measures against real services, so for each broker this starts a
+# section_pipeline: benches/pipeline/ measures against real services, so for each broker this starts a
 # redis-server and that broker on free loopback ports (scripts/services.sh) in a private state dir, hands
 # their addresses over in DISTCACHE_REDIS_URL / DISTCACHE_BROKERS, and stops them when the run ends, however it
 # ends. Each run prints its markdown tables; then one table puts the brokers' headline figures side by side

@@ -226,6 +226,7 @@ impl Event {
 }
 
 /// The Kafka message key of `key` in namespace `ns`.
+#[doc(hidden)]
 pub fn message_key(ns: &str, key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(ns.len() + 1 + key.len());
     out.extend_from_slice(ns.as_bytes());
@@ -235,6 +236,7 @@ pub fn message_key(ns: &str, key: &str) -> Vec<u8> {
 }
 
 /// Microseconds since the Unix epoch, for `produced_at_us`.
+#[doc(hidden)]
 pub fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -15,17 +15,21 @@ mod connection_setters;
 mod distributed;
 mod error;
 pub mod event;
+// The root re-exports what users need of these two; the module paths stay for compatibility.
+#[doc(hidden)]
 pub mod local;
 mod metrics;
 mod redis_store;
 mod state_node;
+#[doc(hidden)]
 pub mod version;
 
 pub use bus::KafkaConfig;
 pub use cache::Cache;
 pub use codec::Codec;
 pub use distributed::{
-    default_namespace, DistributedCache, DistributedCacheBuilder, DistributedMetrics, WriteOutcome,
+    default_namespace, DistributedCache, DistributedCacheBuilder, DistributedMetrics, LocalView,
+    WriteOutcome,
 };
 pub use error::{BoxError, Error, Result};
 pub use local::{LocalCache, LocalCacheBuilder, LocalMetrics};
@@ -35,9 +39,12 @@ pub use redis_store::{
     DEFAULT_KEY_PREFIX,
 };
 pub use state_node::{StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_MAX_INTAKE_BYTES};
-pub use version::{HybridClock, Version};
+/// The hybrid logical clock that stamps versions (tests and tools stamp their own writes with it).
+#[doc(hidden)]
+pub use version::HybridClock;
+pub use version::{Version, DEFAULT_MAX_CLOCK_SKEW};
 
-/// What `benches/pipeline.rs` measures the state node against (its Redis ceiling runs the very
+/// What `benches/pipeline/` measures the state node against (its Redis ceiling runs the very
 /// script the state node runs). Not part of the API.
 #[doc(hidden)]
 pub mod bench_support {

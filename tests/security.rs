@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use distcache::{
-    Cache, DistributedCache, Error, KafkaConfig, RedisCache, RedisConfig, StateNode, WriteOutcome,
+    DistributedCache, Error, KafkaConfig, RedisCache, RedisConfig, StateNode, WriteOutcome,
 };
 use support::{free_port, unique_name, Broker, RedisServer};
 

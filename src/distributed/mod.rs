@@ -11,6 +11,7 @@ mod clock;
 mod fill_guard;
 mod listener;
 mod load;
+mod local_view;
 mod metrics;
 mod pending;
 mod registry;
@@ -31,6 +32,7 @@ use crate::{Cache, Codec, Error, LocalCache, Result, Version};
 pub use builder::{default_namespace, DistributedCacheBuilder};
 use clock::NodeClock;
 use fill_guard::{FillGuard, Ticket};
+pub use local_view::LocalView;
 pub use metrics::DistributedMetrics;
 pub use waiters::WriteOutcome;
 
@@ -178,9 +180,10 @@ where
         self.inner.clock.node()
     }
 
-    /// The local tier (read-only use is safe; writes to it bypass replication).
-    pub fn local(&self) -> &LocalCache<T> {
-        &self.inner.local
+    /// A read-only view of the local tier: its values, versions and counters, and dropping local
+    /// copies. It cannot write: a value stored only here would bypass replication.
+    pub fn local(&self) -> LocalView<'_, T> {
+        LocalView::new(&self.inner.local)
     }
 
     /// A snapshot of this namespace's counters.

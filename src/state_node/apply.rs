@@ -1,353 +1,244 @@
-//! Step 4 of the state node: apply writes to Redis with a fixed pool of workers.
+//! Steps 3–4 of the state node, one batch at a time: plan it ([`plan`](super::plan)), apply its
+//! writes to Redis through the [`workers`](super::workers), remember the versions Redis now holds,
+//! and hand the batch over with each write's [`Fate`] for delivery.
 //!
-//! Each worker owns one blocking connection ([`ScriptConn`], which runs the versioned-apply
-//! script). A key always goes to the same worker (hash of the key), so two writes of one key never
-//! race each other, and each worker sends its share of a batch at once.
+//! Invariant: a batch is handed over either with a fate for every event it carried, or
+//! `abandoned` with no offsets at all, so nothing of it is published or committed and it is
+//! replayed (the version check in Redis makes replays harmless).
 //!
-//! Errors are sorted by what a retry can do. A connection, timeout or server-state error fails
-//! the job and the whole batch is retried; an error about one key that no retry can fix (a stored
-//! version that is not ours, a key of another type) is that key's [`Outcome::Failed`], and the
-//! rest of the batch goes on. A job that panics is caught: the
-//! worker drops its connection, reports [`ApplyFailure::Panicked`] and serves the next job.
+//! A Redis worker that panics fails its batch, which is retried; if the same batch panics
+//! [`MAX_PANICS`] times in a row, the node must stop: it leaves the group with that batch
+//! uncommitted, so another node (or a restart) takes its partitions, instead of holding them
+//! forever without committing.
 
-use std::hash::BuildHasher;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::Sender;
+use hashbrown::HashMap;
 
+use super::batcher::Batch;
+use super::lifecycle::Lifecycle;
 use super::metrics::Counters;
-use crate::event::Event;
-
-use crate::redis_store::{
-    is_transient_reply, CallReply, Connector, KeyReply, ScriptConn, VersionedWrite, BAD_VERSION,
-};
+use super::plan::{plan, AppliedVersions, Plan};
+use super::workers::{ApplyFailure, Outcome, RedisWorkers};
+use crate::event::{now_micros, Event};
 use crate::{Error, Result};
 
-/// What happened to one write.
+/// Panicking attempts of one batch after which the node gives up and stops.
+pub(crate) const MAX_PANICS: u32 = 3;
+
+/// What became of one write of a batch; each is answered on the done topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Newer than what Redis held: applied (or, for plain writes, accepted without writing).
+pub(crate) enum Fate {
+    /// Newer than what Redis held: applied (a plain write: recorded without a value).
     Applied,
-    /// Not newer than what Redis held: dropped.
+    /// Not newer than what Redis held (found by the script or by the plan's fast path).
     Stale,
-    /// Redis cannot take it and no retry would change that (the key holds another type, its
-    /// stored version is not ours); counted and skipped.
-    Failed(String),
+    /// Redis refused it and no retry would change that (`bad_version`: the stored version is not
+    /// one of ours).
+    Failed {
+        /// The key's stored version is not one of ours.
+        bad_version: bool,
+    },
+    /// A newer write of its key in the same batch replaced it.
+    Superseded,
+    /// Stamped too far ahead of this node's clock.
+    Refused,
 }
 
-impl Outcome {
-    /// A failure because the key's stored version is not one of ours.
-    pub(crate) fn is_bad_version(&self) -> bool {
-        matches!(self, Outcome::Failed(why) if why.starts_with(BAD_VERSION))
-    }
+/// A batch after step 4, on its way to delivery.
+#[derive(Debug, Default)]
+pub(crate) struct AppliedBatch {
+    /// Every write of the batch with its fate.
+    pub verdicts: Vec<(Event, Fate)>,
+    /// Next offset to commit per partition once the batch is delivered.
+    pub next_offsets: HashMap<i32, i64>,
+    /// Acknowledge once this batch is committed.
+    pub barrier: Option<Sender<()>>,
+    /// The intake is gone: this is the last batch.
+    pub last: bool,
+    /// Step 4 gave up on this batch (shutdown deadline passed, or the node must stop): no
+    /// verdicts, no offsets.
+    pub abandoned: bool,
+    /// With trace on: when Redis answered for this batch.
+    pub applied_at: Option<Instant>,
 }
 
-/// Why a batch could not be applied; nothing of it is known to be applied, so it is retried.
-#[derive(Debug)]
-pub(crate) enum ApplyFailure {
-    /// Redis could not be reached, or refused for a reason that may pass.
-    Redis(Error),
-    /// A worker panicked on its share of the batch (a bug): the worker survives on a fresh
-    /// connection, but the same batch may panic again.
-    Panicked(String),
+/// Plans and applies batches.
+pub(crate) struct ApplyStage {
+    pub workers: RedisWorkers,
+    pub applied: AppliedVersions,
+    pub counters: Arc<Counters>,
+    pub life: Arc<Lifecycle>,
+    /// Events whose version is further ahead of this node's clock are refused.
+    pub max_clock_skew_ms: u64,
+    /// Time each batch's stages into the `trace_*` metrics and log them (the builder's `trace`).
+    pub trace: bool,
 }
 
-impl std::fmt::Display for ApplyFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApplyFailure::Redis(e) => e.fmt(f),
-            ApplyFailure::Panicked(why) => write!(f, "a redis worker panicked: {why}"),
-        }
-    }
-}
-
-/// Redis-side settings for applying events.
-#[derive(Clone, Debug)]
-pub(crate) struct ApplySettings {
-    pub prefix: String,
-    pub tombstone_ms: u64,
-}
-
-impl ApplySettings {
-    pub(crate) fn redis_key(&self, event: &Event) -> String {
-        crate::redis_store::redis_entry_key(&self.prefix, &event.ns, &event.key)
-    }
-}
-
-/// One worker's share of a batch.
-type Share = Vec<(usize, Event)>;
-
-struct Job {
-    /// Indexes into the caller's slice, and the events themselves.
-    writes: Share,
-    reply: Sender<std::result::Result<Vec<(usize, Outcome)>, ApplyFailure>>,
-}
-
-/// What a worker does with its share of a batch: [`Worker`] against Redis, a stand-in in tests.
-pub(crate) trait Applier: Send + 'static {
-    /// Applies the writes, one outcome per write.
-    fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>>;
-    /// Forgets per-connection state after a panic, so the next job starts afresh.
-    fn reset(&mut self);
-}
-
-/// The worker pool. Dropping it stops and joins the workers.
-pub(crate) struct RedisWorkers {
-    senders: Vec<Sender<Job>>,
-    handles: Vec<JoinHandle<()>>,
-    hasher: foldhash::fast::FixedState,
-}
-
-impl RedisWorkers {
-    pub(crate) fn start(
-        connector: Connector,
-        settings: ApplySettings,
-        workers: usize,
-        counters: Arc<Counters>,
-    ) -> Result<Self> {
-        let connector = Arc::new(connector);
-        let appliers = (0..workers).map(|_| Worker {
-            script: ScriptConn::new(connector.clone()),
-            settings: settings.clone(),
-        });
-        Self::spawn(appliers, counters)
-    }
-
-    /// One thread per applier.
-    pub(crate) fn spawn<A: Applier>(
-        appliers: impl ExactSizeIterator<Item = A>,
-        counters: Arc<Counters>,
-    ) -> Result<Self> {
-        let workers = appliers.len();
-        let mut senders = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        for (i, applier) in appliers.enumerate() {
-            // One job in flight per worker: the pipeline waits for every share before the next batch.
-            let (tx, rx) = bounded::<Job>(1);
-            let counters = counters.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("distcache-redis-{i}"))
-                .spawn(move || serve(applier, rx, &counters))
-                .map_err(|e| Error::Config(format!("cannot start redis worker: {e}")))?;
-            senders.push(tx);
-            handles.push(handle);
-        }
-        Ok(RedisWorkers {
-            senders,
-            handles,
-            hasher: foldhash::fast::FixedState::with_seed(0x5eed),
-        })
-    }
-
-    /// Applies `events` (already sorted by version). Returns one outcome per event, or why the
-    /// batch failed; then nothing is known to be applied and the caller retries the whole batch
-    /// (every write is idempotent).
-    pub(crate) fn apply(
-        &self,
-        events: &[Event],
-    ) -> std::result::Result<Vec<Outcome>, ApplyFailure> {
-        let n = self.senders.len();
-        let mut shares: Vec<Vec<(usize, Event)>> = vec![Vec::new(); n];
-        for (i, e) in events.iter().enumerate() {
-            let shard = (self.hasher.hash_one((&e.ns, &e.key)) % n as u64) as usize;
-            shares[shard].push((i, e.clone()));
-        }
-        let (reply_tx, reply_rx) = bounded(n);
-        let mut pending = 0;
-        for (shard, writes) in shares.into_iter().enumerate() {
-            if writes.is_empty() {
-                continue;
-            }
-            let job = Job {
-                writes,
-                reply: reply_tx.clone(),
-            };
-            self.senders[shard].send(job).map_err(|_| worker_gone())?;
-            pending += 1;
-        }
-        drop(reply_tx);
-        let mut outcomes = vec![Outcome::Stale; events.len()];
-        let mut first_err = None;
-        for _ in 0..pending {
-            match reply_rx.recv() {
-                Ok(Ok(results)) => {
-                    for (i, o) in results {
-                        outcomes[i] = o;
-                    }
-                }
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(worker_gone());
-                }
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(outcomes),
-        }
-    }
-}
-
-impl Drop for RedisWorkers {
-    fn drop(&mut self) {
-        self.senders.clear();
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
-struct Worker {
-    script: ScriptConn,
-    settings: ApplySettings,
-}
-
-/// The pool lives as long as the pipeline, so a worker whose channel is closed has died: as bad as
-/// a panic (and escalated like one), never a quiet retry forever.
-fn worker_gone() -> ApplyFailure {
-    ApplyFailure::Panicked("a redis worker thread is gone".into())
-}
-
-/// A worker's loop. A job that panics is answered with [`ApplyFailure::Panicked`] (so the batch
-/// fails loudly instead of waiting forever), counted, and the worker goes on afresh.
-fn serve<A: Applier>(mut applier: A, rx: Receiver<Job>, counters: &Counters) {
-    for job in rx {
-        let result = match catch_unwind(AssertUnwindSafe(|| applier.apply(&job.writes))) {
-            Ok(result) => result.map_err(ApplyFailure::Redis),
-            Err(panic) => {
-                let why = panic_message(&*panic);
-                counters.worker_panics.fetch_add(1, Relaxed);
-                log::error!(target: "distcache::state_node",
-                    "redis worker {} panicked on a batch share of {} writes: {why}",
-                    std::thread::current().name().unwrap_or("?"), job.writes.len());
-                applier.reset();
-                Err(ApplyFailure::Panicked(why))
-            }
+impl ApplyStage {
+    /// Applies `batch`. The second value is set when the node must stop (a batch kept panicking
+    /// a worker); the batch is then abandoned.
+    pub(crate) fn apply(&mut self, batch: Batch) -> (AppliedBatch, Option<String>) {
+        let mut out = AppliedBatch {
+            barrier: batch.barrier,
+            last: batch.last,
+            ..AppliedBatch::default()
         };
-        let _ = job.reply.send(result);
-    }
-}
+        if batch.records.is_empty() {
+            return (out, None);
+        }
+        let c = &self.counters;
+        c.batches.fetch_add(1, Relaxed);
+        c.batch_size.record(batch.records.len() as u64);
+        let horizon_ms = (now_micros() / 1000).saturating_add(self.max_clock_skew_ms);
+        let plan = plan(batch.records, &mut self.applied, horizon_ms);
+        c.malformed.fetch_add(plan.malformed, Relaxed);
+        c.deduped.fetch_add(plan.deduped, Relaxed);
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".into()
-    }
-}
-
-impl Applier for Worker {
-    fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
-        match self.send(writes)? {
-            CallReply::Keys(replies) => Self::outcomes(writes, replies),
-            CallReply::Refused(why) => {
-                // Refused for a reason a retry cannot fix: find the keys it is about, one call
-                // each, so the others still apply.
+        let mut fatal = None;
+        match self.run_writes(plan, &mut fatal, &mut out) {
+            Ok(()) => {}
+            Err(e) => {
+                // Nothing of this batch is published or committed: it will be replayed.
                 log::warn!(target: "distcache::state_node",
-                    "redis refused a call of {} writes ({why}); applying them one by one", writes.len());
-                let mut outcomes = Vec::with_capacity(writes.len());
-                for write in writes {
-                    let one = std::slice::from_ref(write);
-                    match self.send(one)? {
-                        CallReply::Keys(replies) => outcomes.extend(Self::outcomes(one, replies)?),
-                        CallReply::Refused(why) => outcomes.push((write.0, Outcome::Failed(why))),
-                    }
-                }
-                Ok(outcomes)
+                    "batch abandoned uncommitted (it will be replayed): {e}");
+                out.abandoned = true;
             }
         }
+        (out, fatal)
     }
 
-    fn reset(&mut self) {
-        self.script.reset();
-    }
-}
-
-impl Worker {
-    /// The outcome of each write from the script's per-key replies.
-    fn outcomes(
-        writes: &[(usize, Event)],
-        replies: Vec<KeyReply>,
-    ) -> Result<Vec<(usize, Outcome)>> {
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for ((i, _), reply) in writes.iter().zip(replies) {
-            let outcome = match reply {
-                Ok(true) => Outcome::Applied,
-                Ok(false) => Outcome::Stale,
-                // Out of memory, a read-only replica …: may pass on a retry, so the whole batch
-                // is retried rather than an acknowledged write dropped.
-                Err(why) if is_transient_reply(&why) => {
-                    return Err(Error::Rejected(format!("redis: {why}")))
-                }
-                // A stored version that is not ours, a key of another type, a script error on
-                // this key's data: this write can never apply. Skip it.
-                Err(why) => Outcome::Failed(why),
-            };
-            outcomes.push((*i, outcome));
+    /// Applies the plan's writes (retrying until they apply or a shutdown gives up) and gives
+    /// every event of the plan its fate in `out`. On an error `out` is left as it was.
+    fn run_writes(
+        &mut self,
+        plan: Plan,
+        fatal: &mut Option<String>,
+        out: &mut AppliedBatch,
+    ) -> Result<()> {
+        let started = Instant::now();
+        if self.trace {
+            // Produced (the writer's wall clock, in the envelope) → taken for applying (ours).
+            let now = now_micros();
+            for event in &plan.writes {
+                self.counters
+                    .trace_consumed_us
+                    .record(now.saturating_sub(event.produced_at_us));
+            }
         }
-        Ok(outcomes)
-    }
+        let workers = &self.workers;
+        let mut panics = 0;
+        let outcomes = self.life.retry("apply to redis", &self.counters, || {
+            match workers.apply(&plan.writes) {
+                Ok(outcomes) => Ok(outcomes),
+                Err(ApplyFailure::Redis(e)) => Err(e),
+                Err(ApplyFailure::Panicked(why)) => {
+                    panics += 1;
+                    if panics >= MAX_PANICS {
+                        *fatal = Some(format!(
+                            "a redis worker panicked {panics} times on one batch: {why}"
+                        ));
+                        // Ends the retries; the batch is abandoned uncommitted.
+                        return Err(Error::Shutdown);
+                    }
+                    Err(Error::Rejected(format!("a redis worker panicked: {why}")))
+                }
+            }
+        })?;
+        let applied_in = started.elapsed();
+        self.counters
+            .apply_latency_us
+            .record(applied_in.as_micros() as u64);
+        if self.trace {
+            self.counters
+                .trace_applied_us
+                .record(applied_in.as_micros() as u64);
+            out.applied_at = Some(Instant::now());
+            log::debug!(target: "distcache::trace",
+                "batch of {} writes applied to redis in {:.3} ms", plan.writes.len(),
+                applied_in.as_secs_f64() * 1000.0);
+        }
 
-    /// Runs the apply script for the writes. `Err`: a failure a retry may fix.
-    fn send(&mut self, writes: &[(usize, Event)]) -> Result<CallReply> {
-        let keys: Vec<String> = writes
-            .iter()
-            .map(|(_, e)| self.settings.redis_key(e))
-            .collect();
-        let tombstone_ms = self.settings.tombstone_ms;
-        let versioned: Vec<VersionedWrite<'_>> = writes
-            .iter()
-            .zip(&keys)
-            .map(|((_, e), key)| VersionedWrite {
-                key,
-                version: e.version,
-                value: e.value.as_deref(),
-                ttl_ms: e.remote_ttl.map_or(0, crate::redis_store::ttl_millis),
-                write: e.write_redis,
-                tombstone_ms,
-            })
-            .collect();
-        self.script.apply(&versioned)
+        let Plan {
+            writes,
+            stale,
+            refused,
+            superseded,
+            next_offsets,
+            ..
+        } = plan;
+        let mut verdicts =
+            Vec::with_capacity(writes.len() + stale.len() + superseded.len() + refused.len());
+        for (event, outcome) in writes.into_iter().zip(outcomes) {
+            let fate = match outcome {
+                Outcome::Applied => {
+                    // Redis now holds this version (`ver`, or `pver` for a plain write).
+                    self.applied
+                        .put((event.ns.clone(), event.key.clone()), event.version);
+                    Fate::Applied
+                }
+                Outcome::Stale => Fate::Stale,
+                Outcome::Failed(ref why) => {
+                    log::warn!(target: "distcache::state_node",
+                        "redis refused {}/{} at {}: {why}", event.ns, event.key, event.version);
+                    Fate::Failed {
+                        bad_version: outcome.is_bad_version(),
+                    }
+                }
+            };
+            verdicts.push((event, fate));
+        }
+        verdicts.extend(stale.into_iter().map(|e| (e, Fate::Stale)));
+        verdicts.extend(superseded.into_iter().map(|e| (e, Fate::Superseded)));
+        verdicts.extend(refused.into_iter().map(|e| (e, Fate::Refused)));
+        out.verdicts = verdicts;
+        out.next_offsets = next_offsets;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::consumer::Record;
     use crate::event::Op;
     use crate::Version;
+    use lru::LruCache;
+    use std::num::NonZeroUsize;
 
-    /// Panics on the key `boom`, applies everything else.
-    struct Flaky {
-        resets: Arc<std::sync::atomic::AtomicUsize>,
-    }
+    /// A Redis worker with a bug: every job panics.
+    struct AlwaysPanics;
 
-    impl Applier for Flaky {
-        fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
-            if writes.iter().any(|(_, e)| e.key == "boom") {
-                panic!("injected");
-            }
-            Ok(writes.iter().map(|(i, _)| (*i, Outcome::Applied)).collect())
+    impl super::super::workers::Applier for AlwaysPanics {
+        fn apply(&mut self, _: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
+            panic!("injected bug");
         }
 
-        fn reset(&mut self) {
-            self.resets.fetch_add(1, Relaxed);
-        }
+        fn reset(&mut self) {}
     }
 
-    fn event(key: &str) -> Event {
-        Event {
+    #[test]
+    fn a_batch_that_keeps_panicking_stops_the_node_uncommitted() {
+        let counters = Arc::new(Counters::default());
+        let workers =
+            RedisWorkers::spawn(std::iter::once(AlwaysPanics), Arc::new(Counters::default()))
+                .unwrap();
+        let mut stage = ApplyStage {
+            workers,
+            applied: LruCache::with_hasher(NonZeroUsize::new(4).unwrap(), Default::default()),
+            counters: counters.clone(),
+            life: Arc::new(Lifecycle::default()),
+            max_clock_skew_ms: 1000,
+            trace: false,
+        };
+        let event = Event {
             op: Op::Set,
             ns: "ns".into(),
-            key: key.into(),
-            version: Version::new(1, 1),
+            key: "k".into(),
+            version: Version::new((now_micros() / 1000) << 16, 1),
             remote_ttl: None,
             local_ttl: None,
             value: Some(b"1".to_vec()),
@@ -355,37 +246,21 @@ mod tests {
             value_omitted: false,
             origin: 1,
             produced_at_us: 0,
-        }
-    }
-
-    #[test]
-    fn a_panicking_job_fails_its_batch_and_the_worker_serves_the_next() {
-        let counters = Arc::new(Counters::default());
-        let resets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let workers = RedisWorkers::spawn(
-            std::iter::once(Flaky {
-                resets: resets.clone(),
-            }),
-            counters.clone(),
-        )
-        .unwrap();
-        for round in 1..=2 {
-            match workers.apply(&[event("a"), event("boom")]) {
-                Err(ApplyFailure::Panicked(why)) => assert_eq!(why, "injected"),
-                other => panic!("round {round}: expected a panic failure, got {other:?}"),
-            }
-            assert_eq!(counters.worker_panics.load(Relaxed), round);
-            assert_eq!(resets.load(Relaxed), round as usize);
-            let outcomes = workers.apply(&[event("a"), event("b")]).unwrap();
-            assert_eq!(outcomes, vec![Outcome::Applied, Outcome::Applied]);
-        }
-    }
-
-    #[test]
-    fn only_a_foreign_stored_version_is_a_bad_version() {
-        assert!(
-            Outcome::Failed("BADVERSION stored pver is not 32 hex digits".into()).is_bad_version()
-        );
-        assert!(!Outcome::Failed("WRONGTYPE x".into()).is_bad_version());
+        };
+        let batch = Batch {
+            records: vec![Record {
+                partition: 0,
+                offset: 7,
+                payload: Some(event.encode()),
+            }],
+            barrier: None,
+            last: false,
+        };
+        let (out, fatal) = stage.apply(batch);
+        assert!(out.abandoned, "nothing of it is committed");
+        assert!(out.next_offsets.is_empty() && out.verdicts.is_empty());
+        let why = fatal.expect("the node must stop");
+        assert!(why.contains("injected bug"), "{why}");
+        assert_eq!(counters.retries.load(Relaxed), u64::from(MAX_PANICS - 1));
     }
 }

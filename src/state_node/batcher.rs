@@ -7,18 +7,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::intake::ByteBudget;
+use super::intake::{ByteBudget, Intake};
 use crate::bus::consumer::Record;
-
-/// What the intake thread hands to the batcher, in consumption order.
-pub(crate) enum Intake {
-    Record(Record),
-    /// Finish and commit everything received so far, then acknowledge. Sent before partitions
-    /// are revoked and on shutdown, so no record is left uncommitted by a node that owned it.
-    Barrier(Sender<()>),
-    /// The intake has stopped for good: finish this batch and end.
-    Stop,
-}
 
 /// One unit of work for the pipeline.
 #[derive(Default)]

@@ -1,6 +1,9 @@
 //! Steps 5–6 of the state node, on their own thread so the next batch is applied meanwhile:
-//! publish a batch's done events, wait until the broker acknowledged all of them, then commit the
-//! batch's offsets.
+//! build one done event per write from its fate, publish them ([`publish`](super::publish)), wait
+//! until the broker acknowledged all of them, count the batch's fates, then commit its offsets.
+//! A batch's outcomes are all counted here, once, just before its done events are published (an
+//! abandoned batch is counted when it is replayed; one left undelivered at a shutdown deadline is
+//! counted again by the node that replays it).
 //!
 //! Commits are asynchronous in the steady state (a lost commit only means a harmless replay) and
 //! synchronous at a barrier — before partitions are revoked and on shutdown — so the next owner
@@ -11,15 +14,14 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use hashbrown::HashMap;
-use parking_lot::Mutex;
 
+use super::apply::{AppliedBatch, Fate};
+use super::lifecycle::Lifecycle;
 use super::metrics::Counters;
-use super::pipeline::retry;
-use super::publish::publish;
+use super::publish::{done_report, publish};
 use crate::bus::consumer::{commit, release, CommitKind, GroupConsumer};
 use crate::bus::producer::EventProducer;
 use crate::event::{now_micros, Event, TOPIC_SET_DEL};
@@ -29,32 +31,18 @@ use crate::Error;
 /// batch); retrying a few times covers a broker hiccup without stalling on a lost assignment.
 const COMMIT_ATTEMPTS: u32 = 3;
 
-/// An applied batch on its way out.
-pub(crate) struct Handoff {
-    pub done: Vec<Event>,
-    /// How many of `done` are applied writes (the rest are stale markers).
-    pub applied: u64,
-    pub next_offsets: HashMap<i32, i64>,
-    /// Acknowledge once this batch is committed.
-    pub barrier: Option<Sender<()>>,
-    pub last: bool,
-    /// The apply stage gave up on this batch (shutdown deadline passed).
-    pub abandoned: bool,
-    /// `produced_at_us` of each applied write, for the end-to-end latency.
-    pub latency_from: Vec<u64>,
-    /// With trace on: when Redis answered for this batch.
-    pub applied_at: Option<Instant>,
-}
-
-pub(crate) struct Delivery<'a> {
+/// Steps 5–6: publishes, counts and commits applied batches, in order.
+pub(crate) struct Delivery {
     pub producer: EventProducer,
     pub consumer: Arc<GroupConsumer>,
-    pub counters: &'a Counters,
-    pub give_up_at: &'a Mutex<Option<Instant>>,
+    pub counters: Arc<Counters>,
+    pub life: Arc<Lifecycle>,
+    /// Values larger than this are left out of done events.
+    pub inline_value_limit: usize,
 }
 
-impl Delivery<'_> {
-    pub(crate) fn run(self, batches: Receiver<Handoff>) {
+impl Delivery {
+    pub(crate) fn run(self, batches: Receiver<AppliedBatch>) {
         // Once a batch is left undelivered, no later batch may be committed: its offsets would
         // cover the undelivered one, whose done events would then never be published.
         let mut stuck = false;
@@ -72,26 +60,33 @@ impl Delivery<'_> {
         release(self.consumer);
     }
 
-    /// Publishes and commits one batch; false when its done events could not be delivered.
-    fn deliver(&self, batch: &Handoff, commits: &mut Commits) -> bool {
-        let c = self.counters;
-        if !batch.done.is_empty() {
-            let published = retry("publish done events", c, self.give_up_at, || {
-                publish(&self.producer, &batch.done)
+    /// Publishes, counts and commits one batch; false when its done events could not be
+    /// delivered.
+    fn deliver(&self, batch: &AppliedBatch, commits: &mut Commits) -> bool {
+        if !batch.verdicts.is_empty() {
+            let done: Vec<Event> = batch
+                .verdicts
+                .iter()
+                .map(|(event, fate)| done_report(event.clone(), fate, self.inline_value_limit))
+                .collect();
+            // Counted before the done events go out, so whoever sees one finds it counted.
+            self.count(&batch.verdicts);
+            let published = self.life.retry("publish done events", &self.counters, || {
+                publish(&self.producer, &done)
             });
             if let Err(e) = published {
                 log::warn!(target: "distcache::state_node",
                     "done events not delivered, batch left uncommitted (it will be replayed): {e}");
                 return false;
             }
-            c.applied.fetch_add(batch.applied, Relaxed);
-            c.published.fetch_add(batch.done.len() as u64, Relaxed);
-            self.record_latency(&batch.latency_from);
+            self.counters
+                .published
+                .fetch_add(done.len() as u64, Relaxed);
             if let Some(applied_at) = batch.applied_at {
                 let took = applied_at.elapsed();
-                c.trace_done_us.record(took.as_micros() as u64);
+                self.counters.trace_done_us.record(took.as_micros() as u64);
                 log::debug!(target: "distcache::trace",
-                    "{} done events acknowledged {:.3} ms after the apply", batch.done.len(),
+                    "{} done events acknowledged {:.3} ms after the apply", done.len(),
                     took.as_secs_f64() * 1000.0);
             }
         }
@@ -99,11 +94,50 @@ impl Delivery<'_> {
         let Some((offsets, kind)) = commits.next(&batch.next_offsets, sync) else {
             return true;
         };
+        self.commit(&offsets, kind);
+        // Delivered, committed or not: a later commit covers it, or the owner replays it.
+        true
+    }
+
+    /// Counts a batch's fates, and the end-to-end latency of its applied writes.
+    fn count(&self, verdicts: &[(Event, Fate)]) {
+        let c = &self.counters;
+        let now = now_micros();
+        let mut oldest = now;
+        for (event, fate) in verdicts {
+            match fate {
+                Fate::Applied => {
+                    c.applied.fetch_add(1, Relaxed);
+                    c.end_to_end_us
+                        .record(now.saturating_sub(event.produced_at_us));
+                    oldest = oldest.min(event.produced_at_us);
+                }
+                Fate::Stale => {
+                    c.stale_dropped.fetch_add(1, Relaxed);
+                }
+                Fate::Failed { bad_version } => {
+                    c.failed.fetch_add(1, Relaxed);
+                    if *bad_version {
+                        c.bad_versions.fetch_add(1, Relaxed);
+                    }
+                }
+                // Counted as deduplicated when the batch was planned.
+                Fate::Superseded => {}
+                Fate::Refused => {
+                    c.future_refused.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        c.lag_ms.store(now.saturating_sub(oldest) / 1000, Relaxed);
+    }
+
+    fn commit(&self, offsets: &HashMap<i32, i64>, kind: CommitKind) {
+        let c = &self.counters;
         for attempt in 1..=COMMIT_ATTEMPTS {
-            match commit(&self.consumer, TOPIC_SET_DEL, &offsets, kind) {
+            match commit(&self.consumer, TOPIC_SET_DEL, offsets, kind) {
                 Ok(()) => {
                     c.commits.fetch_add(1, Relaxed);
-                    return true;
+                    return;
                 }
                 // A commit that got no answer within the request timeout is not tried again: the
                 // broker is unreachable, and the batch is replayed by the partitions' next owner.
@@ -116,20 +150,6 @@ impl Delivery<'_> {
                     "commit failed; the batch will be replayed by the partitions' owner: {e}"),
             }
         }
-        // Delivered but not committed: a later commit covers it, or the owner replays it.
-        true
-    }
-
-    fn record_latency(&self, produced_at: &[u64]) {
-        let now = now_micros();
-        let mut oldest = now;
-        for &at in produced_at {
-            self.counters.end_to_end_us.record(now.saturating_sub(at));
-            oldest = oldest.min(at);
-        }
-        self.counters
-            .lag_ms
-            .store(now.saturating_sub(oldest) / 1000, Relaxed);
     }
 }
 

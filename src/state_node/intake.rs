@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, SendTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use super::batcher::Intake;
+use super::lifecycle::Lifecycle;
 use super::metrics::Counters;
-use super::pipeline::{fail, Failure};
 use crate::bus::admin::ensure_topics;
 use crate::bus::consumer::{
     describe, poll_record, release, reread, GroupConsumer, Polled, Record, POLL_INTERVAL,
@@ -31,6 +30,16 @@ use crate::event::{TOPIC_DONE, TOPIC_SET_DEL};
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(60);
 /// A vanished topic (broker restarted with memory storage) is re-created at most this often.
 const TOPIC_RECHECK: Duration = Duration::from_secs(5);
+
+/// What the intake thread hands to the batcher, in consumption order.
+pub(crate) enum Intake {
+    Record(Record),
+    /// Finish and commit everything received so far, then acknowledge. Sent before partitions
+    /// are revoked and on shutdown, so no record is left uncommitted by a node that owned it.
+    Barrier(Sender<()>),
+    /// The intake has stopped for good: finish this batch and end.
+    Stop,
+}
 
 /// Asks the batcher to finish and commit everything sent so far, and waits for it.
 pub(crate) fn barrier(tx: &Sender<Intake>) {
@@ -91,15 +100,13 @@ impl ByteBudget {
 pub(crate) struct IntakeThread {
     pub consumer: Arc<GroupConsumer>,
     pub tx: Sender<Intake>,
-    pub stop: Arc<AtomicBool>,
+    pub life: Arc<Lifecycle>,
     pub counters: Arc<Counters>,
     pub kafka: KafkaConfig,
     /// Next expected offset per assigned partition (the consumer's rebalance callback sets
     /// where each partition starts).
     pub tracker: Arc<Mutex<OffsetTracker>>,
     pub budget: Arc<ByteBudget>,
-    /// Where the intake says why the node must stop (a consumer librdkafka gave up on).
-    pub failure: Failure,
 }
 
 impl IntakeThread {
@@ -109,7 +116,7 @@ impl IntakeThread {
         let _stop_on_panic = StopOnPanic(&self.tx);
         let mut last_topic_check: Option<Instant> = None;
         let errors = ErrorLog::new("distcache::state_node");
-        'poll: while !self.stop.load(Ordering::Acquire) {
+        'poll: while !self.life.stopping() {
             match poll_record(&self.consumer, POLL_INTERVAL) {
                 Polled::Idle => {}
                 Polled::Record(record) => {
@@ -118,7 +125,7 @@ impl IntakeThread {
                     }
                     self.counters.consumed.fetch_add(1, Ordering::Relaxed);
                     let bytes = record.footprint();
-                    if !self.budget.acquire(bytes, &self.stop) {
+                    if !self.budget.acquire(bytes, self.life.stop_flag()) {
                         // Not handed over, so never committed: replayed after restart.
                         break 'poll;
                     }
@@ -127,7 +134,7 @@ impl IntakeThread {
                         match self.tx.send_timeout(item, POLL_INTERVAL) {
                             Ok(()) => break,
                             Err(SendTimeoutError::Timeout(back)) => {
-                                if self.stop.load(Ordering::Acquire) {
+                                if self.life.stopping() {
                                     self.budget.release(bytes);
                                     break 'poll;
                                 }
@@ -147,11 +154,10 @@ impl IntakeThread {
                     if trouble.fatal {
                         // Nothing polled from here on would ever bring records again: leave, so
                         // a supervisor starts a node that joins afresh.
-                        fail(
-                            &self.failure,
-                            &self.stop,
-                            format!("the kafka consumer failed for good: {}", trouble.message),
-                        );
+                        self.life.fail(format!(
+                            "the kafka consumer failed for good: {}",
+                            trouble.message
+                        ));
                         break 'poll;
                     }
                     errors.report(&format!("consumer error: {}", trouble.message));
@@ -183,7 +189,14 @@ impl IntakeThread {
             Verdict::Reread { expected, wait, .. } => {
                 self.counters.holes_reread.fetch_add(1, Ordering::Relaxed);
                 log::warn!(target: "distcache::state_node", "{}", describe(TOPIC_SET_DEL, p, o, verdict));
-                reread(&self.consumer, TOPIC_SET_DEL, p, expected, wait, &self.stop);
+                reread(
+                    &self.consumer,
+                    TOPIC_SET_DEL,
+                    p,
+                    expected,
+                    wait,
+                    self.life.stop_flag(),
+                );
                 false
             }
             Verdict::Skip { .. } => {

@@ -2,26 +2,29 @@
 //!
 //! It consumes `core-distributed-cache-set-del` in a consumer group and runs each batch through
 //! the pipeline, one file per step:
-//! [`intake`] (consumer thread) → bounded channel → [`batcher`] → [`plan`] (decode, dedup, sort)
-//! → [`apply`] (Redis workers, versioned Lua script) → [`deliver`]: [`publish`] done events,
-//! wait for the broker's acknowledgements, commit offsets. [`pipeline`] runs the steps; a batch is
-//! delivered on its own thread while the next one is applied.
+//! [`intake`] (consumer thread) → bounded channel → [`batcher`] → [`apply`]: [`plan`] (decode,
+//! dedup, sort), then Redis through the [`workers`] (versioned Lua script), giving each write a
+//! fate → [`deliver`]: [`publish`] one done event per write, wait for the broker's
+//! acknowledgements, count, commit offsets. [`pipeline`] only wires the steps (a batch is
+//! delivered on its own thread while the next one is applied); [`lifecycle`] is how they all
+//! stop, retry and report a failure.
 
 mod apply;
 mod batcher;
 mod deliver;
 mod intake;
+mod lifecycle;
 mod membership;
 mod metrics;
 mod pipeline;
 mod plan;
 mod publish;
+mod workers;
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::bounded;
 use lru::LruCache;
@@ -55,18 +58,16 @@ pub use metrics::StateNodeMetrics;
 /// # Ok::<(), distcache::Error>(())
 /// ```
 pub struct StateNode {
-    stop: Arc<AtomicBool>,
-    give_up_at: Arc<Mutex<Option<Instant>>>,
+    life: Arc<lifecycle::Lifecycle>,
     shutdown_timeout: Duration,
     counters: Arc<metrics::Counters>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    failure: pipeline::Failure,
 }
 
 impl std::fmt::Debug for StateNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateNode")
-            .field("stopped", &self.stop.load(Ordering::Relaxed))
+            .field("stopped", &self.life.stopping())
             .finish()
     }
 }
@@ -102,15 +103,14 @@ impl StateNode {
     /// membership) the broker keeps its partitions for the session timeout or until a node with
     /// the same id joins. `None` while it runs (and after a plain [`shutdown`](Self::shutdown)).
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().clone()
+        self.life.failure()
     }
 
     /// Stops consuming, finishes and commits the batch in progress, leaves the group and joins
     /// every thread. If Redis or the broker stays unreachable, gives up after the shutdown timeout
     /// and leaves that batch uncommitted (it is replayed by the next owner). Idempotent.
     pub fn shutdown(&self) {
-        *self.give_up_at.lock() = Some(Instant::now() + self.shutdown_timeout);
-        self.stop.store(true, Ordering::Release);
+        self.life.shut_down_within(self.shutdown_timeout);
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             let _ = t.join();
@@ -326,9 +326,7 @@ impl StateNodeBuilder {
         let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
 
         let counters = Arc::new(metrics::Counters::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let failure = pipeline::Failure::default();
-        let give_up_at = Arc::new(Mutex::new(None));
+        let life = Arc::new(lifecycle::Lifecycle::default());
         // Bounded: at most a few batches wait between the consumer and the pipeline.
         let (tx, rx) = bounded(self.max_batch.saturating_mul(4).max(64));
 
@@ -336,7 +334,7 @@ impl StateNodeBuilder {
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
 
         let revoke_tx = tx.clone();
-        let closing = stop.clone();
+        let closing = life.clone();
         let consumer = Arc::new(group_consumer(
             &self.membership.consumer_config(&self.kafka),
             &self.group,
@@ -344,15 +342,15 @@ impl StateNodeBuilder {
             tracker.clone(),
             move || {
                 // On shutdown the pipeline is already drained and may be gone.
-                if !closing.load(Ordering::Acquire) {
+                if !closing.stopping() {
                     intake::barrier(&revoke_tx);
                 }
             },
         )?);
 
-        let workers = apply::RedisWorkers::start(
+        let workers = workers::RedisWorkers::start(
             store.connector().clone(),
-            apply::ApplySettings {
+            workers::ApplySettings {
                 prefix: self.key_prefix.clone(),
                 tombstone_ms: self.tombstone_ttl.as_millis().max(1) as u64,
             },
@@ -361,30 +359,34 @@ impl StateNodeBuilder {
         )?;
         let pipeline = pipeline::Pipeline {
             batcher: batcher::Batcher::new(rx, self.max_batch, self.max_wait, budget.clone()),
-            workers,
-            producer,
-            consumer: consumer.clone(),
-            applied: LruCache::with_hasher(
-                NonZeroUsize::new(self.version_cache).expect("validated"),
-                Default::default(),
-            ),
-            counters: counters.clone(),
-            inline_value_limit: self.inline_value_limit,
-            give_up_at: give_up_at.clone(),
-            max_clock_skew_ms: self.max_clock_skew.as_millis().min(u64::MAX as u128) as u64,
-            failure: failure.clone(),
-            stop: stop.clone(),
-            trace: self.trace,
+            apply: apply::ApplyStage {
+                workers,
+                applied: LruCache::with_hasher(
+                    NonZeroUsize::new(self.version_cache).expect("validated"),
+                    Default::default(),
+                ),
+                counters: counters.clone(),
+                life: life.clone(),
+                max_clock_skew_ms: self.max_clock_skew.as_millis().min(u64::MAX as u128) as u64,
+                trace: self.trace,
+            },
+            delivery: deliver::Delivery {
+                producer,
+                consumer: consumer.clone(),
+                counters: counters.clone(),
+                life: life.clone(),
+                inline_value_limit: self.inline_value_limit,
+            },
+            life: life.clone(),
         };
         let intake = intake::IntakeThread {
             consumer,
             tx,
-            stop: stop.clone(),
+            life: life.clone(),
             counters: counters.clone(),
             kafka: self.kafka.clone(),
             tracker,
             budget,
-            failure: failure.clone(),
         };
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -392,14 +394,14 @@ impl StateNodeBuilder {
                 .spawn(f)
                 .map_err(|e| Error::Config(format!("cannot start thread {name}: {e}")))
         };
-        let (died, stop_on_death) = (failure.clone(), stop.clone());
+        let died = life.clone();
         let pipeline_thread = spawn(
             "distcache-pipeline",
             Box::new(move || {
                 // A bug that kills the pipeline must not leave the intake holding the partitions.
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run()));
                 if run.is_err() {
-                    pipeline::fail(&died, &stop_on_death, "the pipeline thread panicked".into());
+                    died.fail("the pipeline thread panicked".into());
                 }
             }),
         )?;
@@ -408,12 +410,10 @@ impl StateNodeBuilder {
             "state node started: brokers {}, group {}, {} redis workers, batches of {} / {:?}",
             self.kafka.brokers, self.group, self.redis_workers, self.max_batch, self.max_wait);
         Ok(StateNode {
-            stop,
-            give_up_at,
+            life,
             shutdown_timeout: self.shutdown_timeout,
             counters,
             threads: Mutex::new(vec![intake_thread, pipeline_thread]),
-            failure,
         })
     }
 }

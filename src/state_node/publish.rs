@@ -3,33 +3,39 @@
 
 use crossbeam_channel::bounded;
 
+use super::apply::Fate;
 use crate::bus::producer::EventProducer;
 use crate::event::{Event, Op, TOPIC_DONE};
 use crate::Result;
 
-/// The done event for an applied write: same version; the value inlined up to `inline_limit`
-/// bytes, else omitted (listeners then drop their copy and re-read Redis on demand).
-pub(crate) fn applied(event: &Event, inline_limit: usize) -> Event {
-    let mut done = event.clone();
-    if let Some(value) = &done.value {
-        if value.len() > inline_limit {
-            done.value = None;
-            done.value_omitted = true;
-        }
+/// The done event that answers a write with `fate`: an applied write is reported as itself,
+/// every other fate as a stale marker (the write lost, or will never apply): it wakes writers
+/// waiting for the outcome, and local caches drop their copy of the key unless it is newer.
+pub(crate) fn done_report(event: Event, fate: &Fate, inline_limit: usize) -> Event {
+    match fate {
+        Fate::Applied => applied(event, inline_limit),
+        Fate::Stale | Fate::Failed { .. } | Fate::Superseded | Fate::Refused => stale(event),
+    }
+}
+
+/// An applied write's report: same version; the value inlined up to `inline_limit` bytes, else
+/// omitted (listeners then drop their copy and re-read Redis on demand).
+fn applied(mut done: Event, inline_limit: usize) -> Event {
+    if done.value.as_ref().is_some_and(|v| v.len() > inline_limit) {
+        done.value = None;
+        done.value_omitted = true;
     }
     done
 }
 
-/// The done event for a write that lost to a newer one: it wakes writers waiting for the
-/// outcome, and local caches drop their copy of the key unless it is newer.
-pub(crate) fn stale(event: &Event) -> Event {
+fn stale(event: Event) -> Event {
     Event {
         op: Op::Stale,
         value: None,
         value_omitted: false,
         remote_ttl: None,
         local_ttl: None,
-        ..event.clone()
+        ..event
     }
 }
 
@@ -62,7 +68,7 @@ mod tests {
     use crate::Version;
 
     #[test]
-    fn large_values_are_omitted_small_ones_inlined() {
+    fn applied_writes_inline_small_values_and_every_other_fate_is_stale() {
         let e = Event {
             op: Op::Set,
             ns: "n".into(),
@@ -76,13 +82,23 @@ mod tests {
             origin: 1,
             produced_at_us: 5,
         };
-        assert_eq!(applied(&e, 10).value.as_deref(), Some(&[0u8; 10][..]));
-        let big = applied(&e, 9);
+        let applied = Fate::Applied;
+        let small = done_report(e.clone(), &applied, 10);
+        assert_eq!(small.value.as_deref(), Some(&[0u8; 10][..]));
+        let big = done_report(e.clone(), &applied, 9);
         assert!(big.value.is_none() && big.value_omitted);
         assert!(Event::decode(&big.encode()).is_ok());
-        let s = stale(&e);
-        assert_eq!(s.op, Op::Stale);
-        assert_eq!(s.version, e.version);
-        assert!(Event::decode(&s.encode()).is_ok());
+        for fate in [
+            Fate::Stale,
+            Fate::Failed { bad_version: true },
+            Fate::Superseded,
+            Fate::Refused,
+        ] {
+            let s = done_report(e.clone(), &fate, 10);
+            assert_eq!(s.op, Op::Stale);
+            assert_eq!(s.version, e.version);
+            assert!(s.value.is_none() && !s.value_omitted);
+            assert!(Event::decode(&s.encode()).is_ok());
+        }
     }
 }
