@@ -6,10 +6,19 @@
 //! ```
 //! Commands: `set K V [TTL_MS]`, `set-sync K V [TTL_MS]`, `get K`, `get-sync K`, `del K`,
 //! `del-sync K`, `set-sync-wait K V`, `get-or-load K V` (`get_or_load` whose loader returns `V`),
-//! `metrics`, `quit`.
+//! `wait-for K VERSION TIMEOUT_MS`, `metrics`, `metrics table`, `quit`.
+//! Options beyond the connection: `--trace` (the builder's `trace(true)`), `--absent-ttl-ms MS`
+//! (negative caching, the builder's `absent_ttl`), `--reply-versions`, `--node-id`.
 //! Replies: `OK`, `OK applied` / `OK superseded` (for set-sync-wait), `VALUE <v>`, `NIL`,
 //! `ERR <message>`; `metrics` prints one line of `name=value` pairs. Prints `READY` once its
 //! listener is subscribed.
+//!
+//! `metrics table` replies `TABLE <n>` and then `n` lines: the same metrics as a readable table
+//! (`DistributedMetrics`' `Display`); the one-line `metrics` reply stays for machines.
+//!
+//! `wait-for K VERSION TIMEOUT_MS` calls `wait_for`: it replies `OK` once this node's view of `K` is
+//! at least `VERSION` (the 32 hex digits `--reply-versions` prints), or `ERR timeout after …` when
+//! `TIMEOUT_MS` passed first; `ERR bad VERSION …` / `ERR bad TIMEOUT_MS …` for malformed arguments.
 //!
 //! With `--reply-versions`, `set`, `set-sync`, `del` and `del-sync` reply `OK <version>` instead
 //! of `OK`: the write's version as the 32 hex digits of the wire format (hlc, then node id), so
@@ -41,6 +50,12 @@ struct Args {
     /// Reply `OK <version>` to set, set-sync, del and del-sync.
     #[arg(long)]
     reply_versions: bool,
+    /// Time each event's journey into the metrics and log it at debug level.
+    #[arg(long)]
+    trace: bool,
+    /// Negative caching: remember a missing key for this long (0: off).
+    #[arg(long, default_value_t = 0)]
+    absent_ttl_ms: u64,
     /// Value codec: `json` (the default), `binary` or `raw` (the value's UTF-8 bytes, as the C ABI
     /// stores them).
     #[arg(long, default_value = "json", value_parser = parse_codec)]
@@ -66,7 +81,9 @@ fn main() {
         .redis_url(&args.redis)
         .namespace(&args.namespace)
         .key_prefix(&args.prefix)
-        .codec(args.codec);
+        .codec(args.codec)
+        .trace(args.trace)
+        .absent_ttl(Duration::from_millis(args.absent_ttl_ms));
     if let Some(id) = args.node_id {
         builder = builder.node_id(id);
     }
@@ -149,11 +166,37 @@ fn run(cache: &DistributedCache<String>, words: &[&str], reply_versions: bool) -
         )),
         ["del", k] => Ok(write(cache.delete_versioned(k))),
         ["del-sync", k] => Ok(write(cache.delete_with_sync(k))),
+        ["wait-for", k, version, timeout_ms] => wait_for(cache, k, version, timeout_ms),
         ["metrics"] => Ok(metrics_line(cache)),
+        ["metrics", "table"] => {
+            let table = cache.metrics().to_string();
+            let table = table.trim_end();
+            Ok(format!("TABLE {}\n{table}", table.lines().count()))
+        }
         [] => Err("empty command".into()),
         _ => Err(format!("unknown command {:?}", words.join(" "))),
     };
     parsed.unwrap_or_else(|e| format!("ERR {e}"))
+}
+
+fn wait_for(
+    cache: &DistributedCache<String>,
+    key: &str,
+    version: &str,
+    timeout_ms: &str,
+) -> Result<String, String> {
+    let version = Version::from_hex(version).ok_or_else(|| format!("bad VERSION {version:?}"))?;
+    let timeout = timeout_ms
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("bad TIMEOUT_MS {timeout_ms:?}"))?;
+    Ok(match cache.wait_for(key, &version, timeout) {
+        Ok(()) => "OK".into(),
+        Err(distcache::Error::Timeout { what, after }) => {
+            format!("ERR timeout after {after:?}: {what}")
+        }
+        Err(e) => format!("ERR {e}"),
+    })
 }
 
 fn metrics_line(cache: &DistributedCache<String>) -> String {
@@ -164,10 +207,10 @@ fn metrics_line(cache: &DistributedCache<String>) -> String {
          writes={} write_failures={} events={} events_applied={} events_ignored={} malformed={} \
          undecodable={} resets={} redis_reads={} propagation_p50_us={} propagation_p99_us={} \
          future_versions={} duplicate_node_ids={} local_newer_reads={} \
-         holes_reread={} loads={}",
+         holes_reread={} loads={} negative_hits={}",
         l.hits, l.misses, l.entries, l.inserts, l.updates, l.evictions, l.expirations, l.invalidations,
         m.writes, m.write_failures, m.events, m.events_applied, m.events_ignored, m.malformed,
         m.undecodable, m.resets, m.redis_reads, m.propagation_us.p50, m.propagation_us.p99,
-        m.future_versions, m.duplicate_node_ids, m.local_newer_reads, m.holes_reread, m.loads
+        m.future_versions, m.duplicate_node_ids, m.local_newer_reads, m.holes_reread, m.loads, m.negative_hits
     )
 }

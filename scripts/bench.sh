@@ -22,6 +22,8 @@
 # `criterion_table`; add a section by adding a function and its name to SECTIONS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/progress.sh
+source scripts/progress.sh
 
 SECTIONS=(local pipeline failover)
 CRITERION_DIR=target/criterion
@@ -38,7 +40,7 @@ run_bench() {
   fi
   echo "running: cargo bench --bench $bench $*" >&2
   # criterion's own report goes to stderr so that stdout is only the tables.
-  cargo bench --bench "$bench" -- "$@" >&2
+  ticking "cargo bench --bench $bench" cargo bench --bench "$bench" -- "$@" >&2
 }
 
 # criterion_table GROUP BASELINE: one markdown table for a criterion benchmark group, one row
@@ -128,14 +130,17 @@ brokers_section() {
     cat "$out"
     return
   fi
-  scripts/services.sh install
+  ticking "installing services" scripts/services.sh install >&2
   # Compile before the services start: nothing else should compete for the cores while measuring.
   echo "building: cargo bench --bench $bench --no-run" >&2
-  cargo bench --bench "$bench" --no-run >&2
+  ticking "building $bench" cargo bench --bench "$bench" --no-run >&2
   read -r -a brokers <<<"$brokers_list"
   mkdir -p "$(dirname "$out")"
   : >"$out.tmp"
+  local i=0
   for broker in "${brokers[@]}"; do
+    i=$((i + 1))
+    echo "   $bench: broker $i/${#brokers[@]}, $(broker_title "$broker")  ($(elapsed) in)" >&2
     bench_on "$bench" "$broker" "target/bench-$bench-$broker.summary" "$@" | tee -a "$out.tmp"
     summaries+=("$broker=target/bench-$bench-$broker.summary")
   done
@@ -166,7 +171,7 @@ bench_on() (
   echo "## ${bench^} on $DISTCACHE_BROKER_NAME"
   echo
   rm -f "$summary"
-  if ! cargo bench --bench "$bench" -- "$@" --summary "$summary"; then
+  if ! ticking "$bench on $DISTCACHE_BROKER_NAME" cargo bench --bench "$bench" -- "$@" --summary "$summary"; then
     echo "$bench bench on $broker failed; service logs:" >&2
     tail -n 20 "$state/redis/log" "$state/kafka/log" >&2 || true
     exit 1
@@ -287,9 +292,13 @@ main() {
   done
   echo "machine: $(nproc) cores, $(uname -sr), $(rustc --version)"
   echo
+  local i=0
   for section in "${sections[@]}"; do
+    i=$((i + 1))
+    step "$i" "${#sections[@]}" "bench.sh: section $section"
     "section_$section"
   done
+  echo "bench.sh: done in $(elapsed)" >&2
 }
 
 main "$@"

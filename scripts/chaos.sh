@@ -18,6 +18,8 @@
 # install) and builds the binaries first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/progress.sh
+source scripts/progress.sh
 
 rounds=50
 seed=$(( (RANDOM << 15) | RANDOM ))
@@ -43,8 +45,9 @@ done
 [[ $rounds =~ ^[0-9]+$ && $rounds -gt 0 ]] || { echo "chaos.sh: --rounds must be a positive number" >&2 && exit 2; }
 [[ $seed =~ ^[0-9]+$ ]] || { echo "chaos.sh: --seed must be a number" >&2 && exit 2; }
 
-echo "chaos.sh: installing what is missing (scripts/services.sh install)"
-scripts/services.sh install >/dev/null
+steps=$((2 + ${#brokers[@]}))
+step 1 "$steps" "chaos.sh: installing what is missing (scripts/services.sh install)"
+ticking "installing" scripts/services.sh install >/dev/null
 tools=${DISTCACHE_TOOLS:-$HOME/.cache/distcache}
 export TANSU_BIN=${TANSU_BIN:-$tools/bin/tansu}
 export DISTCACHE_KAFKA_HOME=${DISTCACHE_KAFKA_HOME:-$tools/kafka}
@@ -52,18 +55,23 @@ if [[ -d $tools/python ]]; then
 	export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-echo "chaos.sh: building the state node, the core-node example and the harness"
-cargo build --bin distcache-state-node --example core_node
-cargo test --no-run --test chaos
+step 2 "$steps" "chaos.sh: building the state node, the core-node example and the harness"
+ticking "building" cargo build --bin distcache-state-node --example core_node
+ticking "building the harness" cargo test --no-run --test chaos
 
 status=0
+n=2
 for broker in "${brokers[@]}"; do
-	echo "chaos.sh: $rounds rounds on $broker, seed $seed${faults:+, faults $faults}"
-	# --nocapture: each round's line shows as the round ends.
+	n=$((n + 1))
+	step "$n" "$steps" "chaos.sh: $rounds rounds on $broker, seed $seed${faults:+, faults $faults}" \
+		"(one line per round as it ends: round k/$rounds [time] …)"
+	# --nocapture: each round's line shows as the round ends; the ticker covers a round that settles slowly.
 	if ! DISTCACHE_TEST_BROKER=$broker DISTCACHE_CHAOS_ROUNDS=$rounds DISTCACHE_CHAOS_SEED=$seed \
-		DISTCACHE_CHAOS_FAULTS=$faults cargo test --test chaos -- --nocapture --test-threads 1; then
+		DISTCACHE_CHAOS_FAULTS=$faults ticking "chaos rounds on $broker" \
+		cargo test --test chaos -- --nocapture --test-threads 1; then
 		status=1
 		echo "chaos.sh: FAILED on $broker (seed $seed): the lines above name each lost or diverged key" >&2
 	fi
 done
+echo "chaos.sh: done in $(elapsed)" >&2
 exit $status

@@ -14,7 +14,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# shellcheck source=scripts/progress.sh
+source scripts/progress.sh
+DEMO_STEP=0
+DEMO_STEPS=9
+say() {
+	DEMO_STEP=$((DEMO_STEP + 1))
+	printf '\n\033[1m== [%d/%d] %s\033[0m  (%s in)\n' "$DEMO_STEP" "$DEMO_STEPS" "$*" "$(elapsed)"
+}
 note() { printf '   %s\n' "$*"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distcache-demo.XXXXXX")
@@ -52,12 +59,12 @@ case ${1:-} in
 esac
 
 say "Installing what is missing (redis-server, a JDK, Apache Kafka, tansu, kafka-python)"
-scripts/services.sh install
+ticking "installing" scripts/services.sh install
 tools=${DISTCACHE_TOOLS:-$HOME/.cache/distcache}
 [[ -d $tools/python ]] && export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
 
 say "Building the state node and the example core node (release; the first build compiles librdkafka)"
-cargo build --release --quiet --bin distcache-state-node --example core_node
+ticking "building (release)" cargo build --release --quiet --bin distcache-state-node --example core_node
 BIN=$REPO/target/release
 
 say "Starting redis-server and the broker ($BROKER_NAME) on free loopback ports"
@@ -185,11 +192,47 @@ note "B> get-sync color               -> $REPLY   (the old version was dropped b
 
 say "4. Metrics"
 ask A 'metrics'
-note "A: $REPLY"
+A_METRICS=$REPLY
 ask B 'metrics'
-note "B: $REPLY"
+B_METRICS=$REPLY
+note "core nodes A and B (each node's one-line \`metrics\` reply, side by side; latencies in ms):"
+python3 - "$A_METRICS" "$B_METRICS" <<'PY'
+import sys
+nodes = [dict(p.split("=", 1) for p in line.split() if "=" in p) for line in sys.argv[1:]]
+def cell(v, name):
+    if name.endswith("_us") and v.isdigit():
+        return f"{int(v) / 1000:.3f}"
+    return v
+print(f"   {'metric':<24} {'A':>12} {'B':>12}")
+print(f"   {'-' * 24} {'-' * 12} {'-' * 12}")
+for name in nodes[0]:
+    label = name[:-3].replace("_", " ") + " (ms)" if name.endswith("_us") else name.replace("_", " ")
+    print(f"   {label:<24} " + " ".join(f"{cell(n.get(name, '-'), name):>12}" for n in nodes))
+PY
 kill -TERM "$STATE_NODE"
 for _ in $(seq 100); do kill -0 "$STATE_NODE" 2>/dev/null || break; sleep 0.1; done
-note "state node (stopped with SIGTERM: drained, committed, exited):"
-note "$(grep -o 'final metrics: .*' "$WORK/state-node.log" | cut -c1-400)"
-say "Done; stopping everything"
+note "state node (stopped with SIGTERM: drained, committed, exited; latencies in ms):"
+python3 - "$(grep -o 'final metrics: .*' "$WORK/state-node.log" | tail -n 1)" <<'PY'
+import re, sys
+line = sys.argv[1]
+# The binary logs the snapshot's Debug form: `name: 12` and `name: Summary { count: …, p50: … }`.
+pairs = re.findall(r"(\w+): (\d+|Summary \{[^}]*\})", line.split("final metrics:", 1)[-1])
+if not pairs:
+    print(f"   {line[:400]}")
+    sys.exit(0)
+print(f"   {'metric':<24} {'value':>12}")
+print(f"   {'-' * 24} {'-' * 12}")
+for name, value in pairs:
+    if value.startswith("Summary"):
+        f = dict(re.findall(r"(\w+): (\d+)", value))
+        if f.get("count", "0") == "0":
+            value = "-"
+        elif name.endswith("_us"):
+            ms = {k: int(v) / 1000 for k, v in f.items()}
+            value = f"n={f['count']} p50 {ms['p50']:.3f} p99 {ms['p99']:.3f} max {ms['max']:.3f}"
+        else:
+            value = f"n={f['count']} p50 {f['p50']} p99 {f['p99']} max {f['max']}"
+        name = name[:-3] + " (ms)" if name.endswith("_us") else name
+    print(f"   {name.replace('_', ' '):<24} {value:>12}")
+PY
+say "Done in $(elapsed); stopping everything"

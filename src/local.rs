@@ -284,12 +284,62 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
         let mut now = Now::default();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
+        // An absent marker no newer than `version` goes too: a write at `version` exists.
         let not_newer = shard
-            .inspect(hash, key, &mut now, |value, held| {
-                value.is_some() && held.is_none_or(|held| held <= version)
+            .inspect_entry(hash, key, &mut now, |entry| {
+                (entry.is_live() || entry.is_absent())
+                    && entry.version().is_none_or(|held| held <= version)
             })
             .unwrap_or(false);
         not_newer && shard.remove(hash, key, Removal::Invalidated, &mut now)
+    }
+
+    /// Negative caching: records that a read of `key` found no value, for `ttl`, unless the key
+    /// holds a live value now. The marker keeps the larger of `version` (what the read saw, `None`
+    /// for nothing at all) and the version of the tombstone it replaces, so any newer write
+    /// replaces it ([`set_if_newer`](Self::set_if_newer), [`delete_if_newer`](Self::delete_if_newer),
+    /// [`invalidate_unless_newer`](Self::invalidate_unless_newer)). It weighs one unit, like a
+    /// tombstone: markers are bounded by the capacity. Returns whether it was stored.
+    pub(crate) fn mark_absent(&self, key: &str, version: Option<Version>, ttl: Duration) -> bool {
+        let mut now = Now::default();
+        let hash = self.hash(key);
+        let mut shard = self.lock(hash);
+        let held = shard.inspect(hash, key, &mut now, |value, held| (value.is_some(), held));
+        let version = match held {
+            Some((true, _)) => return false,
+            Some((false, held)) => held.max(version),
+            None => version,
+        };
+        let expires_at = deadline(&mut now, Some(ttl));
+        shard.write(
+            hash,
+            key,
+            Entry::absent(version, expires_at),
+            None,
+            &mut now,
+        )
+    }
+
+    /// Whether `key` holds an unexpired absent marker (see [`mark_absent`](Self::mark_absent)).
+    pub(crate) fn is_absent(&self, key: &str) -> bool {
+        let mut now = Now::default();
+        let hash = self.hash(key);
+        self.lock(hash)
+            .inspect_entry(hash, key, &mut now, |entry| entry.is_absent())
+            .unwrap_or(false)
+    }
+
+    /// Removes `key`'s absent marker, if that is what it holds.
+    pub(crate) fn drop_absent(&self, key: &str) {
+        let mut now = Now::default();
+        let hash = self.hash(key);
+        let mut shard = self.lock(hash);
+        if shard
+            .inspect_entry(hash, key, &mut now, |entry| entry.is_absent())
+            .unwrap_or(false)
+        {
+            shard.remove(hash, key, Removal::Deleted, &mut now);
+        }
     }
 
     /// Removes every entry, tombstones included. Returns the number of live values removed
@@ -464,6 +514,42 @@ mod tests {
             .shards(shards)
             .build()
             .expect("valid config")
+    }
+
+    #[test]
+    fn absent_markers_yield_to_newer_writes_and_never_hide_a_value() {
+        let c = cache(100, 1);
+        let ttl = Duration::from_secs(60);
+        assert!(c.mark_absent("k", None, ttl));
+        assert!(c.is_absent("k"));
+        assert_eq!(c.get("k").unwrap(), None);
+        assert_eq!(c.len().unwrap(), 0);
+        assert!(
+            c.set_if_newer("k", 1, None, Version::new(1, 1)),
+            "any version beats it"
+        );
+        assert!(!c.is_absent("k"));
+        assert!(!c.mark_absent("k", None, ttl), "a live value stays");
+        assert_eq!(c.get("k").unwrap(), Some(1));
+        assert!(c.delete_if_newer("k", Version::new(2, 1)));
+        assert!(!c.is_absent("k"), "a delete's tombstone is not a marker");
+        assert!(c.mark_absent("k", None, ttl));
+        assert_eq!(
+            c.version_of("k"),
+            Some(Version::new(2, 1)),
+            "the tombstone's version is kept"
+        );
+        assert!(
+            !c.set_if_newer("k", 9, None, Version::new(1, 5)),
+            "older than the delete"
+        );
+        c.invalidate_unless_newer("k", Version::new(1, 9));
+        assert!(c.is_absent("k"), "an older omitted write leaves it");
+        c.invalidate_unless_newer("k", Version::new(3, 1));
+        assert!(!c.is_absent("k"), "a newer omitted write removes it");
+        assert!(c.mark_absent("gone", None, Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!c.is_absent("gone"), "expired");
     }
 
     #[test]

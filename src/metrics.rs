@@ -96,6 +96,70 @@ impl Summary {
     }
 }
 
+/// A two-column text table for the `Display` of metric snapshots: one row per figure, names
+/// left-aligned in one column, values in the next, section headings between them.
+pub(crate) struct Table<'a, 'b> {
+    f: &'a mut std::fmt::Formatter<'b>,
+}
+
+/// Width of the name column.
+const NAME_WIDTH: usize = 24;
+
+impl<'a, 'b> Table<'a, 'b> {
+    pub(crate) fn new(
+        f: &'a mut std::fmt::Formatter<'b>,
+        title: &str,
+    ) -> Result<Self, std::fmt::Error> {
+        writeln!(f, "{title}")?;
+        Ok(Table { f })
+    }
+
+    pub(crate) fn section(&mut self, name: &str) -> std::fmt::Result {
+        writeln!(self.f, "  {name}")
+    }
+
+    pub(crate) fn row(&mut self, name: &str, value: impl std::fmt::Display) -> std::fmt::Result {
+        writeln!(self.f, "    {name:<NAME_WIDTH$} {value}")
+    }
+
+    /// A duration summary recorded in microseconds, shown in milliseconds.
+    pub(crate) fn latency(&mut self, name: &str, s: &Summary) -> std::fmt::Result {
+        if s.count == 0 {
+            return self.row(name, "-");
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        self.row(
+            name,
+            format_args!(
+                "n={} p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  mean {:.3} ms",
+                s.count,
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.max),
+                s.mean() / 1000.0
+            ),
+        )
+    }
+
+    /// A size summary (no unit).
+    pub(crate) fn sizes(&mut self, name: &str, s: &Summary) -> std::fmt::Result {
+        if s.count == 0 {
+            return self.row(name, "-");
+        }
+        self.row(
+            name,
+            format_args!(
+                "n={} p50 {}  p99 {}  max {}  mean {:.1}",
+                s.count,
+                s.p50,
+                s.p99,
+                s.max,
+                s.mean()
+            ),
+        )
+    }
+}
+
 /// Renders metrics in the Prometheus text exposition format.
 #[derive(Default)]
 pub(crate) struct PrometheusText {

@@ -360,6 +360,9 @@ pub(crate) struct Delivered {
     pub partition: i32,
     pub offset: i64,
     pub verdict: Verdict,
+    /// The record's timestamp in Unix milliseconds (for the done topic: when the state node
+    /// produced it, by its wall clock), when the broker gave one.
+    pub timestamp_ms: Option<i64>,
     /// The decoded event; `None` for a record without a payload.
     pub event: Option<Result<Event>>,
 }
@@ -381,6 +384,7 @@ impl BroadcastConsumer {
                     partition,
                     offset,
                     verdict: self.offsets.check(partition, offset),
+                    timestamp_ms: msg.timestamp().to_millis(),
                     event: msg.payload().map(Event::decode),
                 })
             }

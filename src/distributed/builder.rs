@@ -22,6 +22,9 @@ use crate::redis_store::DEFAULT_KEY_PREFIX;
 use crate::redis_store::{redis_namespace_prefix, RedisConfig, RedisStore};
 use crate::{Codec, Error, LocalCache, Result};
 
+/// Most keys whose newest applied version `wait_for` remembers apart from the local cache.
+const MAX_SEEN_KEYS: usize = 1_000_000;
+
 /// Longest namespace accepted (it travels in every event).
 const MAX_NAMESPACE_LEN: usize = 1024;
 
@@ -60,6 +63,7 @@ pub struct DistributedCacheBuilder<T> {
     node_id: Option<u64>,
     wait_timeout: Duration,
     max_waiters: usize,
+    absent_ttl: Option<Duration>,
     trace: bool,
     _values: PhantomData<fn() -> T>,
 }
@@ -79,6 +83,7 @@ impl<T> std::fmt::Debug for DistributedCacheBuilder<T> {
             .field("node_id", &self.node_id)
             .field("wait_timeout", &self.wait_timeout)
             .field("max_waiters", &self.max_waiters)
+            .field("absent_ttl", &self.absent_ttl)
             .field("trace", &self.trace)
             .finish()
     }
@@ -101,6 +106,7 @@ where
             node_id: None,
             wait_timeout: Duration::from_secs(10),
             max_waiters: 10_000,
+            absent_ttl: None,
             trace: false,
             _values: PhantomData,
         }
@@ -124,6 +130,35 @@ where
     /// Default TTL of local entries written without one (default: none).
     pub fn local_ttl(mut self, ttl: Duration) -> Self {
         self.local_ttl = Some(ttl);
+        self
+    }
+
+    /// Negative caching (default off; `Duration::ZERO` turns it off): a `get_with_sync` that finds
+    /// nothing in Redis, and a `get_or_load` whose loader returns `None`, leave an absent marker in
+    /// the local tier for `ttl`; until it expires, reads of the key answer `None` without asking
+    /// Redis or the loader (counted in `negative_hits`). A newer write of the key that reaches this
+    /// node through the done topic (a set or delete from any node, plain or synced) replaces the
+    /// marker at once. Markers are local entries of weight one, so they count against
+    /// [`local_capacity`](Self::local_capacity) and are evicted like values.
+    ///
+    /// Pitfalls: a value written to Redis by anything other than distcache (no done event) stays
+    /// invisible here for up to `ttl`; so does a write whose done event this node has not received
+    /// yet (the usual propagation delay, or a state node that is down); and many distinct missing
+    /// keys (a scan, an attack) fill the local tier with markers, pushing out values. Keep `ttl`
+    /// short (seconds).
+    ///
+    /// ```
+    /// use distcache::DistributedCache;
+    /// use std::time::Duration;
+    ///
+    /// let builder = DistributedCache::<String>::builder()
+    ///     .kafka_brokers("127.0.0.1:9092")
+    ///     .redis_url("redis://127.0.0.1:6379/")
+    ///     .absent_ttl(Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
+    pub fn absent_ttl(mut self, ttl: Duration) -> Self {
+        self.absent_ttl = Some(ttl).filter(|t| !t.is_zero());
         self
     }
 
@@ -165,8 +200,14 @@ where
         self
     }
 
-    /// Logs every produced and received event at debug level (target `distcache::core` and
-    /// `distcache::listener`).
+    /// Traces each event's journey (default off): this node's writes are timed from the produce
+    /// call to the broker's acknowledgement (`trace_produce_us`, this node's monotonic clock), and
+    /// every done event of the namespace in two spans split at the done record's timestamp:
+    /// produced → done produced (`trace_to_done_us`: the writer's wall clock in the envelope to the
+    /// state node's wall clock in the record timestamp) and done produced → seen here
+    /// (`trace_done_to_seen_us`: to this node's wall clock). Each event is also logged at debug
+    /// level (targets `distcache::trace` and `distcache::listener`). The state node's own stages are
+    /// timed by its builder's `trace`. Off, nothing is recorded or logged.
     pub fn trace(mut self, on: bool) -> Self {
         self.trace = on;
         self
@@ -229,7 +270,8 @@ where
         let group = format!("distcache-listener-{:x}-{}", clock.node(), ns);
         let consumer = broadcast_consumer(&self.kafka, &group, TOPIC_DONE)?;
 
-        let waiters = Arc::new(waiters::Waiters::new(self.max_waiters));
+        let seen_capacity = self.local_capacity.clamp(1024, MAX_SEEN_KEYS);
+        let waiters = Arc::new(waiters::Waiters::new(self.max_waiters, seen_capacity)?);
         let fills = Arc::new(FillGuard::new());
         let counters = Arc::new(metrics::Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -264,6 +306,7 @@ where
             loads: load::SingleFlight::new(),
             wait_timeout: self.wait_timeout,
             local_default_ttl: self.local_ttl,
+            absent_ttl: self.absent_ttl,
             trace: self.trace,
             stop,
             listener: Mutex::new(Some(handle)),

@@ -58,6 +58,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                 partition,
                 offset,
                 verdict,
+                timestamp_ms,
                 event,
             } = match self.consumer.poll_event(POLL_INTERVAL) {
                 Polled::Idle => continue,
@@ -91,7 +92,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                 }
             }
             match event {
-                Some(Ok(event)) => self.handle(event),
+                Some(Ok(event)) => self.handle(event, timestamp_ms),
                 Some(Err(err)) => self.malformed(&err.to_string()),
                 None => self.malformed("empty message"),
             }
@@ -115,6 +116,32 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
         }
     }
 
+    /// Times the journey of a traced event in two spans split at its done record's timestamp:
+    /// produced (the writer's wall clock, in the envelope) → done produced (the state node's wall
+    /// clock, the record timestamp librdkafka set) → seen here (this node's wall clock). Across
+    /// machines each span includes the skew between the two clocks; a negative span counts as 0.
+    fn trace_spans(&self, event: &Event, done_at_ms: Option<i64>, seen_at_us: u64) {
+        let c = &self.counters;
+        let done_at_us = done_at_ms
+            .filter(|ms| *ms > 0)
+            .map(|ms| (ms as u64).saturating_mul(1000));
+        if let Some(done_at_us) = done_at_us {
+            c.trace_to_done_us
+                .record(done_at_us.saturating_sub(event.produced_at_us));
+            c.trace_done_to_seen_us
+                .record(seen_at_us.saturating_sub(done_at_us));
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        log::debug!(target: "distcache::trace",
+            "[{}] {:?} {:?} at {} from {:x}: produced -> done produced {} -> seen {:.3} ms in all",
+            self.ns, event.op, event.key, event.version, event.origin,
+            match done_at_us {
+                Some(at) => format!("{:.3} ms", ms(at.saturating_sub(event.produced_at_us))),
+                None => "(no record timestamp)".into(),
+            },
+            ms(seen_at_us.saturating_sub(event.produced_at_us)));
+    }
+
     fn malformed(&self, why: &str) {
         self.counters.malformed.fetch_add(1, Ordering::Relaxed);
         log::warn!(target: "distcache::listener", "[{}] skipping malformed done event: {why}", self.ns);
@@ -128,7 +155,8 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
             "[{}] cleared the local cache ({dropped} entries): {why}", self.ns);
     }
 
-    fn handle(&self, event: Event) {
+    /// Applies one done event; `done_at_ms` is its record's timestamp (for the trace).
+    fn handle(&self, event: Event, done_at_ms: Option<i64>) {
         // A `stale` verdict may carry a version the state node refused for being too far ahead:
         // following it would make this node stamp refused versions too. Applied writes were
         // within the state node's bound, so they are safe to follow.
@@ -152,8 +180,12 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                  another process uses node id {:x}; writes with it now fail",
                 self.ns, event.key, event.version, event.version.node);
         }
+        let seen_at_us = now_micros();
         c.propagation_us
-            .record(now_micros().saturating_sub(event.produced_at_us));
+            .record(seen_at_us.saturating_sub(event.produced_at_us));
+        if self.trace {
+            self.trace_spans(&event, done_at_ms, seen_at_us);
+        }
         // Touch before changing the entry: a concurrent fill then either sees the touch or is
         // overwritten by the change (see fill_guard).
         self.fills.touch(&event.key);
@@ -190,6 +222,9 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
                 .local
                 .invalidate_unless_newer(&event.key, event.version),
         };
+        if event.op != Op::Stale {
+            self.waiters.saw(&event.key, event.version);
+        }
         if changed {
             c.events_applied.fetch_add(1, Ordering::Relaxed);
         } else {

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::local::LocalMetrics;
-use crate::metrics::{Histogram, PrometheusText, Summary};
+use crate::metrics::{Histogram, PrometheusText, Summary, Table};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -22,6 +22,10 @@ pub(crate) struct Counters {
     pub duplicate_node_ids: AtomicU64,
     pub local_newer_reads: AtomicU64,
     pub holes_reread: AtomicU64,
+    pub negative_hits: AtomicU64,
+    pub trace_produce_us: Histogram,
+    pub trace_to_done_us: Histogram,
+    pub trace_done_to_seen_us: Histogram,
 }
 
 impl Counters {
@@ -43,6 +47,10 @@ impl Counters {
             duplicate_node_ids: self.duplicate_node_ids.load(Relaxed),
             local_newer_reads: self.local_newer_reads.load(Relaxed),
             holes_reread: self.holes_reread.load(Relaxed),
+            negative_hits: self.negative_hits.load(Relaxed),
+            trace_produce_us: self.trace_produce_us.summary(),
+            trace_to_done_us: self.trace_to_done_us.summary(),
+            trace_done_to_seen_us: self.trace_done_to_seen_us.summary(),
         }
     }
 }
@@ -86,6 +94,79 @@ pub struct DistributedMetrics {
     /// Times the listener read a done-topic partition again from a missing offset (a record
     /// arrived past a hole). A hole that persists is a gap and counted in `resets`.
     pub holes_reread: u64,
+    /// Reads answered `None` from an absent marker (negative caching, the builder's
+    /// `absent_ttl`), without Redis or the loader.
+    pub negative_hits: u64,
+    /// Trace (the builder's `trace(true)`; empty otherwise): this node's writes from the produce
+    /// call to the broker's acknowledgement, in microseconds (this node's monotonic clock).
+    pub trace_produce_us: Summary,
+    /// Trace: done events of this namespace, from the write being produced (the writer's wall
+    /// clock, in the envelope) to its done event being produced (the done record's timestamp: the
+    /// state node's wall clock, millisecond resolution): the broker hop, the state node's intake,
+    /// batching, Redis apply and publish. In microseconds; across machines this includes skew.
+    pub trace_to_done_us: Summary,
+    /// Trace: from the done event being produced (its record timestamp) to this node's listener
+    /// seeing it (this node's wall clock), in microseconds; across machines this includes skew.
+    pub trace_done_to_seen_us: Summary,
+}
+
+/// A readable table (one figure a line, latencies in milliseconds); `Debug` and the fields are
+/// there for machines.
+///
+/// ```
+/// let text = distcache::DistributedMetrics::default().to_string();
+/// assert!(text.contains("writes"));
+/// assert!(text.lines().count() > 20);
+/// ```
+impl std::fmt::Display for DistributedMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let l = &self.local;
+        let mut t = Table::new(f, "core node metrics")?;
+        t.section("local tier")?;
+        t.row("entries", l.entries)?;
+        t.row(
+            "hits / misses",
+            format_args!(
+                "{} / {} ({:.1} % hits)",
+                l.hits,
+                l.misses,
+                l.hit_ratio() * 100.0
+            ),
+        )?;
+        t.row(
+            "inserts / updates",
+            format_args!("{} / {}", l.inserts, l.updates),
+        )?;
+        t.row("evictions", l.evictions)?;
+        t.row("expirations", l.expirations)?;
+        t.row("invalidations", l.invalidations)?;
+        t.row("stale rejections", l.stale_rejections)?;
+        t.section("reads")?;
+        t.row("redis reads", self.redis_reads)?;
+        t.row("negative hits", self.negative_hits)?;
+        t.row("loader calls", self.loads)?;
+        t.row("local newer reads", self.local_newer_reads)?;
+        t.section("writes")?;
+        t.row("acknowledged", self.writes)?;
+        t.row("failed", self.write_failures)?;
+        t.row("future versions", self.future_versions)?;
+        t.section("done events")?;
+        t.row("received", self.events)?;
+        t.row(
+            "applied / ignored",
+            format_args!("{} / {}", self.events_applied, self.events_ignored),
+        )?;
+        t.row("malformed", self.malformed)?;
+        t.row("undecodable", self.undecodable)?;
+        t.row("duplicate node ids", self.duplicate_node_ids)?;
+        t.row("holes re-read", self.holes_reread)?;
+        t.row("resets", self.resets)?;
+        t.section("latency")?;
+        t.latency("produced -> seen", &self.propagation_us)?;
+        t.latency("trace: produce -> ack", &self.trace_produce_us)?;
+        t.latency("trace: produced -> done", &self.trace_to_done_us)?;
+        t.latency("trace: done -> seen", &self.trace_done_to_seen_us)
+    }
 }
 
 impl DistributedMetrics {
@@ -159,6 +240,11 @@ impl DistributedMetrics {
                 "done-topic partitions re-read from a missing offset",
                 self.holes_reread,
             ),
+            (
+                "negative_hits",
+                "reads answered from an absent marker (negative caching)",
+                self.negative_hits,
+            ),
         ] {
             p.counter(&format!("distcache_{name}_total"), help, &labels, v);
         }
@@ -174,6 +260,25 @@ impl DistributedMetrics {
             &labels,
             &self.propagation_us,
         );
+        for (name, help, s) in [
+            (
+                "distcache_trace_produce_us",
+                "trace: produce call to broker acknowledgement, microseconds",
+                &self.trace_produce_us,
+            ),
+            (
+                "distcache_trace_to_done_us",
+                "trace: write produced to its done event produced, microseconds",
+                &self.trace_to_done_us,
+            ),
+            (
+                "distcache_trace_done_to_seen_us",
+                "trace: done event produced to seen by this node, microseconds",
+                &self.trace_done_to_seen_us,
+            ),
+        ] {
+            p.summary(name, help, &labels, s);
+        }
         p.finish()
     }
 }

@@ -33,7 +33,7 @@ use crate::redis_store::{effective_ttl, RedisStore, Stored};
 use crate::{Cache, Codec, Error, LocalCache, Result, Version};
 pub use builder::{default_namespace, DistributedCacheBuilder};
 use clock::NodeClock;
-use fill_guard::FillGuard;
+use fill_guard::{FillGuard, Ticket};
 pub use local_view::LocalView;
 pub use metrics::DistributedMetrics;
 pub use waiters::WriteOutcome;
@@ -100,6 +100,8 @@ pub(crate) struct Inner<T> {
     wait_timeout: Duration,
     /// The local tier's default TTL, which a fill from Redis must not exceed the remote TTL with.
     local_default_ttl: Option<Duration>,
+    /// Negative caching: how long a read that found nothing is remembered locally (`None`: off).
+    absent_ttl: Option<Duration>,
     trace: bool,
     stop: Arc<AtomicBool>,
     listener: Mutex<Option<JoinHandle<()>>>,
@@ -245,6 +247,66 @@ where
         self.write_and_wait(key, Write::set(value, ttl, None, LOCAL_ONLY))
     }
 
+    /// Cross-node read-your-writes: waits until this node's view of `key` is at least `version`
+    /// (typically a version another node's write returned), at most `timeout`.
+    ///
+    /// Returns `Ok(())` at once when this node's local cache already holds `key` (a value, a
+    /// tombstone or an absent marker) at `version` or newer, or when its listener saw a done event
+    /// of `key` at `version` or newer (remembered for up to the local capacity of keys, at least
+    /// 1024); otherwise once such a done event arrives. "At least" holds when the key was since
+    /// overwritten or deleted by a newer write, and when the state node reported `version` itself
+    /// stale (a newer write already won in Redis). After `Ok`, [`get`](Cache::get) answers
+    /// `version`'s value or a newer state, unless the entry left the local tier since (capacity,
+    /// TTL, a value too large to inline): [`get_with_sync`](Self::get_with_sync) then reads Redis,
+    /// which the state node wrote before reporting.
+    ///
+    /// [`Error::Timeout`] when `timeout` passes first (the write may not be applied yet, or it
+    /// fell into a gap the listener reset the local cache for); [`Error::Rejected`] when the
+    /// builder's `max_waiters` callers (`*_and_wait` and `wait_for` together) already wait.
+    ///
+    /// ```no_run
+    /// use distcache::{Cache, DistributedCache};
+    /// use std::time::Duration;
+    ///
+    /// # let node_a: DistributedCache<u64> = DistributedCache::builder()
+    /// #     .kafka_brokers("127.0.0.1:9092").redis_url("redis://127.0.0.1:6379/").build()?;
+    /// # let node_b = node_a.clone();
+    /// // On node A (the version travels with the request, e.g. in a header):
+    /// let version = node_a.set_with_sync("cart:7", 3, None, None)?;
+    /// // On node B, before serving the follow-up request:
+    /// node_b.wait_for("cart:7", &version, Duration::from_secs(2))?;
+    /// assert!(node_b.get("cart:7")?.is_some());
+    /// # Ok::<(), distcache::Error>(())
+    /// ```
+    pub fn wait_for(&self, key: &str, version: &Version, timeout: Duration) -> Result<()> {
+        let waiters = &self.inner.waiters;
+        // Registered before looking, so an event landing in between is not missed.
+        let waiter = waiters.register(key, *version)?;
+        if self.view_reached(key, *version) {
+            waiters.cancel(key, waiter.id);
+            return Ok(());
+        }
+        let reached = waiter.outcome.recv_timeout(timeout).is_ok();
+        waiters.cancel(key, waiter.id);
+        if reached || self.view_reached(key, *version) {
+            return Ok(());
+        }
+        Err(Error::Timeout {
+            what: format!(
+                "[{}] this node's view of {key:?} to reach {version}",
+                self.inner.ns
+            ),
+            after: timeout,
+        })
+    }
+
+    /// Whether this node's view of `key` is at `version` or newer.
+    fn view_reached(&self, key: &str, version: Version) -> bool {
+        let inner = &self.inner;
+        inner.local.version_of(key).is_some_and(|v| v >= version)
+            || inner.waiters.seen(key).is_some_and(|v| v >= version)
+    }
+
     /// Reads the local cache; on a miss reads Redis and fills the local cache (with `local_ttl`,
     /// or the local default) unless a newer event for the key arrived during the read.
     ///
@@ -252,17 +314,52 @@ where
     /// newer version of the key than Redis (this node's own delete or write not applied by the
     /// state node yet, a tombstone, a value too heavy for the local tier), the answer comes from
     /// the local state, `None` for a tombstone or a value the local tier could not hold.
+    ///
+    /// With negative caching on (the builder's [`absent_ttl`](DistributedCacheBuilder::absent_ttl)),
+    /// a read that finds nothing in Redis leaves an absent marker in the local tier, and reads of
+    /// the key answer `None` from it (counted: `negative_hits`) until it expires or a newer write
+    /// of the key reaches this node.
     pub fn get_with_sync(&self, key: &str, local_ttl: Option<Duration>) -> Result<Option<T>> {
         if let Some(v) = self.inner.local.get(key)? {
             return Ok(Some(v));
         }
-        self.read_through(key, local_ttl)
+        if self.negative_hit(key) {
+            return Ok(None);
+        }
+        self.read_through(key, local_ttl, self.inner.absent_ttl)
+    }
+
+    /// True (and counted) when negative caching is on and `key` holds an absent marker.
+    fn negative_hit(&self, key: &str) -> bool {
+        let inner = &self.inner;
+        let hit = inner.absent_ttl.is_some() && inner.local.is_absent(key);
+        if hit {
+            inner.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Leaves an absent marker for `key` (see [`LocalCache::mark_absent`]) unless an event or a
+    /// local write touched the key since `ticket` was taken; undone if one lands while marking.
+    fn mark_absent(&self, key: &str, version: Option<Version>, ticket: Ticket, ttl: Duration) {
+        let inner = &self.inner;
+        if inner.fills.unchanged(key, ticket)
+            && inner.local.mark_absent(key, version, ttl)
+            && !inner.fills.unchanged(key, ticket)
+        {
+            inner.local.drop_absent(key);
+        }
     }
 
     /// Reads local, then Redis, then calls `loader` on a miss and stores what it returns with
     /// [`set_with_sync`](Self::set_with_sync) (`local_ttl` and `remote_ttl` as there). Concurrent
     /// callers for one key in this process share one loader call (single flight); the others wait
     /// for its result.
+    ///
+    /// With negative caching on (the builder's [`absent_ttl`](DistributedCacheBuilder::absent_ttl)),
+    /// a loader that returns `None` leaves an absent marker: reads of the key answer `None`
+    /// without Redis or the loader until the marker expires or a newer write of the key reaches
+    /// this node (counted: `negative_hits`).
     pub fn get_or_load(
         &self,
         key: &str,
@@ -271,33 +368,60 @@ where
         loader: impl FnOnce(&str) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
         check_ttls(local_ttl, remote_ttl)?;
-        if let Some(v) = self.get_with_sync(key, local_ttl)? {
-            return Ok(Some(v));
+        // Absent markers are left only once the loader said "none" too (below).
+        let read = |this: &Self| -> Result<Option<Option<T>>> {
+            if let Some(v) = this.inner.local.get(key)? {
+                return Ok(Some(Some(v)));
+            }
+            if this.negative_hit(key) {
+                return Ok(Some(None));
+            }
+            Ok(this.read_through(key, local_ttl, None)?.map(Some))
+        };
+        if let Some(found) = read(self)? {
+            return Ok(found);
         }
         self.inner.loads.run(key, || {
-            // Another flight may have stored it while we queued.
-            if let Some(v) = self.get_with_sync(key, local_ttl)? {
-                return Ok(Some(v));
+            // Another flight may have stored it (or found it absent) while we queued.
+            if let Some(found) = read(self)? {
+                return Ok(found);
             }
+            let ticket = self.inner.fills.ticket(key);
             // The version is taken before the load: what the loader reads is at most as new as
             // this moment, so a write made elsewhere while it runs (a newer version) wins over it.
             let version = self.stamp()?;
             self.inner.counters.loads.fetch_add(1, Ordering::Relaxed);
             let loaded = loader(key)?;
-            if let Some(v) = &loaded {
-                let write = Write::set(v.clone(), local_ttl, remote_ttl, ALSO_REDIS);
-                self.write_at(key, write, version)?;
+            match (&loaded, self.inner.absent_ttl) {
+                (Some(v), _) => {
+                    let write = Write::set(v.clone(), local_ttl, remote_ttl, ALSO_REDIS);
+                    self.write_at(key, write, version)?;
+                }
+                (None, Some(ttl)) => self.mark_absent(key, None, ticket, ttl),
+                (None, None) => {}
             }
             Ok(loaded)
         })
     }
 
-    fn read_through(&self, key: &str, local_ttl: Option<Duration>) -> Result<Option<T>> {
+    /// Reads Redis and fills the local tier; with `absent_ttl`, a miss or a tombstone leaves an
+    /// absent marker for that long.
+    fn read_through(
+        &self,
+        key: &str,
+        local_ttl: Option<Duration>,
+        absent_ttl: Option<Duration>,
+    ) -> Result<Option<T>> {
         let inner = &self.inner;
         let ticket = inner.fills.ticket(key);
         inner.counters.redis_reads.fetch_add(1, Ordering::Relaxed);
         match inner.redis.get_stored(key)? {
-            None => Ok(None),
+            None => {
+                if let Some(ttl) = absent_ttl {
+                    self.mark_absent(key, None, ticket, ttl);
+                }
+                Ok(None)
+            }
             Some(Stored {
                 value: None,
                 version,
@@ -305,6 +429,9 @@ where
             }) => {
                 if let Some(v) = version {
                     inner.local.delete_if_newer(key, v);
+                }
+                if let Some(ttl) = absent_ttl {
+                    self.mark_absent(key, version, ticket, ttl);
                 }
                 Ok(None)
             }
@@ -390,15 +517,15 @@ where
         let version = self.stamp()?;
         let event = self.event(key, &write, version)?;
         let inner = &self.inner;
-        let outcome = inner.waiters.register(key, version)?;
+        let waiter = inner.waiters.register(key, version)?;
         if let Err(e) = self.produce_and_apply(key, write, &event) {
-            inner.waiters.cancel(key, version);
+            inner.waiters.cancel(key, waiter.id);
             return Err(e);
         }
-        match outcome.recv_timeout(inner.wait_timeout) {
+        match waiter.outcome.recv_timeout(inner.wait_timeout) {
             Ok(outcome) => Ok(outcome),
             Err(_) => {
-                inner.waiters.cancel(key, version);
+                inner.waiters.cancel(key, waiter.id);
                 Err(Error::Timeout {
                     what: format!("state node to apply {key:?} at {version}"),
                     after: inner.wait_timeout,
@@ -453,6 +580,7 @@ where
 
     fn produce(&self, event: &Event) -> Result<()> {
         let inner = &self.inner;
+        let started = std::time::Instant::now();
         match inner
             .producer
             .send_and_wait(TOPIC_SET_DEL, &event.message_key(), &event.encode())
@@ -460,8 +588,14 @@ where
             Ok(()) => {
                 inner.counters.writes.fetch_add(1, Ordering::Relaxed);
                 if inner.trace {
-                    log::debug!(target: "distcache::core",
-                        "[{}] produced {:?} {:?} at {}", inner.ns, event.op, event.key, event.version);
+                    let took = started.elapsed();
+                    inner
+                        .counters
+                        .trace_produce_us
+                        .record(took.as_micros() as u64);
+                    log::debug!(target: "distcache::trace",
+                        "[{}] produced {:?} {:?} at {}: acknowledged after {:.3} ms",
+                        inner.ns, event.op, event.key, event.version, took.as_secs_f64() * 1000.0);
                 }
                 Ok(())
             }

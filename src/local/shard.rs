@@ -32,6 +32,8 @@ pub(super) struct Entry<T> {
     version: Option<Version>,
     /// Units of the shard's budget this entry holds (1 unless a weigher says otherwise).
     weight: u64,
+    /// A tombstone that records a read which found nothing (negative caching), not a delete.
+    absent: bool,
 }
 
 impl<T> Entry<T> {
@@ -47,6 +49,7 @@ impl<T> Entry<T> {
             expires_at,
             version,
             weight,
+            absent: false,
         }
     }
 
@@ -57,10 +60,33 @@ impl<T> Entry<T> {
             expires_at,
             version: Some(version),
             weight: 1,
+            absent: false,
         }
     }
 
-    fn is_live(&self) -> bool {
+    /// An absent marker: a tombstone saying a read found no value (negative caching), carrying the
+    /// version the read saw (`None`: no version at all, so any versioned write replaces it).
+    pub(super) fn absent(version: Option<Version>, expires_at: Option<Instant>) -> Self {
+        Entry {
+            value: None,
+            expires_at,
+            version,
+            weight: 1,
+            absent: true,
+        }
+    }
+
+    /// The version the entry carries.
+    pub(super) fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// Whether this is an absent marker.
+    pub(super) fn is_absent(&self) -> bool {
+        self.absent
+    }
+
+    pub(super) fn is_live(&self) -> bool {
         self.value.is_some()
     }
 }
@@ -180,6 +206,23 @@ impl<T> Shard<T> {
             return None;
         }
         Some(f(entry.value.as_ref(), entry.version))
+    }
+
+    /// Like [`inspect`](Self::inspect), with the whole entry.
+    pub(super) fn inspect_entry<R>(
+        &mut self,
+        hash: u64,
+        key: &str,
+        now: &mut Now,
+        f: impl FnOnce(&Entry<T>) -> R,
+    ) -> Option<R> {
+        let slot = self.map.find(hash, key)?;
+        let entry = self.map.get(slot);
+        if now.passed(entry.expires_at) {
+            self.remove_slot(slot, Removal::Deleted, now);
+            return None;
+        }
+        Some(f(entry))
     }
 
     /// Stores `entry` under `key` as the most recently used entry.

@@ -62,6 +62,8 @@ pub(crate) struct AppliedBatch {
     /// Step 4 gave up on this batch (shutdown deadline passed, or the node must stop): no
     /// verdicts, no offsets.
     pub abandoned: bool,
+    /// With trace on: when Redis answered for this batch.
+    pub applied_at: Option<Instant>,
 }
 
 /// Plans and applies batches.
@@ -72,6 +74,8 @@ pub(crate) struct ApplyStage {
     pub life: Arc<Lifecycle>,
     /// Events whose version is further ahead of this node's clock are refused.
     pub max_clock_skew_ms: u64,
+    /// Time each batch's stages into the `trace_*` metrics and log them (the builder's `trace`).
+    pub trace: bool,
 }
 
 impl ApplyStage {
@@ -116,6 +120,15 @@ impl ApplyStage {
         out: &mut AppliedBatch,
     ) -> Result<()> {
         let started = Instant::now();
+        if self.trace {
+            // Produced (the writer's wall clock, in the envelope) → taken for applying (ours).
+            let now = now_micros();
+            for event in &plan.writes {
+                self.counters
+                    .trace_consumed_us
+                    .record(now.saturating_sub(event.produced_at_us));
+            }
+        }
         let workers = &self.workers;
         let mut panics = 0;
         let outcomes = self.life.retry("apply to redis", &self.counters, || {
@@ -135,9 +148,19 @@ impl ApplyStage {
                 }
             }
         })?;
+        let applied_in = started.elapsed();
         self.counters
             .apply_latency_us
-            .record(started.elapsed().as_micros() as u64);
+            .record(applied_in.as_micros() as u64);
+        if self.trace {
+            self.counters
+                .trace_applied_us
+                .record(applied_in.as_micros() as u64);
+            out.applied_at = Some(Instant::now());
+            log::debug!(target: "distcache::trace",
+                "batch of {} writes applied to redis in {:.3} ms", plan.writes.len(),
+                applied_in.as_secs_f64() * 1000.0);
+        }
 
         let Plan {
             writes,
@@ -208,6 +231,7 @@ mod tests {
             counters: counters.clone(),
             life: Arc::new(Lifecycle::default()),
             max_clock_skew_ms: 1000,
+            trace: false,
         };
         let version = Version::new((now_micros() / 1000) << 16, 1);
         let event = Event::set("ns", "k", version, b"1".to_vec());

@@ -82,6 +82,13 @@ impl Delivery {
             self.counters
                 .published
                 .fetch_add(done.len() as u64, Relaxed);
+            if let Some(applied_at) = batch.applied_at {
+                let took = applied_at.elapsed();
+                self.counters.trace_done_us.record(took.as_micros() as u64);
+                log::debug!(target: "distcache::trace",
+                    "{} done events acknowledged {:.3} ms after the apply", done.len(),
+                    took.as_secs_f64() * 1000.0);
+            }
         }
         let sync = batch.barrier.is_some() || batch.last;
         let Some((offsets, kind)) = commits.next(&batch.next_offsets, sync) else {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::metrics::{Histogram, PrometheusText, Summary};
+use crate::metrics::{Histogram, PrometheusText, Summary, Table};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -26,6 +26,9 @@ pub(crate) struct Counters {
     pub worker_panics: AtomicU64,
     pub holes_reread: AtomicU64,
     pub holes_skipped: AtomicU64,
+    pub trace_consumed_us: Histogram,
+    pub trace_applied_us: Histogram,
+    pub trace_done_us: Histogram,
 }
 
 impl Counters {
@@ -51,6 +54,9 @@ impl Counters {
             worker_panics: self.worker_panics.load(Relaxed),
             holes_reread: self.holes_reread.load(Relaxed),
             holes_skipped: self.holes_skipped.load(Relaxed),
+            trace_consumed_us: self.trace_consumed_us.summary(),
+            trace_applied_us: self.trace_applied_us.summary(),
+            trace_done_us: self.trace_done_us.summary(),
         }
     }
 }
@@ -107,6 +113,58 @@ pub struct StateNodeMetrics {
     pub holes_reread: u64,
     /// Holes still there after the bounded re-reads: logged as errors and passed.
     pub holes_skipped: u64,
+    /// Trace (the builder's `trace(true)`; empty otherwise): each write from being produced (the
+    /// writer's wall clock, in the envelope) to being taken from the intake for applying (this
+    /// node's wall clock), in microseconds: the broker hop, intake and batching. Across machines
+    /// this includes clock skew.
+    pub trace_consumed_us: Summary,
+    /// Trace: each batch from the start of its Redis apply to Redis' answer, in microseconds
+    /// (this node's monotonic clock).
+    pub trace_applied_us: Summary,
+    /// Trace: each batch from Redis' answer to the broker's acknowledgement of its last done
+    /// event, in microseconds (this node's monotonic clock).
+    pub trace_done_us: Summary,
+}
+
+/// A readable table (one figure a line, latencies in milliseconds); `Debug` and the fields are
+/// there for machines.
+///
+/// ```
+/// let text = distcache::StateNodeMetrics::default().to_string();
+/// assert!(text.contains("consumed"));
+/// ```
+impl std::fmt::Display for StateNodeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut t = Table::new(f, "state node metrics")?;
+        t.section("events")?;
+        t.row("consumed", self.consumed)?;
+        t.row("applied", self.applied)?;
+        t.row("stale dropped", self.stale_dropped)?;
+        t.row("deduplicated", self.deduped)?;
+        t.row("malformed", self.malformed)?;
+        t.row("failed", self.failed)?;
+        t.row("bad versions", self.bad_versions)?;
+        t.row("future refused", self.future_refused)?;
+        t.section("pipeline")?;
+        t.row("batches", self.batches)?;
+        t.sizes("batch size", &self.batch_size)?;
+        t.row("done events published", self.published)?;
+        t.row("commits", self.commits)?;
+        t.row("retries", self.retries)?;
+        t.row("consumer errors", self.consumer_errors)?;
+        t.row("worker panics", self.worker_panics)?;
+        t.row(
+            "holes re-read / skipped",
+            format_args!("{} / {}", self.holes_reread, self.holes_skipped),
+        )?;
+        t.section("latency")?;
+        t.row("lag", format_args!("{} ms", self.lag_ms))?;
+        t.latency("redis apply per batch", &self.apply_latency_us)?;
+        t.latency("produced -> done acked", &self.end_to_end_us)?;
+        t.latency("trace: produced -> taken", &self.trace_consumed_us)?;
+        t.latency("trace: apply", &self.trace_applied_us)?;
+        t.latency("trace: applied -> done", &self.trace_done_us)
+    }
 }
 
 impl StateNodeMetrics {
@@ -185,6 +243,25 @@ impl StateNodeMetrics {
             "",
             &self.end_to_end_us,
         );
+        for (name, help, s) in [
+            (
+                "distcache_state_node_trace_consumed_us",
+                "trace: write produced to taken for applying, microseconds",
+                &self.trace_consumed_us,
+            ),
+            (
+                "distcache_state_node_trace_applied_us",
+                "trace: redis apply per batch, microseconds",
+                &self.trace_applied_us,
+            ),
+            (
+                "distcache_state_node_trace_done_us",
+                "trace: applied to done events acknowledged per batch, microseconds",
+                &self.trace_done_us,
+            ),
+        ] {
+            p.summary(name, help, "", s);
+        }
         p.finish()
     }
 }

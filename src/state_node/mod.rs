@@ -141,6 +141,7 @@ pub struct StateNodeBuilder {
     max_clock_skew: Duration,
     max_intake_bytes: usize,
     membership: membership::Membership,
+    trace: bool,
 }
 
 /// Default bound on the bytes of consumed records waiting for the pipeline (64 MiB).
@@ -163,12 +164,24 @@ impl Default for StateNodeBuilder {
             max_clock_skew: crate::version::DEFAULT_MAX_CLOCK_SKEW,
             max_intake_bytes: DEFAULT_MAX_INTAKE_BYTES,
             membership: membership::Membership::default(),
+            trace: false,
         }
     }
 }
 
 impl StateNodeBuilder {
     connection_setters!("core nodes");
+
+    /// Times this node's stages of each event's journey (default off): produced → taken for
+    /// applying (`trace_consumed_us`: the writer's wall clock in the envelope to this node's),
+    /// Redis apply (`trace_applied_us`) and applied → done events acknowledged (`trace_done_us`,
+    /// both this node's monotonic clock), in [`StateNodeMetrics`](crate::StateNodeMetrics), and
+    /// logs each batch at debug level (target `distcache::trace`). Core nodes time the rest with
+    /// their builder's `trace`. Off, nothing is recorded or logged.
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
 
     /// Partitions of the topics when this node creates them (default 8).
     pub fn partitions(mut self, partitions: i32) -> Self {
@@ -355,6 +368,7 @@ impl StateNodeBuilder {
                 counters: counters.clone(),
                 life: life.clone(),
                 max_clock_skew_ms: self.max_clock_skew.as_millis().min(u64::MAX as u128) as u64,
+                trace: self.trace,
             },
             delivery: deliver::Delivery {
                 producer,
