@@ -8,7 +8,8 @@
 //! `del-sync K`, `set-sync-wait K V`, `get-or-load K V` (`get_or_load` whose loader returns `V`),
 //! `wait-for K VERSION TIMEOUT_MS`, `metrics`, `metrics table`, `quit`.
 //! Options beyond the connection: `--trace` (the builder's `trace(true)`), `--absent-ttl-ms MS`
-//! (negative caching, the builder's `absent_ttl`), `--reply-versions`, `--node-id`.
+//! (negative caching, the builder's `absent_ttl`), `--reply-versions`, `--node-id`, `--codec
+//! json|binary|raw` (`raw`: values stored as their UTF-8 bytes, as the C API stores them).
 //! Replies: `OK`, `OK applied` / `OK superseded` (for set-sync-wait), `VALUE <v>`, `NIL`,
 //! `ERR <message>`; `metrics` prints one line of `name=value` pairs. Prints `READY` once its
 //! listener is subscribed.
