@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::local::LocalMetrics;
-use crate::metrics::{Histogram, PrometheusText, Summary};
+use crate::metrics::{Histogram, Summary};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -89,91 +89,12 @@ pub struct DistributedMetrics {
 }
 
 impl DistributedMetrics {
-    /// The metrics in the Prometheus text format, labelled with `namespace`.
+    /// The metrics in the Prometheus text format, labelled with `namespace` (the README's
+    /// metrics table lists the names). Use [`Exposition`](crate::Exposition) to put several
+    /// namespaces on one page.
     pub fn to_prometheus(&self, namespace: &str) -> String {
-        let labels = format!(
-            "namespace=\"{}\"",
-            namespace.replace(['"', '\\', '\n'], "_")
-        );
-        let mut p = PrometheusText::default();
-        let l = &self.local;
-        for (name, help, v) in [
-            ("local_hits", "local cache hits", l.hits),
-            ("local_misses", "local cache misses", l.misses),
-            ("local_inserts", "local cache inserts", l.inserts),
-            ("local_updates", "local cache updates", l.updates),
-            ("local_evictions", "local cache evictions", l.evictions),
-            (
-                "local_expirations",
-                "local cache expirations",
-                l.expirations,
-            ),
-            (
-                "local_invalidations",
-                "local cache invalidations",
-                l.invalidations,
-            ),
-            ("writes", "writes acknowledged by the broker", self.writes),
-            ("write_failures", "failed writes", self.write_failures),
-            ("events", "done events received", self.events),
-            (
-                "events_applied",
-                "done events applied locally",
-                self.events_applied,
-            ),
-            (
-                "events_ignored",
-                "done events with no local effect",
-                self.events_ignored,
-            ),
-            ("malformed", "malformed done-topic messages", self.malformed),
-            (
-                "undecodable",
-                "done events with undecodable values",
-                self.undecodable,
-            ),
-            (
-                "resets",
-                "local cache resets after possible gaps",
-                self.resets,
-            ),
-            ("redis_reads", "reads that went to redis", self.redis_reads),
-            ("loads", "loader calls", self.loads),
-            (
-                "future_versions",
-                "writes refused: version too far ahead of the wall clock",
-                self.future_versions,
-            ),
-            (
-                "duplicate_node_ids",
-                "done events with this node's id it never issued",
-                self.duplicate_node_ids,
-            ),
-            (
-                "local_newer_reads",
-                "reads answered locally because redis was older",
-                self.local_newer_reads,
-            ),
-            (
-                "holes_reread",
-                "done-topic partitions re-read from a missing offset",
-                self.holes_reread,
-            ),
-        ] {
-            p.counter(&format!("distcache_{name}_total"), help, &labels, v);
-        }
-        p.gauge(
-            "distcache_local_entries",
-            "live local entries",
-            &labels,
-            l.entries as f64,
-        );
-        p.summary(
-            "distcache_propagation_us",
-            "write produced to done event received",
-            &labels,
-            &self.propagation_us,
-        );
-        p.finish()
+        let mut page = crate::Exposition::new();
+        page.distributed(namespace, self);
+        page.finish()
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::metrics::{Histogram, PrometheusText, Summary};
+use std::sync::Arc;
+
+use crate::metrics::{Histogram, Summary};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -26,6 +28,8 @@ pub(crate) struct Counters {
     pub worker_panics: AtomicU64,
     pub holes_reread: AtomicU64,
     pub holes_skipped: AtomicU64,
+    /// Partitions the group consumer holds now, kept by its rebalance callback.
+    pub assigned_partitions: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -51,6 +55,7 @@ impl Counters {
             worker_panics: self.worker_panics.load(Relaxed),
             holes_reread: self.holes_reread.load(Relaxed),
             holes_skipped: self.holes_skipped.load(Relaxed),
+            assigned_partitions: self.assigned_partitions.load(Relaxed),
         }
     }
 }
@@ -107,84 +112,18 @@ pub struct StateNodeMetrics {
     pub holes_reread: u64,
     /// Holes still there after the bounded re-reads: logged as errors and passed.
     pub holes_skipped: u64,
+    /// Partitions of the set-del topic this node holds now (a gauge: 0 before its first
+    /// assignment, while partitions move, and when the group has more nodes than partitions).
+    pub assigned_partitions: u64,
 }
 
 impl StateNodeMetrics {
-    /// The metrics in the Prometheus text format.
+    /// The metrics in the Prometheus text format (names `distcache_state_node_*`; the README's
+    /// metrics table lists them). Use [`Exposition`](crate::Exposition) to put several snapshots
+    /// on one page.
     pub fn to_prometheus(&self) -> String {
-        let mut p = PrometheusText::default();
-        for (name, help, v) in [
-            (
-                "consumed",
-                "records read from the set-del topic",
-                self.consumed,
-            ),
-            ("applied", "events applied", self.applied),
-            (
-                "stale_dropped",
-                "events older than the stored version",
-                self.stale_dropped,
-            ),
-            ("deduped", "events replaced within a batch", self.deduped),
-            (
-                "malformed",
-                "records that were not valid events",
-                self.malformed,
-            ),
-            ("failed", "events refused by redis", self.failed),
-            ("batches", "batches processed", self.batches),
-            ("retries", "batch step retries", self.retries),
-            ("published", "done events published", self.published),
-            ("commits", "offset commits", self.commits),
-            ("consumer_errors", "consumer errors", self.consumer_errors),
-            (
-                "bad_versions",
-                "writes skipped over a stored version that is not ours",
-                self.bad_versions,
-            ),
-            (
-                "future_refused",
-                "events stamped too far ahead of the clock",
-                self.future_refused,
-            ),
-            ("worker_panics", "redis worker panics", self.worker_panics),
-            (
-                "holes_reread",
-                "partitions re-read from a missing offset",
-                self.holes_reread,
-            ),
-            (
-                "holes_skipped",
-                "holes passed after the bounded re-reads",
-                self.holes_skipped,
-            ),
-        ] {
-            p.counter(&format!("distcache_state_node_{name}_total"), help, "", v);
-        }
-        p.gauge(
-            "distcache_state_node_lag_ms",
-            "age of the oldest event of the last batch",
-            "",
-            self.lag_ms as f64,
-        );
-        p.summary(
-            "distcache_state_node_batch_size",
-            "records per batch",
-            "",
-            &self.batch_size,
-        );
-        p.summary(
-            "distcache_state_node_apply_latency_us",
-            "redis apply time per batch",
-            "",
-            &self.apply_latency_us,
-        );
-        p.summary(
-            "distcache_state_node_end_to_end_us",
-            "produce to done-acknowledged time",
-            "",
-            &self.end_to_end_us,
-        );
-        p.finish()
+        let mut page = crate::Exposition::new();
+        page.state_node(self);
+        page.finish()
     }
 }

@@ -20,6 +20,7 @@ mod kafka_python;
 pub mod pipeline;
 mod process;
 mod redis;
+mod scrape;
 mod server;
 mod stack;
 
@@ -38,6 +39,7 @@ pub use events::{produce_events, produce_records, DoneWatcher, Outgoing};
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
+pub use scrape::{assigned_partitions, http_get, parse_exposition, scrape};
 pub use stack::Stack;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could still take it
