@@ -51,89 +51,177 @@ pub enum LogFormat {
 )]
 pub struct Args {
     /// A TOML file of settings (see below); flags and DISTCACHE_* variables override it.
-    #[arg(long, env = "DISTCACHE_CONFIG", value_name = "FILE")]
+    #[arg(
+        help_heading = "Operations",
+        long,
+        env = "DISTCACHE_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// Validate the settings, check that Redis answers PING and the brokers answer a metadata
     /// request, print the verdict and exit (codes below). Creates nothing, joins no group.
-    #[arg(long)]
+    #[arg(help_heading = "Operations", long)]
     pub check: bool,
     /// Print the effective settings (secrets hidden) as TOML and exit.
-    #[arg(long)]
+    #[arg(help_heading = "Operations", long)]
     pub print_config: bool,
     /// Kafka bootstrap servers, e.g. 127.0.0.1:9092 or host1:9092,host2:9092. Required.
-    #[arg(long, env = "DISTCACHE_BROKERS", value_name = "HOST:PORT[,...]")]
+    #[arg(
+        help_heading = "Connections",
+        long,
+        env = "DISTCACHE_BROKERS",
+        value_name = "HOST:PORT[,...]"
+    )]
     pub brokers: Option<String>,
     /// Redis URL, e.g. redis://127.0.0.1:6379/ or redis://user:password@host:port/db. Required.
     /// Prefer the environment variable: command lines are visible to other users.
-    #[arg(long, env = "DISTCACHE_REDIS", value_name = "URL")]
+    #[arg(
+        help_heading = "Connections",
+        long,
+        env = "DISTCACHE_REDIS",
+        value_name = "URL"
+    )]
     pub redis: Option<String>,
     /// Treat --redis as a comma-separated list of Redis Cluster seed nodes.
-    #[arg(long, env = "DISTCACHE_REDIS_CLUSTER")]
+    #[arg(help_heading = "Connections", long, env = "DISTCACHE_REDIS_CLUSTER")]
     pub redis_cluster: bool,
     /// Consumer group; state nodes in one group split the partitions.
-    #[arg(long, env = "DISTCACHE_GROUP", default_value = GROUP_SET_DEL)]
+    #[arg(value_name = "NAME", help_heading = "Consumer group", long, env = "DISTCACHE_GROUP", default_value = GROUP_SET_DEL)]
     pub group: String,
     /// Partitions of each topic when this node creates it.
-    #[arg(long, env = "DISTCACHE_PARTITIONS", default_value_t = 8)]
+    #[arg(
+        value_name = "N",
+        help_heading = "Consumer group",
+        long,
+        env = "DISTCACHE_PARTITIONS",
+        default_value_t = 8
+    )]
     pub partitions: i32,
     /// Most events per batch.
-    #[arg(long, env = "DISTCACHE_BATCH_SIZE", default_value_t = 1024)]
+    #[arg(
+        value_name = "N",
+        help_heading = "Pipeline",
+        long,
+        env = "DISTCACHE_BATCH_SIZE",
+        default_value_t = 1024
+    )]
     pub batch_size: usize,
     /// Longest wait for a batch to fill, in milliseconds (0: take what has arrived).
-    #[arg(long, env = "DISTCACHE_BATCH_WAIT_MS", default_value_t = 0)]
+    #[arg(
+        value_name = "MS",
+        help_heading = "Pipeline",
+        long,
+        env = "DISTCACHE_BATCH_WAIT_MS",
+        default_value_t = 0
+    )]
     pub batch_wait_ms: u64,
     /// Redis worker threads (one connection each).
-    #[arg(long, env = "DISTCACHE_THREADS", default_value_t = 4)]
+    #[arg(
+        value_name = "N",
+        help_heading = "Pipeline",
+        long,
+        env = "DISTCACHE_THREADS",
+        default_value_t = 4
+    )]
     pub threads: usize,
     /// Redis key prefix; must match the core nodes'.
-    #[arg(long, env = "DISTCACHE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
+    #[arg(value_name = "PREFIX", help_heading = "Pipeline", long, env = "DISTCACHE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
     /// How long a delete's tombstone lives in Redis, in seconds.
-    #[arg(long, env = "DISTCACHE_TOMBSTONE_TTL_S", default_value_t = 600)]
+    #[arg(
+        value_name = "S",
+        help_heading = "Pipeline",
+        long,
+        env = "DISTCACHE_TOMBSTONE_TTL_S",
+        default_value_t = 600
+    )]
     pub tombstone_ttl_s: u64,
     /// Refuse events stamped more than this many milliseconds ahead of this node's clock
     /// (counted as future_refused, reported stale).
-    #[arg(long, env = "DISTCACHE_MAX_CLOCK_SKEW_MS", default_value_t = DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64)]
+    #[arg(value_name = "MS", help_heading = "Pipeline", long, env = "DISTCACHE_MAX_CLOCK_SKEW_MS", default_value_t = DEFAULT_MAX_CLOCK_SKEW.as_millis() as u64)]
     pub max_clock_skew_ms: u64,
     /// Most bytes of consumed records waiting for the pipeline (besides four batches of records).
-    #[arg(long, env = "DISTCACHE_MAX_INTAKE_BYTES", default_value_t = DEFAULT_MAX_INTAKE_BYTES)]
+    #[arg(value_name = "BYTES", help_heading = "Pipeline", long, env = "DISTCACHE_MAX_INTAKE_BYTES", default_value_t = DEFAULT_MAX_INTAKE_BYTES)]
     pub max_intake_bytes: usize,
     /// Log level: error, warn, info, debug, trace (or env_logger filters such as
     /// info,distcache::bus=debug).
-    #[arg(long, env = "DISTCACHE_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        value_name = "LEVEL",
+        help_heading = "Operations",
+        long,
+        env = "DISTCACHE_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
     /// Log line format on stderr.
-    #[arg(long, env = "DISTCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(value_name = "FORMAT", help_heading = "Operations", long, env = "DISTCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Serve GET /metrics (Prometheus text) and GET /health on this address, e.g. 0.0.0.0:9464
     /// (default: no endpoint).
-    #[arg(long, env = "DISTCACHE_METRICS_ADDR", value_name = "HOST:PORT")]
+    #[arg(
+        help_heading = "Operations",
+        long,
+        env = "DISTCACHE_METRICS_ADDR",
+        value_name = "HOST:PORT"
+    )]
     pub metrics_addr: Option<String>,
     /// Log metrics every N seconds (0: only at exit).
-    #[arg(long, env = "DISTCACHE_METRICS_INTERVAL_S", default_value_t = 0)]
+    #[arg(
+        value_name = "S",
+        help_heading = "Operations",
+        long,
+        env = "DISTCACHE_METRICS_INTERVAL_S",
+        default_value_t = 0
+    )]
     pub metrics_interval_s: u64,
     /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL. Applied
     /// after --kafka-config-file. Command lines are visible to other users (ps): put secrets such as
     /// sasl.password in the file instead.
     // Split after parsing, not by a clap value parser: clap would echo a malformed value, which
     // may hold a secret.
-    #[arg(long = "kafka-config", value_name = "KEY=VALUE")]
+    #[arg(
+        help_heading = "Connections",
+        long = "kafka-config",
+        value_name = "KEY=VALUE"
+    )]
     pub kafka_config: Vec<String>,
     /// A file of librdkafka properties, one KEY=VALUE a line (`#` starts a comment), e.g. the SASL
     /// or SSL settings with their secrets (keep it readable by the node's user only).
-    #[arg(long, env = "DISTCACHE_KAFKA_CONFIG_FILE", value_name = "FILE")]
+    #[arg(
+        help_heading = "Connections",
+        long,
+        env = "DISTCACHE_KAFKA_CONFIG_FILE",
+        value_name = "FILE"
+    )]
     pub kafka_config_file: Option<PathBuf>,
     /// Static consumer-group member id (Kafka's group.instance.id), unique per state node and stable
     /// across restarts, e.g. the pod name: a restart with the same id takes the node's partitions
     /// back at once. Unset: dynamic membership. A static member does not leave the group on
     /// SIGTERM; its partitions wait for its restart or the session timeout.
-    #[arg(long, env = "DISTCACHE_INSTANCE_ID")]
+    #[arg(
+        value_name = "ID",
+        help_heading = "Consumer group",
+        long,
+        env = "DISTCACHE_INSTANCE_ID"
+    )]
     pub instance_id: Option<String>,
     /// Consumer-group session timeout in milliseconds: a dead node's partitions move after about this.
-    #[arg(long, env = "DISTCACHE_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    #[arg(
+        value_name = "MS",
+        help_heading = "Consumer group",
+        long,
+        env = "DISTCACHE_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
     pub session_timeout_ms: u64,
     /// Consumer-group heartbeat interval in milliseconds; must be below the session timeout.
-    #[arg(long, env = "DISTCACHE_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(
+        value_name = "MS",
+        help_heading = "Consumer group",
+        long,
+        env = "DISTCACHE_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 1000
+    )]
     pub heartbeat_interval_ms: u64,
 }
 
