@@ -220,6 +220,19 @@ fn check_exits_with_a_code_per_failure_class() {
     assert_eq!(status.code(), Some(2), "{out}{err}");
     assert!(out.starts_with("invalid configuration"), "{out}");
 
+    // Starting (not --check) fails the same way, with the same codes.
+    let start = |label: &str, brokers: &str, redis_url: &str| {
+        let mut cmd = state_node();
+        cmd.args(["--brokers", brokers])
+            .args(["--redis", redis_url]);
+        run(label, cmd, Duration::from_secs(60))
+    };
+    let (status, _, err) = start("start-redis", &broker.bootstrap(), &dead_redis);
+    assert_eq!(status.code(), Some(3), "{err}");
+    let (status, _, err) = start("start-kafka", &closed, &redis.url());
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(err.contains("state node failed to start"), "{err}");
+
     // Usage and configuration errors before any connection: exit 2 too.
     let mut cmd = state_node();
     cmd.args(["--check", "--redis", &redis.url()]);
