@@ -359,15 +359,10 @@ pub fn resolve(mut args: Args, matches: &ArgMatches) -> Result<Settings, String>
 fn read_config_file(path: &Path) -> Result<FileConfig, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
-    // toml's messages quote the offending line, which may hold a secret: keep only the first
-    // line of the message (what and where).
+    // toml's messages can quote the offending value, which may be a secret written under the
+    // wrong key: keep the first line (what and where) without anything in double quotes.
     toml::from_str(&text).map_err(|e| {
-        let message = e
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("invalid TOML")
-            .to_string();
+        let message = without_quoted(e.message().lines().next().unwrap_or("invalid TOML"));
         let line = e.span().map(|s| {
             text.as_bytes()[..s.start.min(text.len())]
                 .iter()
@@ -380,6 +375,23 @@ fn read_config_file(path: &Path) -> Result<FileConfig, String> {
             None => format!("--config {}: {message}", path.display()),
         }
     })
+}
+
+/// `text` with every double-quoted part replaced by `"…"`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quoted = false;
+    for c in text.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `--kafka-config` arguments as (key, value); an error names the argument by position only.
@@ -494,6 +506,26 @@ fn hide_password(urls: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_file_error_names_key_and_line_but_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "brokers = \"b:1\"\n\npartitions = \"s3cret-value\"\n",
+        )
+        .unwrap();
+        let err = read_config_file(&path).unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        std::fs::write(&path, "batch_sise = 1\n").unwrap();
+        let err = read_config_file(&path).unwrap_err();
+        assert!(
+            err.contains("batch_sise") && err.contains("line 1"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn passwords_are_hidden() {
