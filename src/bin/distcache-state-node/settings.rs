@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use distcache::version::DEFAULT_MAX_CLOCK_SKEW;
-use distcache::{event::GROUP_SET_DEL, DEFAULT_KEY_PREFIX, DEFAULT_MAX_INTAKE_BYTES};
+use distcache::{
+    event::GROUP_SET_DEL, DEFAULT_KEY_PREFIX, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_MAX_INTAKE_BYTES,
+};
 use serde::{Deserialize, Serialize};
 
 const ABOUT: &str = "The distcache state node: the one writer of Redis. It consumes the set-del \
