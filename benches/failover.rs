@@ -26,6 +26,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distcache::{DistributedCache, DEFAULT_KEY_PREFIX};
 
+// The tests' scraper of /metrics (standard library only).
+#[path = "../tests/support/scrape.rs"]
+#[allow(dead_code)]
+mod scrape;
+
 const PARTITIONS: u32 = 8;
 const KEYS: usize = 16;
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -84,15 +89,22 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-/// A state-node process; its stderr is kept for the assignment check. SIGKILLed on drop.
+/// A state-node process serving `/metrics` on `metrics` (how the bench knows what it holds); its
+/// stderr is kept for failure messages. SIGKILLed on drop.
 struct Node {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    metrics: String,
 }
 
 impl Node {
     fn spawn(s: &Settings, group: &str, instance_id: Option<&str>) -> Node {
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .expect("a free port for /metrics");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
+        cmd.args(["--metrics-addr", &metrics]);
         cmd.args([
             "--brokers",
             &s.brokers,
@@ -126,25 +138,16 @@ impl Node {
                 text.push('\n');
             }
         });
-        Node { child, stderr }
+        Node {
+            child,
+            stderr,
+            metrics,
+        }
     }
 
-    /// Partitions held according to the last "assigned N" / "revoking" line.
+    /// Partitions held, from the node's `distcache_state_node_assigned_partitions` gauge.
     fn held(&self) -> usize {
-        let text = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        let mut held = 0;
-        for line in text.lines().filter(|l| l.contains("distcache::bus")) {
-            if line.contains("revoking ") {
-                held = 0;
-            } else if let Some(rest) = line.split("assigned ").nth(1) {
-                held = rest
-                    .split(' ')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-            }
-        }
-        held
+        scrape::assigned_partitions(&self.metrics)
     }
 
     fn tail(&self) -> String {

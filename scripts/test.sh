@@ -113,6 +113,8 @@ features=(--features ffi)
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --all-targets "${features[@]}" -- -D warnings
+# The library alone, without the binary's dependencies (the `cli` feature): what an embedding application builds.
+step "lib without cli" cargo check --lib --no-default-features
 # nextest runs each test in its own process with a per-test time-out (.config/nextest.toml); it skips
 # doctests, which a later step runs either way.
 # Together the tests and benches steps are `cargo test --all-targets`: benches run once each in test mode

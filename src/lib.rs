@@ -21,6 +21,8 @@ pub mod ffi;
 #[doc(hidden)]
 pub mod local;
 mod metrics;
+mod metrics_server;
+mod prometheus;
 mod redis_store;
 mod state_node;
 #[doc(hidden)]
@@ -36,11 +38,15 @@ pub use distributed::{
 pub use error::{BoxError, Error, Result};
 pub use local::{LocalCache, LocalCacheBuilder, LocalMetrics};
 pub use metrics::Summary;
+pub use metrics_server::{Health, MetricsServer, MetricsSource};
+pub use prometheus::Exposition;
 pub use redis_store::{
     redis_entry_key, redis_namespace_prefix, RedisCache, RedisCacheBuilder, RedisConfig,
     DEFAULT_KEY_PREFIX,
 };
-pub use state_node::{StateNode, StateNodeBuilder, StateNodeMetrics, DEFAULT_MAX_INTAKE_BYTES};
+pub use state_node::{
+    StateNode, StateNodeBuilder, StateNodeMetrics, StateNodeMonitor, DEFAULT_MAX_INTAKE_BYTES,
+};
 /// The hybrid logical clock that stamps versions (tests and tools stamp their own writes with it).
 #[doc(hidden)]
 pub use version::HybridClock;

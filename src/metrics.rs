@@ -1,6 +1,6 @@
-//! Metric building blocks: a lock-free latency/size histogram and Prometheus text rendering.
+//! Metric building blocks: a lock-free latency/size histogram and its [`Summary`].
+//! (Prometheus text is rendered in `prometheus.rs`.)
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Buckets of a [`Histogram`]: bucket `i` holds values in `[2^(i-1), 2^i)`, bucket 0 holds 0.
@@ -160,52 +160,6 @@ impl<'a, 'b> Table<'a, 'b> {
     }
 }
 
-/// Renders metrics in the Prometheus text exposition format.
-#[derive(Default)]
-pub(crate) struct PrometheusText {
-    out: String,
-}
-
-impl PrometheusText {
-    pub(crate) fn counter(&mut self, name: &str, help: &str, labels: &str, value: u64) {
-        self.metric(name, "counter", help, labels, value as f64);
-    }
-
-    pub(crate) fn gauge(&mut self, name: &str, help: &str, labels: &str, value: f64) {
-        self.metric(name, "gauge", help, labels, value);
-    }
-
-    pub(crate) fn summary(&mut self, name: &str, help: &str, labels: &str, s: &Summary) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} summary");
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (q, v) in [("0.5", s.p50), ("0.99", s.p99)] {
-            let _ = writeln!(self.out, "{name}{{{labels}{sep}quantile=\"{q}\"}} {v}");
-        }
-        let braces = |l: &str| {
-            if l.is_empty() {
-                String::new()
-            } else {
-                format!("{{{l}}}")
-            }
-        };
-        let _ = writeln!(self.out, "{name}_sum{} {}", braces(labels), s.sum);
-        let _ = writeln!(self.out, "{name}_count{} {}", braces(labels), s.count);
-    }
-
-    fn metric(&mut self, name: &str, kind: &str, help: &str, labels: &str, value: f64) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        if labels.is_empty() {
-            let _ = writeln!(self.out, "{name} {value}");
-        } else {
-            let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
-        }
-    }
-
-    pub(crate) fn finish(self) -> String {
-        self.out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,14 +177,5 @@ mod tests {
         assert!((50..=63).contains(&s.p50), "{s:?}");
         assert!((99..=100).contains(&s.p99), "{s:?}");
         assert_eq!(Histogram::default().summary(), Summary::default());
-    }
-
-    #[test]
-    fn renders_prometheus_text() {
-        let mut p = PrometheusText::default();
-        p.counter("x_total", "things", "ns=\"a\"", 3);
-        let text = p.finish();
-        assert!(text.contains("# TYPE x_total counter"));
-        assert!(text.contains("x_total{ns=\"a\"} 3"));
     }
 }

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use distcache::event::{TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{DistributedCache, DEFAULT_KEY_PREFIX};
-use support::{unique_name, wait_until, Broker, BrokerKind, ChildProcess, RedisServer};
+use support::{
+    assigned_partitions, free_port, unique_name, wait_until, Broker, BrokerKind, ChildProcess,
+    RedisServer,
+};
 
 const PARTITIONS: u32 = 8;
 const SESSION_TIMEOUT_MS: u64 = 10_000;
@@ -26,13 +29,32 @@ const SESSION_TIMEOUT_MS: u64 = 10_000;
 const RESTART_BOUND: Duration = Duration::from_secs(8);
 const PATIENCE: Duration = Duration::from_secs(40);
 
+/// A state node process and the address of its `/metrics` and `/health`.
+struct Node {
+    process: ChildProcess,
+    metrics: String,
+}
+
+impl std::ops::Deref for Node {
+    type Target = ChildProcess;
+    fn deref(&self) -> &ChildProcess {
+        &self.process
+    }
+}
+
+/// Partitions the node holds, from its `distcache_state_node_assigned_partitions` gauge.
+fn held(node: &Node) -> usize {
+    assigned_partitions(&node.metrics)
+}
+
 fn spawn_state_node(
     label: &str,
     broker: &Broker,
     redis: &RedisServer,
     group: &str,
     instance_id: Option<&str>,
-) -> ChildProcess {
+) -> Node {
+    let metrics = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
     cmd.args(["--brokers", &broker.bootstrap()])
         .args(["--redis", &redis.url()])
@@ -41,18 +63,15 @@ fn spawn_state_node(
         .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
         .args(["--heartbeat-interval-ms", "1000"])
         .args(["--log-level", "info"])
+        .args(["--metrics-addr", &metrics])
         .env_remove("DISTCACHE_INSTANCE_ID");
     if let Some(id) = instance_id {
         cmd.args(["--instance-id", id]);
     }
-    ChildProcess::spawn(label, cmd)
-}
-
-/// Whether the node's log shows partitions assigned.
-fn assigned(node: &ChildProcess) -> bool {
-    node.stderr().lines().any(|l| {
-        l.contains("distcache::bus") && l.contains("assigned ") && !l.contains("assigned 0 ")
-    })
+    Node {
+        process: ChildProcess::spawn(label, cmd),
+        metrics,
+    }
 }
 
 /// The keys of `ns` that Redis holds with exactly the expected value.
@@ -96,7 +115,7 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
 
     let first = spawn_state_node("state-node-1", &broker, &redis, &group, Some("node-a"));
     assert!(
-        wait_until(PATIENCE, || assigned(&first)),
+        wait_until(PATIENCE, || held(&first) > 0),
         "no partitions within {PATIENCE:?}:\n{}",
         first.stderr_tail(30)
     );
@@ -147,27 +166,6 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
         second.stderr_tail(30),
         broker.log_tail(15)
     );
-}
-
-/// Partitions held according to the node's last "assigned N" / "revoking" line.
-fn held(node: &ChildProcess) -> usize {
-    let mut held = 0;
-    for line in node
-        .stderr()
-        .lines()
-        .filter(|l| l.contains("distcache::bus"))
-    {
-        if line.contains("revoking ") {
-            held = 0;
-        } else if let Some(rest) = line.split("assigned ").nth(1) {
-            held = rest
-                .split(' ')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-        }
-    }
-    held
 }
 
 /// A dynamic member stopped with SIGTERM leaves the group when it closes its consumer, so the
@@ -259,9 +257,10 @@ fn a_fenced_static_member_exits_and_says_why() {
     );
     let second = spawn_state_node("state-node-2", &broker, &redis, &group, Some("same-id"));
     let status = first.wait_timeout(PATIENCE);
+    // Exit code 5: failed while running, restart me (README "State node CLI").
     assert!(
-        status.is_some_and(|s| !s.success()),
-        "the fenced node did not exit non-zero within {PATIENCE:?} ({status:?}):\n{}",
+        status.is_some_and(|s| s.code() == Some(5)),
+        "the fenced node did not exit with code 5 within {PATIENCE:?} ({status:?}):\n{}",
         first.stderr_tail(30)
     );
     assert!(

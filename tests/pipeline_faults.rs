@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use distcache::event::{Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{DistributedCache, StateNode, StateNodeMetrics, Version, DEFAULT_KEY_PREFIX};
-use support::{unique_name, wait_until, Broker, ChildProcess, RawRecord, RedisProbe, RedisServer};
+use support::{
+    assigned_partitions, free_port, unique_name, wait_until, Broker, ChildProcess, RawRecord,
+    RedisProbe, RedisServer,
+};
 
 /// Partitions of both topics in every test.
 const PARTITIONS: u32 = 8;
@@ -87,8 +90,10 @@ impl Env {
             })
     }
 
-    /// The `distcache-state-node` binary in `group`, logging at info level to its stderr.
-    fn spawn_state_node(&self, label: &str, group: &str) -> ChildProcess {
+    /// The `distcache-state-node` binary in `group`, logging at info level to its stderr and
+    /// serving `/metrics` on a free port.
+    fn spawn_state_node(&self, label: &str, group: &str) -> NodeProcess {
+        let metrics = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
         cmd.args(["--brokers", &self.broker.bootstrap()])
             .args(["--redis", &self.redis.url()])
@@ -104,9 +109,13 @@ impl Env {
             ])
             .args(["--key-prefix", DEFAULT_KEY_PREFIX])
             .args(["--log-level", "info", "--metrics-interval-s", "0"])
+            .args(["--metrics-addr", &metrics])
             // Flags win over DISTCACHE_* variables; this one has no flag here.
             .env_remove("DISTCACHE_TOMBSTONE_TTL_S");
-        ChildProcess::spawn(label, cmd)
+        NodeProcess {
+            process: ChildProcess::spawn(label, cmd),
+            metrics,
+        }
     }
 
     fn diagnostics(&self) -> String {
@@ -268,20 +277,29 @@ fn expected(
         .collect()
 }
 
-/// The partitions a state node holds according to its `distcache::bus` log lines: the count of the last
-/// "assigned N partitions", or `None` when it holds nothing yet or its last event was a revoke.
-fn current_assignment(stderr: &str) -> Option<usize> {
-    let mut held = None;
-    for line in stderr.lines().filter(|l| l.contains("distcache::bus")) {
-        if line.contains("revoking ") {
-            held = None;
-        } else if let Some(rest) = line.split("assigned ").nth(1) {
-            if let Some(Ok(n)) = rest.split(" partitions").next().map(str::parse) {
-                held = Some(n);
-            }
-        }
+/// A state-node process and the address of its `/metrics`.
+struct NodeProcess {
+    process: ChildProcess,
+    metrics: String,
+}
+
+impl std::ops::Deref for NodeProcess {
+    type Target = ChildProcess;
+    fn deref(&self) -> &ChildProcess {
+        &self.process
     }
-    held
+}
+
+/// Partitions the node holds now, from its `distcache_state_node_assigned_partitions` gauge (0 when
+/// it holds none or does not answer).
+fn held(node: &NodeProcess) -> usize {
+    assigned_partitions(&node.metrics)
+}
+
+/// Whether `a` and `b` hold all partitions between them, at least one each.
+fn split_between(a: &NodeProcess, b: &NodeProcess) -> bool {
+    let (x, y) = (held(a), held(b));
+    x > 0 && y > 0 && x + y == PARTITIONS as usize
 }
 
 /// The counters a binary state node logs on shutdown ("final metrics: StateNodeMetrics { consumed: X, … }"),
@@ -302,11 +320,10 @@ fn final_metrics(stderr: &str) -> Option<HashMap<String, u64>> {
     out.contains_key("consumed").then_some(out)
 }
 
-/// Waits until `node`'s log shows at least one partition held.
-fn wait_assigned(node: &ChildProcess, env: &Env) {
+/// Waits until `node` holds at least one partition (its metrics say so).
+fn wait_assigned(node: &NodeProcess, env: &Env) {
     assert!(
-        wait_until(PATIENCE, || current_assignment(&node.stderr())
-            .is_some_and(|n| n > 0)),
+        wait_until(PATIENCE, || held(node) > 0),
         "state node got no partitions within {PATIENCE:?}; stderr:\n{}\n{}",
         node.stderr_tail(30),
         env.diagnostics()
@@ -625,13 +642,7 @@ fn two_state_nodes_split_the_partitions() {
     let group = unique_name("group");
     let a = env.spawn_state_node("state-node-a", &group);
     let b = env.spawn_state_node("state-node-b", &group);
-    let split = wait_until(PATIENCE, || {
-        let (x, y) = (
-            current_assignment(&a.stderr()),
-            current_assignment(&b.stderr()),
-        );
-        matches!((x, y), (Some(x), Some(y)) if x > 0 && y > 0 && x + y == PARTITIONS as usize)
-    });
+    let split = wait_until(PATIENCE, || split_between(&a, &b));
     assert!(
         split,
         "the nodes never split {PARTITIONS} partitions\n--- a:\n{}\n--- b:\n{}\n{}",
@@ -641,8 +652,8 @@ fn two_state_nodes_split_the_partitions() {
     );
     eprintln!(
         "split test: a holds {:?}, b holds {:?} after {:?}",
-        current_assignment(&a.stderr()),
-        current_assignment(&b.stderr()),
+        held(&a),
+        held(&b),
         started.elapsed()
     );
 
@@ -700,13 +711,7 @@ fn second_state_node_joins_mid_stream() {
     let writers = Writers::start(&cache, plans("join", 2, 100_000, 1));
     writers.wait_acked(300);
     let b = env.spawn_state_node("state-node-b", &group);
-    let split = wait_until(PATIENCE, || {
-        let (x, y) = (
-            current_assignment(&a.stderr()),
-            current_assignment(&b.stderr()),
-        );
-        matches!((x, y), (Some(x), Some(y)) if x > 0 && y > 0 && x + y == PARTITIONS as usize)
-    });
+    let split = wait_until(PATIENCE, || split_between(&a, &b));
     let acked_at_split = writers.acked();
     if split {
         writers.wait_acked(acked_at_split + 500);

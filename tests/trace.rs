@@ -60,7 +60,7 @@ fn traced_events_are_timed_and_untraced_ones_are_not() {
     );
     let text = m.to_prometheus("t");
     assert!(
-        text.contains("distcache_trace_to_done_us_count{namespace=\"t\"} 5"),
+        text.contains("distcache_trace_to_done_seconds_count{namespace=\"t\"} 5"),
         "{text}"
     );
 
@@ -111,7 +111,7 @@ fn a_traced_state_node_times_its_stages() {
     assert_eq!(m.trace_applied_us.count, m.batches, "{m:?}");
     let text = m.to_prometheus();
     assert!(
-        text.contains("distcache_state_node_trace_consumed_us_count 5"),
+        text.contains("distcache_state_node_trace_consumed_seconds_count 5"),
         "{text}"
     );
 }

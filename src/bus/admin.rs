@@ -53,6 +53,23 @@ pub(crate) fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()>
     Ok(())
 }
 
+/// Asks the brokers for their metadata (within `config.request_timeout`): they are reachable
+/// and accept this client's settings. Creates nothing.
+pub(crate) fn check_brokers(config: &KafkaConfig) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .admin()
+        .create()
+        .map_err(|e| Error::Config(format!("kafka admin client: {e}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, config.request_timeout)
+        .map_err(Error::kafka)?;
+    if metadata.brokers().is_empty() {
+        return Err(Error::kafka("the metadata lists no broker"));
+    }
+    Ok(())
+}
+
 /// Polls until every partition of `topic` has a leader that answers a watermark (offsets) request.
 fn wait_until_served<C: rdkafka::ClientContext>(
     client: &rdkafka::client::Client<C>,

@@ -1,7 +1,7 @@
 //! The two ways distcache consumes: a consumer group with manual commits (state nodes) and an
 //! all-partitions broadcast (core-node listeners).
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,11 +104,20 @@ pub(crate) struct GroupContext {
     before_revoke: Box<dyn Fn() + Send + Sync>,
     tracker: Arc<Mutex<OffsetTracker>>,
     timeout: Duration,
+    /// How many partitions the consumer holds, for the owner's metrics and health check.
+    held: Arc<AtomicU64>,
 }
 
 impl ClientContext for GroupContext {}
 
 impl GroupContext {
+    /// Records how many partitions the consumer holds after a rebalance step: its assignment as
+    /// librdkafka reports it, or `fallback` when it cannot say.
+    fn count_held(&self, consumer: &BaseConsumer<Self>, fallback: usize) {
+        let held = consumer.assignment().map_or(fallback, |tpl| tpl.count());
+        self.held.store(held as u64, Ordering::Relaxed);
+    }
+
     /// Rewrites `tpl` to start every partition at its committed offset or 0, and records the
     /// starts in the tracker. Without an answer from the coordinator the assignment is left to
     /// librdkafka (committed offset or `auto.offset.reset`) and the partitions start untracked.
@@ -171,7 +180,8 @@ impl ConsumerContext for GroupContext {
                 };
                 match placed {
                     Ok(()) => {
-                        log::info!(target: "distcache::bus", "assigned {} partitions", tpl.count())
+                        log::info!(target: "distcache::bus", "assigned {} partitions", tpl.count());
+                        self.count_held(consumer, tpl.count());
                     }
                     Err(e) => {
                         log::error!(target: "distcache::bus", "assigning partitions failed: {e}")
@@ -194,6 +204,7 @@ impl ConsumerContext for GroupContext {
                 if let Err(e) = removed {
                     log::error!(target: "distcache::bus", "unassigning partitions failed: {e}");
                 }
+                self.count_held(consumer, 0);
             }
             other => {
                 log::error!(target: "distcache::bus", "rebalance error: {:?}", other);
@@ -201,6 +212,7 @@ impl ConsumerContext for GroupContext {
                 if let Err(e) = consumer.unassign() {
                     log::error!(target: "distcache::bus", "unassigning partitions failed: {e}");
                 }
+                self.count_held(consumer, 0);
             }
         }
     }
@@ -219,12 +231,14 @@ impl ConsumerContext for GroupContext {
 /// A consumer-group member subscribed to `topic`, auto-commit off.
 pub(crate) type GroupConsumer = BaseConsumer<GroupContext>;
 
-/// A group consumer of `topic`; `tracker` learns where each assigned partition starts.
+/// A group consumer of `topic`; `tracker` learns where each assigned partition starts, `held`
+/// how many partitions it holds.
 pub(crate) fn group_consumer(
     config: &KafkaConfig,
     group: &str,
     topic: &str,
     tracker: Arc<Mutex<OffsetTracker>>,
+    held: Arc<AtomicU64>,
     before_revoke: impl Fn() + Send + Sync + 'static,
 ) -> Result<GroupConsumer> {
     config.validate()?;
@@ -234,6 +248,7 @@ pub(crate) fn group_consumer(
             before_revoke: Box::new(before_revoke),
             tracker,
             timeout: config.request_timeout,
+            held,
         })
         .map_err(|e| Error::Config(format!("kafka consumer: {e}")))?;
     consumer.subscribe(&[topic]).map_err(Error::kafka)?;

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::local::LocalMetrics;
-use crate::metrics::{Histogram, PrometheusText, Summary, Table};
+use crate::metrics::{Histogram, Summary, Table};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -170,115 +170,12 @@ impl std::fmt::Display for DistributedMetrics {
 }
 
 impl DistributedMetrics {
-    /// The metrics in the Prometheus text format, labelled with `namespace`.
+    /// The metrics in the Prometheus text format, labelled with `namespace` (the README's
+    /// metrics table lists the names). Use [`Exposition`](crate::Exposition) to put several
+    /// namespaces on one page.
     pub fn to_prometheus(&self, namespace: &str) -> String {
-        let labels = format!(
-            "namespace=\"{}\"",
-            namespace.replace(['"', '\\', '\n'], "_")
-        );
-        let mut p = PrometheusText::default();
-        let l = &self.local;
-        for (name, help, v) in [
-            ("local_hits", "local cache hits", l.hits),
-            ("local_misses", "local cache misses", l.misses),
-            ("local_inserts", "local cache inserts", l.inserts),
-            ("local_updates", "local cache updates", l.updates),
-            ("local_evictions", "local cache evictions", l.evictions),
-            (
-                "local_expirations",
-                "local cache expirations",
-                l.expirations,
-            ),
-            (
-                "local_invalidations",
-                "local cache invalidations",
-                l.invalidations,
-            ),
-            ("writes", "writes acknowledged by the broker", self.writes),
-            ("write_failures", "failed writes", self.write_failures),
-            ("events", "done events received", self.events),
-            (
-                "events_applied",
-                "done events applied locally",
-                self.events_applied,
-            ),
-            (
-                "events_ignored",
-                "done events with no local effect",
-                self.events_ignored,
-            ),
-            ("malformed", "malformed done-topic messages", self.malformed),
-            (
-                "undecodable",
-                "done events with undecodable values",
-                self.undecodable,
-            ),
-            (
-                "resets",
-                "local cache resets after possible gaps",
-                self.resets,
-            ),
-            ("redis_reads", "reads that went to redis", self.redis_reads),
-            ("loads", "loader calls", self.loads),
-            (
-                "future_versions",
-                "writes refused: version too far ahead of the wall clock",
-                self.future_versions,
-            ),
-            (
-                "duplicate_node_ids",
-                "done events with this node's id it never issued",
-                self.duplicate_node_ids,
-            ),
-            (
-                "local_newer_reads",
-                "reads answered locally because redis was older",
-                self.local_newer_reads,
-            ),
-            (
-                "holes_reread",
-                "done-topic partitions re-read from a missing offset",
-                self.holes_reread,
-            ),
-            (
-                "negative_hits",
-                "reads answered from an absent marker (negative caching)",
-                self.negative_hits,
-            ),
-        ] {
-            p.counter(&format!("distcache_{name}_total"), help, &labels, v);
-        }
-        p.gauge(
-            "distcache_local_entries",
-            "live local entries",
-            &labels,
-            l.entries as f64,
-        );
-        p.summary(
-            "distcache_propagation_us",
-            "write produced to done event received",
-            &labels,
-            &self.propagation_us,
-        );
-        for (name, help, s) in [
-            (
-                "distcache_trace_produce_us",
-                "trace: produce call to broker acknowledgement, microseconds",
-                &self.trace_produce_us,
-            ),
-            (
-                "distcache_trace_to_done_us",
-                "trace: write produced to its done event produced, microseconds",
-                &self.trace_to_done_us,
-            ),
-            (
-                "distcache_trace_done_to_seen_us",
-                "trace: done event produced to seen by this node, microseconds",
-                &self.trace_done_to_seen_us,
-            ),
-        ] {
-            p.summary(name, help, &labels, s);
-        }
-        p.finish()
+        let mut page = crate::Exposition::new();
+        page.distributed(namespace, self);
+        page.finish()
     }
 }

@@ -51,6 +51,14 @@ pub struct LocalMetrics {
 }
 
 impl LocalMetrics {
+    /// The metrics in the Prometheus text format (`distcache_local_*`), labelled
+    /// `namespace="name"`.
+    pub fn to_prometheus(&self, name: &str) -> String {
+        let mut page = crate::Exposition::new();
+        page.local(name, self);
+        page.finish()
+    }
+
     /// `hits / (hits + misses)`, or 0.0 before the first read.
     pub fn hit_ratio(&self) -> f64 {
         let reads = self.hits + self.misses;

@@ -19,7 +19,7 @@ pub use layout::APPLY_SCRIPT;
 pub use layout::{redis_entry_key, redis_namespace_prefix, DEFAULT_KEY_PREFIX};
 pub(crate) use layout::{KeyReply, VersionedWrite, BAD_VERSION};
 pub use pool::RedisConfig;
-pub(crate) use pool::{Conn, Connector};
+pub(crate) use pool::{Conn, Connector, PingProbe};
 
 /// How many keys one `SCAN` step asks for in `len`/`clear`.
 const SCAN_COUNT: usize = 1000;

@@ -82,6 +82,38 @@ pub(crate) struct Connector {
     io_timeout: Duration,
 }
 
+/// One connection for health checks (`PING`), opened on first use and again after an error, so
+/// a check costs one round trip while Redis is up and one connection attempt while it is not.
+pub(crate) struct PingProbe {
+    connector: Connector,
+    conn: parking_lot::Mutex<Option<Conn>>,
+}
+
+impl PingProbe {
+    pub(crate) fn new(connector: Connector) -> Self {
+        PingProbe {
+            connector,
+            conn: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// `PING` within the connector's timeouts.
+    pub(crate) fn ping(&self) -> Result<()> {
+        let mut slot = self.conn.lock();
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.connector.connect()?),
+        };
+        match redis::cmd("PING").query::<String>(conn) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                *slot = None;
+                Err(Error::from_redis(e))
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Backend {
     Single(redis::Client),

@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::metrics::{Histogram, PrometheusText, Summary, Table};
+use std::sync::Arc;
+
+use crate::metrics::{Histogram, Summary, Table};
 
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -29,6 +31,8 @@ pub(crate) struct Counters {
     pub trace_consumed_us: Histogram,
     pub trace_applied_us: Histogram,
     pub trace_done_us: Histogram,
+    /// Partitions the group consumer holds now, kept by its rebalance callback.
+    pub assigned_partitions: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -57,6 +61,7 @@ impl Counters {
             trace_consumed_us: self.trace_consumed_us.summary(),
             trace_applied_us: self.trace_applied_us.summary(),
             trace_done_us: self.trace_done_us.summary(),
+            assigned_partitions: self.assigned_partitions.load(Relaxed),
         }
     }
 }
@@ -124,6 +129,9 @@ pub struct StateNodeMetrics {
     /// Trace: each batch from Redis' answer to the broker's acknowledgement of its last done
     /// event, in microseconds (this node's monotonic clock).
     pub trace_done_us: Summary,
+    /// Partitions of the set-del topic this node holds now (a gauge: 0 before its first
+    /// assignment, while partitions move, and when the group has more nodes than partitions).
+    pub assigned_partitions: u64,
 }
 
 /// A readable table (one figure a line, latencies in milliseconds); `Debug` and the fields are
@@ -152,6 +160,7 @@ impl std::fmt::Display for StateNodeMetrics {
         t.row("commits", self.commits)?;
         t.row("retries", self.retries)?;
         t.row("consumer errors", self.consumer_errors)?;
+        t.row("assigned partitions", self.assigned_partitions)?;
         t.row("worker panics", self.worker_panics)?;
         t.row(
             "holes re-read / skipped",
@@ -168,100 +177,12 @@ impl std::fmt::Display for StateNodeMetrics {
 }
 
 impl StateNodeMetrics {
-    /// The metrics in the Prometheus text format.
+    /// The metrics in the Prometheus text format (names `distcache_state_node_*`; the README's
+    /// metrics table lists them). Use [`Exposition`](crate::Exposition) to put several snapshots
+    /// on one page.
     pub fn to_prometheus(&self) -> String {
-        let mut p = PrometheusText::default();
-        for (name, help, v) in [
-            (
-                "consumed",
-                "records read from the set-del topic",
-                self.consumed,
-            ),
-            ("applied", "events applied", self.applied),
-            (
-                "stale_dropped",
-                "events older than the stored version",
-                self.stale_dropped,
-            ),
-            ("deduped", "events replaced within a batch", self.deduped),
-            (
-                "malformed",
-                "records that were not valid events",
-                self.malformed,
-            ),
-            ("failed", "events refused by redis", self.failed),
-            ("batches", "batches processed", self.batches),
-            ("retries", "batch step retries", self.retries),
-            ("published", "done events published", self.published),
-            ("commits", "offset commits", self.commits),
-            ("consumer_errors", "consumer errors", self.consumer_errors),
-            (
-                "bad_versions",
-                "writes skipped over a stored version that is not ours",
-                self.bad_versions,
-            ),
-            (
-                "future_refused",
-                "events stamped too far ahead of the clock",
-                self.future_refused,
-            ),
-            ("worker_panics", "redis worker panics", self.worker_panics),
-            (
-                "holes_reread",
-                "partitions re-read from a missing offset",
-                self.holes_reread,
-            ),
-            (
-                "holes_skipped",
-                "holes passed after the bounded re-reads",
-                self.holes_skipped,
-            ),
-        ] {
-            p.counter(&format!("distcache_state_node_{name}_total"), help, "", v);
-        }
-        p.gauge(
-            "distcache_state_node_lag_ms",
-            "age of the oldest event of the last batch",
-            "",
-            self.lag_ms as f64,
-        );
-        p.summary(
-            "distcache_state_node_batch_size",
-            "records per batch",
-            "",
-            &self.batch_size,
-        );
-        p.summary(
-            "distcache_state_node_apply_latency_us",
-            "redis apply time per batch",
-            "",
-            &self.apply_latency_us,
-        );
-        p.summary(
-            "distcache_state_node_end_to_end_us",
-            "produce to done-acknowledged time",
-            "",
-            &self.end_to_end_us,
-        );
-        for (name, help, s) in [
-            (
-                "distcache_state_node_trace_consumed_us",
-                "trace: write produced to taken for applying, microseconds",
-                &self.trace_consumed_us,
-            ),
-            (
-                "distcache_state_node_trace_applied_us",
-                "trace: redis apply per batch, microseconds",
-                &self.trace_applied_us,
-            ),
-            (
-                "distcache_state_node_trace_done_us",
-                "trace: applied to done events acknowledged per batch, microseconds",
-                &self.trace_done_us,
-            ),
-        ] {
-            p.summary(name, help, "", s);
-        }
-        p.finish()
+        let mut page = crate::Exposition::new();
+        page.state_node(self);
+        page.finish()
     }
 }

@@ -22,6 +22,7 @@ mod publish;
 mod workers;
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use crossbeam_channel::bounded;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::bus::admin::ensure_topics;
+use crate::bus::admin::{check_brokers, ensure_topics};
 use crate::bus::consumer::group_consumer;
 use crate::bus::offsets::OffsetTracker;
 use crate::bus::producer::EventProducer;
@@ -38,8 +39,8 @@ use crate::bus::KafkaConfig;
 use crate::connection_setters::connection_setters;
 use crate::event::{GROUP_SET_DEL, TOPIC_DONE, TOPIC_SET_DEL};
 use crate::redis_store::DEFAULT_KEY_PREFIX;
-use crate::redis_store::{RedisConfig, RedisStore};
-use crate::{Error, Result};
+use crate::redis_store::{Connector, PingProbe, RedisConfig, RedisStore};
+use crate::{Error, Health, MetricsSource, Result};
 pub use metrics::StateNodeMetrics;
 
 /// A running state node. Build one with [`StateNode::builder`].
@@ -62,6 +63,7 @@ pub struct StateNode {
     shutdown_timeout: Duration,
     counters: Arc<metrics::Counters>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    redis: Connector,
 }
 
 impl std::fmt::Debug for StateNode {
@@ -96,6 +98,27 @@ impl StateNode {
         self.counters.snapshot()
     }
 
+    /// A cheap, cloneable view of this node for a [`MetricsServer`](crate::MetricsServer): its
+    /// metrics page and its health (holds partitions, Redis answers `PING`, has not failed).
+    ///
+    /// ```no_run
+    /// use distcache::{MetricsServer, StateNode};
+    ///
+    /// let node = StateNode::builder()
+    ///     .kafka_brokers("127.0.0.1:9092")
+    ///     .redis_url("redis://127.0.0.1:6379/")
+    ///     .start()?;
+    /// let _server = MetricsServer::serve("0.0.0.0:9464", node.monitor())?;
+    /// # Ok::<(), distcache::Error>(())
+    /// ```
+    pub fn monitor(&self) -> StateNodeMonitor {
+        StateNodeMonitor {
+            counters: self.counters.clone(),
+            life: self.life.clone(),
+            redis: Arc::new(PingProbe::new(self.redis.clone())),
+        }
+    }
+
     /// Why the node stopped by itself, if it did: a Redis worker kept panicking on one batch, or
     /// the pipeline thread died. Such a node has left its consumer group with that batch
     /// uncommitted (another node, or a restart, replays it) and consumes nothing more: shut it
@@ -114,6 +137,57 @@ impl StateNode {
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             let _ = t.join();
+        }
+        self.counters
+            .assigned_partitions
+            .store(0, Ordering::Relaxed);
+    }
+}
+
+/// A state node's metrics and health for a [`MetricsServer`](crate::MetricsServer), from
+/// [`StateNode::monitor`]. Cheap to clone; keeps no thread of its own.
+///
+/// Healthy (`/health` 200) when the node runs, holds at least one partition and its Redis answers
+/// `PING` (one connection, kept between checks, with the Redis timeouts); otherwise 503 with the
+/// reasons. A node of a group with more state nodes than partitions holds none and reports 503:
+/// it is a standby.
+#[derive(Clone)]
+pub struct StateNodeMonitor {
+    counters: Arc<metrics::Counters>,
+    life: Arc<lifecycle::Lifecycle>,
+    redis: Arc<PingProbe>,
+}
+
+impl std::fmt::Debug for StateNodeMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateNodeMonitor").finish_non_exhaustive()
+    }
+}
+
+impl MetricsSource for StateNodeMonitor {
+    fn metrics(&self) -> String {
+        self.counters.snapshot().to_prometheus()
+    }
+
+    fn health(&self) -> Health {
+        if let Some(why) = self.life.failure() {
+            return Health::unavailable(format!("failed: {why}"));
+        }
+        if self.life.stopping() {
+            return Health::unavailable("stopping");
+        }
+        let held = self.counters.assigned_partitions.load(Ordering::Relaxed);
+        let mut problems = Vec::new();
+        if held == 0 {
+            problems.push("holds no partitions".to_string());
+        }
+        if let Err(e) = self.redis.ping() {
+            problems.push(format!("redis does not answer PING: {e}"));
+        }
+        if problems.is_empty() {
+            Health::ok(format!("ok: holds {held} partitions, redis answers PING"))
+        } else {
+            Health::unavailable(problems.join("; "))
         }
     }
 }
@@ -317,6 +391,18 @@ impl StateNodeBuilder {
         Ok(())
     }
 
+    /// Checks the configuration and that both services answer, changing nothing: Redis `PING`
+    /// (with the Redis timeouts), then a metadata request to the brokers (within the Kafka
+    /// request timeout). No topic is created and no group joined. Errors say which service
+    /// failed: [`Error::Config`] for settings (credentials included), otherwise an error naming
+    /// `redis` or `kafka` ([`Error::Unavailable`]'s `service`, or the message of
+    /// [`Error::Timeout`] / [`Error::Rejected`]).
+    pub fn check(&self) -> Result<()> {
+        self.validate()?;
+        RedisStore::connect(&self.redis, self.key_prefix.clone())?;
+        check_brokers(&self.kafka)
+    }
+
     /// Checks the configuration, connects to Redis (ping) and Kafka, creates the topics if
     /// missing, joins the consumer group and starts the pipeline threads.
     pub fn start(self) -> Result<StateNode> {
@@ -340,6 +426,7 @@ impl StateNodeBuilder {
             &self.group,
             TOPIC_SET_DEL,
             tracker.clone(),
+            counters.assigned_partitions.clone(),
             move || {
                 // On shutdown the pipeline is already drained and may be gone.
                 if !closing.stopping() {
@@ -414,6 +501,7 @@ impl StateNodeBuilder {
             shutdown_timeout: self.shutdown_timeout,
             counters,
             threads: Mutex::new(vec![intake_thread, pipeline_thread]),
+            redis: store.connector().clone(),
         })
     }
 }

@@ -21,6 +21,7 @@ pub mod pipeline;
 mod process;
 mod redis;
 mod redis_probe;
+mod scrape;
 mod server;
 mod stack;
 
@@ -40,6 +41,7 @@ pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
 pub use redis_probe::{entry_field, entry_json, entry_key, RedisProbe};
+pub use scrape::{assigned_partitions, http_get, parse_exposition, scrape};
 pub use stack::Stack;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could still take it
