@@ -137,7 +137,7 @@ main_broker=${DISTCACHE_TEST_BROKER:-kafka}
 step "tests ($main_broker)" on_broker "$main_broker" run_tests "${features[@]}" --lib --bins --tests --examples
 # tansu keeps the code defensive (it hides records from tailing consumers, answers ListOffsets wrongly, keeps
 # its log in memory): the tests of the distributed path run against it too.
-tansu_targets=(--test pipeline_convergence --test pipeline_order --test pipeline_faults --test support_selftest --test chaos)
+tansu_targets=(--test pipeline_convergence --test pipeline_order --test pipeline_faults --test state_node_group --test support_selftest --test chaos)
 case ${DISTCACHE_TANSU_SUITE:-subset} in
 subset) [[ $main_broker == tansu ]] || step "tests (tansu subset)" on_broker tansu run_tests "${features[@]}" "${tansu_targets[@]}" ;;
 all) [[ $main_broker == tansu ]] || step "tests (tansu, all)" on_broker tansu run_tests "${features[@]}" --tests ;;

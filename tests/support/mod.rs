@@ -16,6 +16,7 @@ mod broker;
 mod cluster;
 mod core_node;
 mod events;
+pub mod faults;
 mod kafka_python;
 pub mod pipeline;
 mod process;
