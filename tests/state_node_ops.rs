@@ -97,7 +97,8 @@ fn metrics_and_health_are_served_and_follow_writes_and_redis() {
     cmd.args(["--brokers", &broker.bootstrap()])
         .args(["--redis", &redis.url()])
         .args(["--group", &unique_name("ops-group")])
-        .args(["--metrics-addr", &addr]);
+        .args(["--metrics-addr", &addr])
+        .arg("--trace");
     let node = ChildProcess::spawn("state-node", cmd);
 
     let mut health = None;
@@ -147,6 +148,11 @@ fn metrics_and_health_are_served_and_follow_writes_and_redis() {
     assert!(after["distcache_state_node_consumed_total"] >= 5.0);
     assert!(after["distcache_state_node_batches_total"] >= 1.0);
     assert!(after["distcache_state_node_apply_duration_seconds_count"] >= 1.0);
+    // --trace: every applied write was timed from its production to being taken for applying.
+    assert!(
+        after["distcache_state_node_trace_consumed_seconds_count"] >= 5.0,
+        "{after:?}"
+    );
     let p99 = after["distcache_state_node_apply_duration_seconds{quantile=\"0.99\"}"];
     assert!(p99 > 0.0 && p99 < 60.0, "apply p99 in seconds: {p99}");
 

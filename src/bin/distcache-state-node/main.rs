@@ -59,6 +59,7 @@ fn builder(s: &Settings) -> StateNodeBuilder {
         .key_prefix(&a.key_prefix)
         .tombstone_ttl(Duration::from_secs(a.tombstone_ttl_s))
         .max_clock_skew(Duration::from_millis(a.max_clock_skew_ms))
+        .trace(a.trace)
         .max_intake_bytes(a.max_intake_bytes)
         .session_timeout(Duration::from_millis(a.session_timeout_ms))
         .heartbeat_interval(Duration::from_millis(a.heartbeat_interval_ms));

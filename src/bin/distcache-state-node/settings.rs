@@ -166,6 +166,11 @@ pub struct Args {
         value_name = "HOST:PORT"
     )]
     pub metrics_addr: Option<String>,
+    /// Time this node's stages of every event's journey (produced → taken, the Redis apply,
+    /// applied → done events acknowledged) into the trace metrics, and log each batch at debug
+    /// level under target distcache::trace.
+    #[arg(help_heading = "Operations", long, env = "DISTCACHE_TRACE")]
+    pub trace: bool,
     /// Log metrics every N seconds (0: only at exit).
     #[arg(
         value_name = "S",
@@ -246,6 +251,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     metrics_addr: Option<String>,
     metrics_interval_s: Option<u64>,
+    trace: Option<bool>,
     /// librdkafka properties, applied after `kafka_config_file`'s and before `--kafka-config`'s.
     kafka_config: Option<std::collections::BTreeMap<String, String>>,
     kafka_config_file: Option<PathBuf>,
@@ -310,6 +316,7 @@ pub fn resolve(mut args: Args, matches: &ArgMatches) -> Result<Settings, String>
         log_level,
         log_format,
         metrics_interval_s,
+        trace,
         session_timeout_ms,
         heartbeat_interval_ms,
     );
@@ -450,6 +457,7 @@ struct Shown<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_addr: Option<&'a str>,
     metrics_interval_s: u64,
+    trace: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     instance_id: Option<&'a str>,
     session_timeout_ms: u64,
@@ -480,6 +488,7 @@ impl Settings {
             log_format: a.log_format,
             metrics_addr: a.metrics_addr.as_deref(),
             metrics_interval_s: a.metrics_interval_s,
+            trace: a.trace,
             instance_id: a.instance_id.as_deref(),
             session_timeout_ms: a.session_timeout_ms,
             heartbeat_interval_ms: a.heartbeat_interval_ms,
