@@ -15,9 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distcache::event::{Event, Op, TOPIC_DONE};
 use distcache::{Cache, DistributedCache, KafkaConfig, RedisConfig, Version, WriteOutcome};
-use support::{
-    entry_json, produce_events, unique_name, wait_until, CoreNodeProcess, DoneWatcher, Stack,
-};
+use support::{entry_json, produce_events, unique_name, wait_until, DoneWatcher, Stack};
 
 /// Longest wait for anything that should happen.
 const WAIT: Duration = Duration::from_secs(30);
@@ -43,19 +41,6 @@ fn done_set(ns: &str, key: &str, version: Version, value: Option<Vec<u8>>) -> Ev
         value,
         ..Event::set(ns, key, version, Vec::new())
     }
-}
-
-/// `examples/core_node` on the stack's servers for namespace `ns`.
-fn core_node_process(stack: &Stack, ns: &str, label: &str) -> CoreNodeProcess {
-    let args = [
-        "--brokers".to_string(),
-        stack.broker.bootstrap(),
-        "--redis".into(),
-        stack.redis.url(),
-        "--namespace".into(),
-        ns.to_string(),
-    ];
-    CoreNodeProcess::start(label, &args, WAIT).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A done event whose envelope is fine but whose value does not decode as the namespace's type: counted
@@ -109,7 +94,7 @@ fn a_value_over_the_inline_limit_is_read_from_redis_by_other_nodes() {
     let stack = Stack::start_with(|node| node.inline_value_limit(1024));
     let ns = unique_name("inline");
     let a = stack.cache::<String>(&ns);
-    let b = core_node_process(&stack, &ns, "core_node b");
+    let b = stack.core_node_process(&ns, "core_node b", &[]);
     let mut done = DoneWatcher::new(&stack.broker, WAIT);
 
     assert_eq!(b.request("set-sync-wait k small"), "OK applied");
@@ -344,7 +329,7 @@ fn get_or_load_across_processes() {
     let stack = Stack::start();
     let ns = unique_name("load-across");
     let a = stack.cache::<String>(&ns);
-    let b = core_node_process(&stack, &ns, "core_node b");
+    let b = stack.core_node_process(&ns, "core_node b", &[]);
 
     assert_eq!(
         a.get_or_load("k", None, None, |_| Ok(Some("from-a".into())))

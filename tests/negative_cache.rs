@@ -9,8 +9,8 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use distcache::{Cache, DistributedCache, Version};
-use support::{unique_name, CoreNodeProcess, Stack};
+use distcache::{Cache, DistributedCache};
+use support::{unique_name, Stack};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,27 +29,6 @@ fn cache_with(
         .wait_timeout(WAIT)
         .build()
         .expect("core node")
-}
-
-/// A writer in a process of its own, replying versions.
-fn writer(stack: &Stack, ns: &str) -> CoreNodeProcess {
-    let args = [
-        "--brokers".to_string(),
-        stack.broker.bootstrap(),
-        "--redis".into(),
-        stack.redis.url(),
-        "--namespace".into(),
-        ns.to_string(),
-        "--reply-versions".into(),
-    ];
-    CoreNodeProcess::start("writer", &args, WAIT).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn version(reply: &str) -> Version {
-    reply
-        .strip_prefix("OK ")
-        .and_then(Version::from_hex)
-        .unwrap_or_else(|| panic!("not `OK <version>`: {reply:?}"))
 }
 
 #[test]
@@ -96,14 +75,14 @@ fn a_missing_key_is_read_from_redis_and_loaded_once_until_a_write_replaces_the_m
     );
 
     // A write from another process replaces the marker as soon as its done event arrives.
-    let other = writer(&stack, &ns);
-    let v = version(&other.request("set-sync missing here"));
+    let other = stack.core_node_process(&ns, "writer", &["--reply-versions"]);
+    let v = other.write_version("set-sync missing here");
     cache.wait_for("missing", &v, WAIT).unwrap();
     assert_eq!(
         cache.get_with_sync("missing", None).unwrap().as_deref(),
         Some("here")
     );
-    let v = version(&other.request("set nowhere plain"));
+    let v = other.write_version("set nowhere plain");
     cache.wait_for("nowhere", &v, WAIT).unwrap();
     assert_eq!(
         cache
@@ -115,7 +94,7 @@ fn a_missing_key_is_read_from_redis_and_loaded_once_until_a_write_replaces_the_m
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // A delete elsewhere, then a read: absent again, remembered again.
-    let v = version(&other.request("del-sync missing"));
+    let v = other.write_version("del-sync missing");
     cache.wait_for("missing", &v, WAIT).unwrap();
     let reads = cache.metrics().redis_reads;
     for _ in 0..3 {
@@ -170,8 +149,8 @@ fn markers_expire_are_bounded_and_yield_to_omitted_values() {
     let ns = unique_name("negative-omitted");
     let cache = cache_with(&stack, &ns, Duration::from_secs(60), 10_000);
     assert_eq!(cache.get_with_sync("big", None).unwrap(), None);
-    let other = writer(&stack, &ns);
-    let v = version(&other.request("set-sync big value"));
+    let other = stack.core_node_process(&ns, "writer", &["--reply-versions"]);
+    let v = other.write_version("set-sync big value");
     cache.wait_for("big", &v, WAIT).unwrap();
     assert_eq!(
         cache.get_with_sync("big", None).unwrap().as_deref(),

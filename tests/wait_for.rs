@@ -7,31 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distcache::{Error, StateNode, Version, WriteOutcome};
-use support::{unique_name, CoreNodeProcess, Stack};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn core_node(stack_broker: &str, redis: &str, ns: &str, label: &str) -> CoreNodeProcess {
-    let args = [
-        "--brokers",
-        stack_broker,
-        "--redis",
-        redis,
-        "--namespace",
-        ns,
-        "--reply-versions",
-    ];
-    CoreNodeProcess::start(label, &args, WAIT).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The version in an `OK <version>` reply.
-fn version_of_reply(reply: &str) -> String {
-    let hex = reply
-        .strip_prefix("OK ")
-        .unwrap_or_else(|| panic!("not `OK <version>`: {reply:?}"));
-    assert!(Version::from_hex(hex).is_some(), "{reply:?}");
-    hex.to_string()
-}
+use support::{unique_name, Stack};
 
 /// Writer A replies a version; B waits for it and then reads the value from its local tier. While
 /// no state node runs, nothing can be applied: B's wait times out (and says so), B's local tier
@@ -43,10 +19,10 @@ fn a_version_written_on_one_process_is_waited_for_on_another() {
     stack.node.shutdown();
     let ns = unique_name("wait-for");
     let (brokers, redis) = (stack.broker.bootstrap(), stack.redis.url());
-    let a = core_node(&brokers, &redis, &ns, "writer-A");
-    let b = core_node(&brokers, &redis, &ns, "reader-B");
+    let a = stack.core_node_process(&ns, "writer-A", &["--reply-versions"]);
+    let b = stack.core_node_process(&ns, "reader-B", &["--reply-versions"]);
 
-    let v1 = version_of_reply(&a.request("set-sync cart one"));
+    let v1 = a.write_version("set-sync cart one").to_hex();
     let started = Instant::now();
     let reply = b.request(&format!("wait-for cart {v1} 500"));
     assert!(
@@ -70,7 +46,7 @@ fn a_version_written_on_one_process_is_waited_for_on_another() {
     );
 
     // "At least": a newer write (here a delete) satisfies a wait for the older version.
-    let v2 = version_of_reply(&a.request("del-sync cart"));
+    let v2 = a.write_version("del-sync cart").to_hex();
     assert_eq!(b.request(&format!("wait-for cart {v2} 30000")), "OK");
     assert_eq!(b.request(&format!("wait-for cart {v1} 0")), "OK");
     assert_eq!(b.get("cart"), None);

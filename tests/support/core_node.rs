@@ -11,6 +11,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use distcache::Version;
+
 use super::{run_with_timeout, ChildProcess};
 
 /// `examples/core_node`, built on first use (fresh with the sources this test was built from).
@@ -102,6 +104,12 @@ impl CoreNodeProcess {
     pub fn request(&self, line: &str) -> String {
         self.send(line);
         self.reply(line)
+    }
+
+    /// Sends a write to a node started with `--reply-versions` and returns the version of its
+    /// `OK <version>` reply (panics on any other reply).
+    pub fn write_version(&self, line: &str) -> Version {
+        super::pipeline::acked_version(line, &self.request(line))
     }
 
     /// Sends one command without waiting for its reply (read it later with [`reply`](Self::reply)).

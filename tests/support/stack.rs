@@ -6,7 +6,7 @@ use std::time::Duration;
 use distcache::{DistributedCache, StateNode, StateNodeBuilder};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{unique_name, Broker, RedisServer};
+use super::{unique_name, Broker, CoreNodeProcess, RedisServer};
 
 /// redis-server + broker + a state node in its own consumer group. Dropping it stops all three.
 pub struct Stack {
@@ -52,6 +52,22 @@ impl Stack {
             .wait_timeout(Duration::from_secs(30))
             .build()
             .expect("core node")
+    }
+
+    /// `examples/core_node` in its own process on the stack's servers for namespace `ns`, with
+    /// `extra` arguments (e.g. `--reply-versions`), ready for commands (waits of up to 30 s).
+    pub fn core_node_process(&self, ns: &str, label: &str, extra: &[&str]) -> CoreNodeProcess {
+        let mut args = vec![
+            "--brokers".to_string(),
+            self.broker.bootstrap(),
+            "--redis".into(),
+            self.redis.url(),
+            "--namespace".into(),
+            ns.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        CoreNodeProcess::start(label, &args, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A blocking connection to the stack's redis-server.
