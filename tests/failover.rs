@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use distcache::event::{TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{DistributedCache, DEFAULT_KEY_PREFIX};
+use support::faults::Env;
 use support::{
     assigned_partitions, free_port, unique_name, wait_until, Broker, BrokerKind, ChildProcess,
     RedisServer,
@@ -95,11 +96,8 @@ fn present(conn: &mut redis::Connection, ns: &str, keys: &[(String, String)]) ->
 
 #[test]
 fn restarted_static_member_applies_new_writes_within_seconds() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
-    broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
-    broker.create_topic(TOPIC_DONE, PARTITIONS);
+    let env = Env::start();
+    let (redis, broker) = (&env.redis, &env.broker);
     let ns = unique_name("failover");
     let group = unique_name("failover-group");
     let cache = DistributedCache::<String>::builder()
@@ -113,7 +111,7 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
         .and_then(|c| c.get_connection())
         .expect("redis connection");
 
-    let first = spawn_state_node("state-node-1", &broker, &redis, &group, Some("node-a"));
+    let first = spawn_state_node("state-node-1", broker, redis, &group, Some("node-a"));
     assert!(
         wait_until(PATIENCE, || held(&first) > 0),
         "no partitions within {PATIENCE:?}:\n{}",
@@ -132,7 +130,7 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
 
     first.kill();
     let killed_at = Instant::now();
-    let second = spawn_state_node("state-node-2", &broker, &redis, &group, Some("node-a"));
+    let second = spawn_state_node("state-node-2", broker, redis, &group, Some("node-a"));
     // Writes right after the kill, one per key on every partition (16 keys over 8 partitions).
     let writes: Vec<(String, String)> = (0..16)
         .map(|i| (format!("after-kill-{i}"), format!("v{i}")))
@@ -172,11 +170,8 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
 /// survivor applies writes on its partitions well before the (10 s) session timeout could expire.
 #[test]
 fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
-    broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
-    broker.create_topic(TOPIC_DONE, PARTITIONS);
+    let env = Env::start();
+    let (redis, broker) = (&env.redis, &env.broker);
     let ns = unique_name("failover-term");
     let group = unique_name("failover-term-group");
     let cache = DistributedCache::<String>::builder()
@@ -188,8 +183,8 @@ fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
     let mut conn = redis::Client::open(redis.url())
         .and_then(|c| c.get_connection())
         .expect("redis connection");
-    let a = spawn_state_node("state-node-a", &broker, &redis, &group, None);
-    let b = spawn_state_node("state-node-b", &broker, &redis, &group, None);
+    let a = spawn_state_node("state-node-a", broker, redis, &group, None);
+    let b = spawn_state_node("state-node-b", broker, redis, &group, None);
     assert!(
         wait_until(PATIENCE, || held(&a) > 0
             && held(&b) > 0

@@ -10,14 +10,13 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use distcache::event::{TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::DistributedCache;
+use support::faults::Env;
 use support::{
     free_port, http_get, parse_exposition, unique_name, wait_until, Broker, ChildProcess,
     RedisServer,
 };
 
-const PARTITIONS: u32 = 8;
 const PATIENCE: Duration = Duration::from_secs(40);
 
 /// The binary with no DISTCACHE_* setting inherited from the environment of the test run.
@@ -87,11 +86,8 @@ fn assert_well_formed(text: &str) {
 
 #[test]
 fn metrics_and_health_are_served_and_follow_writes_and_redis() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
-    broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
-    broker.create_topic(TOPIC_DONE, PARTITIONS);
+    let env = Env::start();
+    let (redis, broker) = (&env.redis, &env.broker);
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = state_node();
     cmd.args(["--brokers", &broker.bootstrap()])
