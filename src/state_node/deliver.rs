@@ -47,8 +47,8 @@ impl Delivery {
         // cover the undelivered one, whose done events would then never be published.
         let mut stuck = false;
         let mut commits = Commits::default();
-        for batch in batches {
-            stuck = stuck || batch.abandoned || !self.deliver(&batch, &mut commits);
+        for mut batch in batches {
+            stuck = stuck || batch.abandoned || !self.deliver(&mut batch, &mut commits);
             if stuck && !batch.next_offsets.is_empty() {
                 log::warn!(target: "distcache::state_node",
                     "leaving a batch uncommitted after an undelivered one (it will be replayed)");
@@ -62,15 +62,16 @@ impl Delivery {
 
     /// Publishes, counts and commits one batch; false when its done events could not be
     /// delivered.
-    fn deliver(&self, batch: &AppliedBatch, commits: &mut Commits) -> bool {
+    fn deliver(&self, batch: &mut AppliedBatch, commits: &mut Commits) -> bool {
         if !batch.verdicts.is_empty() {
-            let done: Vec<Event> = batch
-                .verdicts
-                .iter()
-                .map(|(event, fate)| done_report(event.clone(), fate, self.inline_value_limit))
-                .collect();
+            let verdicts = std::mem::take(&mut batch.verdicts);
             // Counted before the done events go out, so whoever sees one finds it counted.
-            self.count(&batch.verdicts);
+            self.count(&verdicts);
+            // The events become their done reports (no copy of their values).
+            let done: Vec<Event> = verdicts
+                .into_iter()
+                .map(|(event, fate)| done_report(event, &fate, self.inline_value_limit))
+                .collect();
             let published = self.life.retry("publish done events", &self.counters, || {
                 publish(&self.producer, &done)
             });
