@@ -9,12 +9,19 @@
 #            failover  SIGKILL a real distcache-state-node: restart with the same --instance-id, and two
 #                      nodes with one killed; time until writes made right after the kill are in Redis
 #                      (benches/failover.rs, on each broker in turn, ~2 minutes per broker)
+#            drain   (also: cost) one distcache-state-node process, default settings, drains a
+#                    pre-produced backlog of distinct keys; its rate against the Lua ceiling
+#                    (redis-benchmark running the state node's apply script) in the same run, and CPU
+#                    µs per event of the state node, redis-server and the broker next to the raw
+#                    client-side cost (benches/pipeline/capacity.rs, ~1 minute per broker)
 #   (none)   every section below, in order
 # Environment:
 #   BENCH_NO_RUN=1   do not run cargo bench; print tables from the results already in target/criterion
 #                    (pipeline: the tables of its last run, kept in target/bench-pipeline.md)
 #   PIPELINE_BENCH_ARGS  extra arguments for benches/pipeline/, e.g. "--n 20000 --samples 500"
 #   PIPELINE_BROKERS     which brokers the pipeline section measures, in order (default "apache tansu")
+#   DRAIN_BENCH_ARGS     arguments for the drain section (default "--n 100000 --rounds 2")
+#   DRAIN_BROKERS        which brokers the drain section measures, in order (default "apache")
 #   FAILOVER_BENCH_ARGS  extra arguments for benches/failover.rs, e.g. "--rounds 5 --session-timeout-ms 6000"
 #   FAILOVER_BROKERS     which brokers the failover section measures, in order (default "apache tansu")
 #
@@ -25,7 +32,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/progress.sh
 source scripts/progress.sh
 
-SECTIONS=(local pipeline failover)
+SECTIONS=(local pipeline drain failover)
 CRITERION_DIR=target/criterion
 # Results older than this run are left out of the tables (unless BENCH_NO_RUN=1), so a bench
 # that was renamed or removed does not linger in them.
@@ -107,6 +114,40 @@ section_pipeline() {
   brokers_section pipeline "${PIPELINE_BROKERS:-apache tansu}" pipeline_side_by_side "${args[@]}"
 }
 
+# section_drain: the drain and cost tables of benches/pipeline/capacity.rs (`--sections drain`), against
+# the state-node binary, on each broker of DRAIN_BROKERS. A copy goes to target/bench-drain.md.
+section_drain() {
+  local args=()
+  read -r -a args <<<"${DRAIN_BENCH_ARGS:---n 100000 --rounds 2}"
+  BENCH_TAG=drain brokers_section pipeline "${DRAIN_BROKERS:-apache}" drain_side_by_side --sections drain "${args[@]}"
+}
+
+# section_cost: the cost table comes from the same run as the drain.
+section_cost() {
+  section_drain
+}
+
+# drain_side_by_side BROKER=SUMMARY...: each broker's drain rounds against their ceilings.
+drain_side_by_side() {
+  side_by_side "$(
+    cat <<'PY'
+print("## Drain, brokers side by side (events/s; × the Lua ceiling of the same round)")
+print()
+print("| round | " + " | ".join(t for t, _ in runs) + " |")
+print("|---|" + "---:|" * len(runs))
+r = 1
+while any(f"drain_r{r}" in f for _, f in runs):
+    cells = []
+    for _, f in runs:
+        d, c = f.get(f"drain_r{r}"), f.get(f"drain_ceiling_r{r}")
+        cells.append(f"{d:,.0f} ({d / c:.2f}×)" if d and c else "n/a")
+    print(f"| {r} | " + " | ".join(cells) + " |")
+    r += 1
+print()
+PY
+  )" "$@"
+}
+
 broker_title() {
   case $1 in
   apache) echo "Apache Kafka" ;;
@@ -117,10 +158,11 @@ broker_title() {
 
 # brokers_section BENCH BROKERS SIDE_BY_SIDE ARGS...: runs benches/BENCH.rs once per broker of the
 # space-separated BROKERS (apache, tansu) with ARGS, then SIDE_BY_SIDE BROKER=SUMMARY... prints the brokers'
-# headline figures in one table. Everything printed is kept in target/bench-BENCH.md, which BENCH_NO_RUN=1
-# prints again.
+# headline figures in one table. Everything printed is kept in target/bench-TAG.md (TAG: $BENCH_TAG, else
+# BENCH), which BENCH_NO_RUN=1 prints again.
 brokers_section() {
-  local bench=$1 brokers_list=$2 side_by_side=$3 out="target/bench-$1.md" brokers=() broker summaries=()
+  local bench=$1 brokers_list=$2 side_by_side=$3 tag=${BENCH_TAG:-$1} brokers=() broker summaries=()
+  local out="target/bench-$tag.md"
   shift 3
   if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
     if [[ ! -f $out ]]; then
@@ -134,6 +176,10 @@ brokers_section() {
   # Compile before the services start: nothing else should compete for the cores while measuring.
   echo "building: cargo bench --bench $bench --no-run" >&2
   ticking "building $bench" cargo bench --bench "$bench" --no-run >&2
+  # Benches that run the state node as operators do (same profile: its dependencies are built).
+  ticking "building distcache-state-node" cargo build --profile bench --bin distcache-state-node >&2
+  DISTCACHE_STATE_NODE_BIN=$PWD/target/release/distcache-state-node
+  export DISTCACHE_STATE_NODE_BIN
   read -r -a brokers <<<"$brokers_list"
   mkdir -p "$(dirname "$out")"
   : >"$out.tmp"
@@ -141,8 +187,8 @@ brokers_section() {
   for broker in "${brokers[@]}"; do
     i=$((i + 1))
     echo "   $bench: broker $i/${#brokers[@]}, $(broker_title "$broker")  ($(elapsed) in)" >&2
-    bench_on "$bench" "$broker" "target/bench-$bench-$broker.summary" "$@" | tee -a "$out.tmp"
-    summaries+=("$broker=target/bench-$bench-$broker.summary")
+    bench_on "$bench" "$broker" "target/bench-$tag-$broker.summary" "$@" | tee -a "$out.tmp"
+    summaries+=("$broker=target/bench-$tag-$broker.summary")
   done
   "$side_by_side" "${summaries[@]}" | tee -a "$out.tmp"
   mv -f "$out.tmp" "$out"
@@ -166,7 +212,10 @@ bench_on() (
   DISTCACHE_REDIS_URL=$(scripts/services.sh start redis "$state/redis")
   DISTCACHE_BROKERS=$(DISTCACHE_BROKER=$broker scripts/services.sh start kafka "$state/kafka")
   DISTCACHE_BROKER_NAME=$(broker_title "$broker")
-  export DISTCACHE_REDIS_URL DISTCACHE_BROKERS DISTCACHE_BROKER_NAME
+  # So a bench can read the services' CPU time from /proc.
+  DISTCACHE_REDIS_PID=$(<"$state/redis/pid")
+  DISTCACHE_BROKER_PID=$(<"$state/kafka/pid")
+  export DISTCACHE_REDIS_URL DISTCACHE_BROKERS DISTCACHE_BROKER_NAME DISTCACHE_REDIS_PID DISTCACHE_BROKER_PID
   echo "running: cargo bench --bench $bench -- $* --summary $summary" >&2
   echo "## ${bench^} on $DISTCACHE_BROKER_NAME"
   echo

@@ -33,7 +33,7 @@
 //!
 //! ```text
 //! cargo bench --bench pipeline -- [--n 50000] [--keys 10000] [--samples 1000] [--rounds 2]
-//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3]
+//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3,drain]
 //!     [--dump latency.csv]
 //! ```
 
@@ -62,12 +62,15 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 type R<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
+mod capacity;
 mod drain;
 mod format;
 mod kafka;
 mod latency;
+mod outside;
 mod raw;
 
+use capacity::*;
 use drain::*;
 use format::*;
 use kafka::*;
@@ -97,23 +100,35 @@ struct Config {
     fetch_wait_ms: u64,
     /// State-node runs per batch size (the fastest is shown).
     rounds: usize,
-    /// Which of the three parts to run (all by default).
-    sections: Vec<u8>,
+    /// Which parts to run: `1`, `2`, `3` (the default) and `drain` (drain and cost per event of
+    /// the state-node binary).
+    sections: Vec<String>,
     /// Where to write every latency sample as CSV (`max_wait_ms,path,index,latency_us`).
     dump: Option<String>,
     /// Where to write the headline figures as `name=value` lines (scripts/bench.sh puts the brokers' side by
     /// side from them).
     summary: Option<String>,
+    /// Extra arguments for every `distcache-state-node` the `drain` section starts.
+    node_args: Vec<String>,
     /// The broker's name for the tables (`DISTCACHE_BROKER_NAME`, set by scripts/bench.sh).
     broker_name: String,
     /// Unique per run: topic, group, namespace and key-prefix names derive from it.
     run: String,
 }
 
+/// Sections `--sections` knows.
+const SECTIONS: [&str; 4] = ["1", "2", "3", "drain"];
+
+impl Config {
+    fn has(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section)
+    }
+}
+
 fn usage() -> ! {
     eprintln!(
         "usage: pipeline [--n N] [--keys K] [--value-bytes B] [--batches 1,16,128,1024] \
-         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3] [--dump CSV] [--summary FILE]\n\
+         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,drain] [--node-args --trace,--threads=8] [--dump CSV] [--summary FILE]\n\
          env: DISTCACHE_BROKERS=host:port DISTCACHE_REDIS_URL=redis://host:port/ \
          DISTCACHE_BROKER_NAME=name"
     );
@@ -143,9 +158,10 @@ fn parse_args(args: &[String]) -> Config {
         diag_samples: 500,
         fetch_wait_ms: 5,
         rounds: 2,
-        sections: vec![1, 2, 3],
+        sections: ["1", "2", "3"].map(String::from).to_vec(),
         dump: None,
         summary: None,
+        node_args: Vec::new(),
         broker_name: std::env::var("DISTCACHE_BROKER_NAME")
             .ok()
             .filter(|n| !n.trim().is_empty())
@@ -171,12 +187,22 @@ fn parse_args(args: &[String]) -> Config {
             "--diag-samples" => c.diag_samples = num(&mut it),
             "--dump" => c.dump = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--summary" => c.summary = Some(it.next().cloned().unwrap_or_else(|| usage())),
+            "--node-args" => {
+                let list = it.next().unwrap_or_else(|| usage());
+                // Comma-separated, so the list survives word splitting: `--trace,--threads=8`.
+                c.node_args = list
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
             "--sections" => {
                 let list = it.next().unwrap_or_else(|| usage());
-                c.sections = list
-                    .split(',')
-                    .map(|s| s.trim().parse().unwrap_or_else(|_| usage()))
-                    .collect();
+                c.sections = list.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = c.sections.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                    eprintln!("pipeline bench: unknown section {bad:?} (known: {SECTIONS:?})");
+                    usage();
+                }
             }
             "--batches" => {
                 let list = it.next().unwrap_or_else(|| usage());
@@ -238,7 +264,7 @@ fn run_all(c: Config) -> R<()> {
 
     let mut summary = Vec::new();
     let mut raw = None;
-    if c.sections.contains(&1) {
+    if c.has("1") {
         progress("1/3 raw broker throughput");
         let r = raw_throughput(&c)?;
         print_raw(&c, &r);
@@ -249,7 +275,7 @@ fn run_all(c: Config) -> R<()> {
     // Latency before the state-node throughput runs: those leave several hundred thousand
     // events on the done topic, and tansu then fetches from it far more slowly (measured at the
     // end of part 3), which would not be distcache's doing.
-    if c.sections.contains(&2) {
+    if c.has("2") {
         progress("2/3 propagation latency");
         let lat = latency(&c)?;
         print_latency(&c, &lat);
@@ -269,7 +295,7 @@ fn run_all(c: Config) -> R<()> {
             dump_latency(path, &lat)?;
         }
     }
-    if c.sections.contains(&3) {
+    if c.has("3") {
         progress("3/3 state-node throughput");
         let (sn, ceiling, plain) = state_node_throughput(&c)?;
         let steps = step_costs(&c)?;
@@ -280,6 +306,15 @@ fn run_all(c: Config) -> R<()> {
         }
         print_step_costs(&sn, &steps);
         print_done_topic_check(&c, &done_check);
+    }
+    if c.has("drain") {
+        progress("drain: the state-node binary's drain rate and CPU per event");
+        let cap = capacity(&c)?;
+        print_capacity(&c, &cap);
+        for (i, r) in cap.rounds.iter().enumerate() {
+            summary.push(format!("drain_r{}={:.0}", i + 1, r.rate()));
+            summary.push(format!("drain_ceiling_r{}={:.0}", i + 1, r.ceiling));
+        }
     }
 
     println!(
