@@ -43,6 +43,8 @@ pub(crate) const FIELD_VALUE: &str = "v";
 /// Versions are compared in four 8-hex-digit chunks: Lua numbers are doubles, which cannot hold a
 /// 64-bit clock exactly, and string comparison in Redis' Lua depends on the server's locale.
 /// Several keys per call share the script's fixed cost; on a cluster every call carries one key.
+/// Every `redis.call` costs about as much as the rest of a key's work, so the common write (a
+/// set of a new key) makes two: the version read and the write.
 pub const APPLY_SCRIPT: &str = r#"
 local function valid(v)
   return string.len(v) == 32 and not string.find(v, '[^0-9a-fA-F]')
@@ -70,11 +72,14 @@ local function apply(key, ver, op, write, val, ttl, tomb)
   if cur and newer(cur, ver) then return 0 end
   if write == '1' then
     if op == 's' then
-      redis.call('HSET', key, 'v', val, 'ver', ver)
-      redis.call('HDEL', key, 'pver')
+      local added = redis.call('HSET', key, 'v', val, 'ver', ver)
+      if stored[2] then redis.call('HDEL', key, 'pver') end
       if ttl ~= '0' then
         redis.call('PEXPIRE', key, ttl)
-      else
+      elseif cur or added < 2 then
+        -- The key was there (a tombstone's or an older set's TTL may be on it). A key with
+        -- neither `ver` nor `pver` whose `v` was new did not exist (or held only fields that
+        -- are not ours): nothing to persist.
         redis.call('PERSIST', key)
       end
     else
