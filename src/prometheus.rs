@@ -87,7 +87,7 @@ const STATE_NODE: &[Row<StateNodeMetrics>] = &[
     gauge("distcache_state_node_assigned_partitions", "Partitions of the set-del topic this node holds now.", |m| m.assigned_partitions as f64),
     gauge("distcache_state_node_lag_seconds", "Age of the oldest event of the last committed batch (includes clock skew across machines).", |m| m.lag_ms as f64 / 1e3),
     counts("distcache_state_node_batch_records", "Records per batch.", |m| m.batch_size),
-    seconds("distcache_state_node_apply_duration_seconds", "Time to apply one batch to Redis.", |m| m.apply_latency_us),
+    seconds("distcache_state_node_apply_duration_seconds", "Time from handing one batch to the Redis workers until Redis answered all of it (includes waiting behind the batch before it).", |m| m.apply_latency_us),
     seconds("distcache_state_node_end_to_end_seconds", "From a core node producing an event to its done event being acknowledged.", |m| m.end_to_end_us),
     seconds("distcache_state_node_trace_consumed_seconds", "Trace: a write from being produced (writer's clock) to being taken for applying (this node's clock).", |m| m.trace_consumed_us),
     seconds("distcache_state_node_trace_applied_seconds", "Trace: one batch from the start of its Redis apply to Redis' answer.", |m| m.trace_applied_us),

@@ -22,7 +22,7 @@ use super::batcher::Batch;
 use super::lifecycle::Lifecycle;
 use super::metrics::Counters;
 use super::plan::{plan, AppliedVersions, Plan};
-use super::workers::{ApplyFailure, Outcome, RedisWorkers};
+use super::workers::{ApplyFailure, InFlight, Outcome, RedisWorkers};
 use crate::event::{now_micros, Event};
 use crate::{Error, Result};
 
@@ -78,17 +78,49 @@ pub(crate) struct ApplyStage {
     pub trace: bool,
 }
 
+/// A batch planned and handed to the Redis workers, not yet answered ([`ApplyStage::begin`]).
+pub(crate) struct Started {
+    out: AppliedBatch,
+    /// `None` for a batch of no records.
+    work: Option<Work>,
+}
+
+struct Work {
+    writes: Arc<Vec<Event>>,
+    /// The workers' first attempt; `None` when it could not even be handed over (retried).
+    in_flight: Option<std::result::Result<InFlight, ApplyFailure>>,
+    stale: Vec<Event>,
+    refused: Vec<Event>,
+    superseded: Vec<Event>,
+    next_offsets: HashMap<i32, i64>,
+    started: Instant,
+}
+
+impl Started {
+    /// Whether a batch may be started behind this one: not past a barrier (the partitions may
+    /// move once it is committed) nor past the last batch.
+    pub(crate) fn lets_next_start(&self) -> bool {
+        self.out.barrier.is_none() && !self.out.last
+    }
+}
+
 impl ApplyStage {
-    /// Applies `batch`. The second value is set when the node must stop (a batch kept panicking
-    /// a worker); the batch is then abandoned.
+    /// Applies `batch`: [`begin`](Self::begin), then [`finish`](Self::finish).
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, batch: Batch) -> (AppliedBatch, Option<String>) {
-        let mut out = AppliedBatch {
+        let started = self.begin(batch);
+        self.finish(started)
+    }
+
+    /// Plans `batch` and hands its writes to the Redis workers without waiting for them.
+    pub(crate) fn begin(&mut self, batch: Batch) -> Started {
+        let out = AppliedBatch {
             barrier: batch.barrier,
             last: batch.last,
             ..AppliedBatch::default()
         };
         if batch.records.is_empty() {
-            return (out, None);
+            return Started { out, work: None };
         }
         let c = &self.counters;
         c.batches.fetch_add(1, Relaxed);
@@ -97,42 +129,82 @@ impl ApplyStage {
         let plan = plan(batch.records, &mut self.applied, horizon_ms);
         c.malformed.fetch_add(plan.malformed, Relaxed);
         c.deduped.fetch_add(plan.deduped, Relaxed);
-
-        let mut fatal = None;
-        match self.run_writes(plan, &mut fatal, &mut out) {
-            Ok(()) => {}
-            Err(e) => {
-                // Nothing of this batch is published or committed: it will be replayed.
-                log::warn!(target: "distcache::state_node",
-                    "batch abandoned uncommitted (it will be replayed): {e}");
-                out.abandoned = true;
-            }
-        }
-        (out, fatal)
-    }
-
-    /// Applies the plan's writes (retrying until they apply or a shutdown gives up) and gives
-    /// every event of the plan its fate in `out`. On an error `out` is left as it was.
-    fn run_writes(
-        &mut self,
-        plan: Plan,
-        fatal: &mut Option<String>,
-        out: &mut AppliedBatch,
-    ) -> Result<()> {
-        let started = Instant::now();
         if self.trace {
             // Produced (the writer's wall clock, in the envelope) → taken for applying (ours).
             let now = now_micros();
             for event in &plan.writes {
-                self.counters
-                    .trace_consumed_us
+                c.trace_consumed_us
                     .record(now.saturating_sub(event.produced_at_us));
             }
         }
+        let Plan {
+            writes,
+            stale,
+            refused,
+            superseded,
+            next_offsets,
+            ..
+        } = plan;
+        // Shared with the Redis workers while they apply it, taken back after.
+        let writes = Arc::new(writes);
+        let in_flight = Some(self.workers.dispatch(&writes));
+        Started {
+            out,
+            work: Some(Work {
+                writes,
+                in_flight,
+                stale,
+                refused,
+                superseded,
+                next_offsets,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// Waits for a started batch's writes (retrying until they apply or a shutdown gives up)
+    /// and gives every event its fate. The second value is set when the node must stop (a
+    /// batch kept panicking a worker); the batch is then abandoned.
+    pub(crate) fn finish(&mut self, started: Started) -> (AppliedBatch, Option<String>) {
+        let Started { mut out, work } = started;
+        let Some(work) = work else {
+            return (out, None);
+        };
+        let mut fatal = None;
+        if let Err(e) = self.run_writes(work, &mut fatal, &mut out) {
+            // Nothing of this batch is published or committed: it will be replayed.
+            log::warn!(target: "distcache::state_node",
+                "batch abandoned uncommitted (it will be replayed): {e}");
+            out.abandoned = true;
+        }
+        (out, fatal)
+    }
+
+    /// Waits for the writes (the first attempt is already with the workers; a failed one is
+    /// retried) and gives every event its fate in `out`. On an error `out` is left as it was.
+    fn run_writes(
+        &mut self,
+        work: Work,
+        fatal: &mut Option<String>,
+        out: &mut AppliedBatch,
+    ) -> Result<()> {
+        let Work {
+            writes,
+            mut in_flight,
+            stale,
+            refused,
+            superseded,
+            next_offsets,
+            started,
+        } = work;
         let workers = &self.workers;
         let mut panics = 0;
         let outcomes = self.life.retry("apply to redis", &self.counters, || {
-            match workers.apply(&plan.writes) {
+            let attempt = match in_flight.take() {
+                Some(first) => first.and_then(InFlight::wait),
+                None => workers.apply(&writes),
+            };
+            match attempt {
                 Ok(outcomes) => Ok(outcomes),
                 Err(ApplyFailure::Redis(e)) => Err(e),
                 Err(ApplyFailure::Panicked(why)) => {
@@ -148,6 +220,7 @@ impl ApplyStage {
                 }
             }
         })?;
+        // From the hand-over to the workers: with a batch ahead of it, that includes its wait.
         let applied_in = started.elapsed();
         self.counters
             .apply_latency_us
@@ -158,18 +231,12 @@ impl ApplyStage {
                 .record(applied_in.as_micros() as u64);
             out.applied_at = Some(Instant::now());
             log::debug!(target: "distcache::trace",
-                "batch of {} writes applied to redis in {:.3} ms", plan.writes.len(),
+                "batch of {} writes applied to redis in {:.3} ms", writes.len(),
                 applied_in.as_secs_f64() * 1000.0);
         }
 
-        let Plan {
-            writes,
-            stale,
-            refused,
-            superseded,
-            next_offsets,
-            ..
-        } = plan;
+        // Every worker let go of the batch before answering; a copy is only a fallback.
+        let writes = Arc::try_unwrap(writes).unwrap_or_else(|shared| (*shared).clone());
         let mut verdicts =
             Vec::with_capacity(writes.len() + stale.len() + superseded.len() + refused.len());
         for (event, outcome) in writes.into_iter().zip(outcomes) {
@@ -212,7 +279,7 @@ mod tests {
     struct AlwaysPanics;
 
     impl super::super::workers::Applier for AlwaysPanics {
-        fn apply(&mut self, _: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
+        fn apply(&mut self, _: &[Event], _: &[usize]) -> Result<Vec<(usize, Outcome)>> {
             panic!("injected bug");
         }
 

@@ -51,14 +51,30 @@ impl Batcher {
     /// Blocks for the next batch. A batch is cut at `max_batch` records, `max_wait` after its
     /// first record, or at a barrier.
     pub(crate) fn next_batch(&self) -> Batch {
-        let mut batch = Batch::default();
         match self.rx.recv() {
-            Ok(Intake::Record(r)) => self.take(&mut batch, r),
-            Ok(Intake::Barrier(ack)) => {
+            Ok(first) => self.batch_from(first),
+            Err(_) => Batch {
+                last: true,
+                ..Batch::default()
+            },
+        }
+    }
+
+    /// The next batch if its first record (or barrier) has already arrived, without waiting
+    /// for one; cut like [`next_batch`](Self::next_batch).
+    pub(crate) fn ready_batch(&self) -> Option<Batch> {
+        self.rx.try_recv().ok().map(|first| self.batch_from(first))
+    }
+
+    fn batch_from(&self, first: Intake) -> Batch {
+        let mut batch = Batch::default();
+        match first {
+            Intake::Record(r) => self.take(&mut batch, r),
+            Intake::Barrier(ack) => {
                 batch.barrier = Some(ack);
                 return batch;
             }
-            Ok(Intake::Stop) | Err(_) => {
+            Intake::Stop => {
                 batch.last = true;
                 return batch;
             }
@@ -117,6 +133,31 @@ mod tests {
         let batch = b.next_batch();
         assert_eq!(batch.records.len(), 1);
         assert!(batch.last);
+    }
+
+    #[test]
+    fn a_ready_batch_never_waits_for_its_first_record() {
+        let (tx, rx) = bounded(16);
+        let b = Batcher::new(rx, 100, Duration::from_secs(5), budget());
+        let started = Instant::now();
+        assert!(b.ready_batch().is_none(), "nothing has arrived");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        tx.send(rec(1)).unwrap();
+        tx.send(rec(2)).unwrap();
+        let (ack, _ack_rx) = bounded(1);
+        tx.send(Intake::Barrier(ack)).unwrap();
+        let batch = b.ready_batch().expect("records are there");
+        assert_eq!(batch.records.len(), 2);
+        assert!(
+            batch.barrier.is_some(),
+            "cut at the barrier, as next_batch cuts"
+        );
+        drop(tx);
+        assert!(
+            b.ready_batch().is_none(),
+            "a closed, empty intake has nothing ready"
+        );
+        assert!(b.next_batch().last);
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub struct StateNodeMetrics {
     pub lag_ms: u64,
     /// Records per batch.
     pub batch_size: Summary,
-    /// Time to apply one batch to Redis, in microseconds.
+    /// Time from handing one batch to the Redis workers until Redis answered all of it (includes
+    /// waiting behind the batch before it, which may be with Redis too), in microseconds.
     pub apply_latency_us: Summary,
     /// From a core node producing an event to its done event being acknowledged, in microseconds
     /// (across machines this includes clock skew).

@@ -1,6 +1,10 @@
 //! Wires steps 2–6 of the state node together: the [`batcher`](super::batcher) cuts batches, the
-//! [`apply`](super::apply) stage applies one batch at a time, and the [`deliver`](super::deliver)
-//! stage publishes and commits it on its own thread while the next batch is applied.
+//! [`apply`](super::apply) stage applies them in order, and the [`deliver`](super::deliver)
+//! stage publishes and commits each on its own thread while the next ones are applied.
+//!
+//! Redis should never wait for the state node: while the workers apply one batch, the next one
+//! (if its records have arrived) is planned and handed to them too, so at most two batches are
+//! with Redis. They are finished, delivered and committed in order.
 //!
 //! Invariant: offsets are committed only after every event of the batch was applied (or found
 //! stale, malformed or refused) and every done event was acknowledged by the broker. A failure
@@ -41,11 +45,21 @@ impl Pipeline {
                 log::error!(target: "distcache::state_node", "cannot start the delivery thread: {e}");
                 return;
             }
+            let mut ahead = None;
             loop {
-                let (batch, must_stop) = apply.apply(batcher.next_batch());
+                let current = match ahead.take() {
+                    Some(started) => started,
+                    None => apply.begin(batcher.next_batch()),
+                };
+                if current.lets_next_start() {
+                    ahead = batcher.ready_batch().map(|next| apply.begin(next));
+                }
+                let (batch, must_stop) = apply.finish(current);
                 let last = batch.last;
                 let delivered = handoff_tx.send(batch).is_ok();
                 if let Some(why) = must_stop {
+                    // A batch started behind this one is dropped unanswered: uncommitted, it is
+                    // replayed by the partitions' next owner.
                     life.fail(why);
                     break;
                 }

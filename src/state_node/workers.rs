@@ -77,19 +77,18 @@ impl ApplySettings {
     }
 }
 
-/// One worker's share of a batch.
-type Share = Vec<(usize, Event)>;
-
 struct Job {
-    /// Indexes into the caller's slice, and the events themselves.
-    writes: Share,
+    /// The whole batch, shared with the other workers (no event is copied).
+    events: Arc<Vec<Event>>,
+    /// This worker's share: indexes into `events`.
+    share: Vec<usize>,
     reply: Sender<std::result::Result<Vec<(usize, Outcome)>, ApplyFailure>>,
 }
 
 /// What a worker does with its share of a batch: [`Worker`] against Redis, a stand-in in tests.
 pub(crate) trait Applier: Send + 'static {
-    /// Applies the writes, one outcome per write.
-    fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>>;
+    /// Applies `events[i]` for each `i` of `share`, one `(i, outcome)` per write.
+    fn apply(&mut self, events: &[Event], share: &[usize]) -> Result<Vec<(usize, Outcome)>>;
     /// Forgets per-connection state after a panic, so the next job starts afresh.
     fn reset(&mut self);
 }
@@ -144,35 +143,66 @@ impl RedisWorkers {
 
     /// Applies `events` (already sorted by version). Returns one outcome per event, or why the
     /// batch failed; then nothing is known to be applied and the caller retries the whole batch
-    /// (every write is idempotent).
+    /// (every write is idempotent). Every worker has let go of `events` when this returns.
     pub(crate) fn apply(
         &self,
-        events: &[Event],
+        events: &Arc<Vec<Event>>,
     ) -> std::result::Result<Vec<Outcome>, ApplyFailure> {
+        self.dispatch(events)?.wait()
+    }
+
+    /// Hands each worker its share of `events` and returns without waiting, so the caller can
+    /// prepare the next batch while Redis works on this one. A worker takes its jobs in order,
+    /// and a key always goes to the same worker, so two batches in flight never reorder the
+    /// writes of one key. Blocks while a worker still has a job queued (at most one each).
+    pub(crate) fn dispatch(
+        &self,
+        events: &Arc<Vec<Event>>,
+    ) -> std::result::Result<InFlight, ApplyFailure> {
         let n = self.senders.len();
-        let mut shares: Vec<Vec<(usize, Event)>> = vec![Vec::new(); n];
+        let mut shares: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, e) in events.iter().enumerate() {
             let shard = (self.hasher.hash_one((&e.ns, &e.key)) % n as u64) as usize;
-            shares[shard].push((i, e.clone()));
+            shares[shard].push(i);
         }
-        let (reply_tx, reply_rx) = bounded(n);
+        let (reply_tx, replies) = bounded(n);
         let mut pending = 0;
-        for (shard, writes) in shares.into_iter().enumerate() {
-            if writes.is_empty() {
+        for (shard, share) in shares.into_iter().enumerate() {
+            if share.is_empty() {
                 continue;
             }
             let job = Job {
-                writes,
+                events: events.clone(),
+                share,
                 reply: reply_tx.clone(),
             };
             self.senders[shard].send(job).map_err(|_| worker_gone())?;
             pending += 1;
         }
-        drop(reply_tx);
-        let mut outcomes = vec![Outcome::Stale; events.len()];
+        Ok(InFlight {
+            replies,
+            pending,
+            len: events.len(),
+        })
+    }
+}
+
+/// A batch handed to the workers, not yet answered. Dropping it leaves the workers to finish
+/// (their answers are discarded; nothing of the batch is then known to be applied).
+pub(crate) struct InFlight {
+    replies: Receiver<std::result::Result<Vec<(usize, Outcome)>, ApplyFailure>>,
+    pending: usize,
+    len: usize,
+}
+
+impl InFlight {
+    /// Waits for every share: one outcome per event, or why the batch failed. Every worker has
+    /// let go of the batch's events when this returns.
+    pub(crate) fn wait(self) -> std::result::Result<Vec<Outcome>, ApplyFailure> {
+        let mut outcomes = vec![Outcome::Stale; self.len];
         let mut first_err = None;
-        for _ in 0..pending {
-            match reply_rx.recv() {
+        for _ in 0..self.pending {
+            match self.replies.recv() {
                 Ok(Ok(results)) => {
                     for (i, o) in results {
                         outcomes[i] = o;
@@ -217,19 +247,27 @@ fn worker_gone() -> ApplyFailure {
 /// fails loudly instead of waiting forever), counted, and the worker goes on afresh.
 fn serve<A: Applier>(mut applier: A, rx: Receiver<Job>, counters: &Counters) {
     for job in rx {
-        let result = match catch_unwind(AssertUnwindSafe(|| applier.apply(&job.writes))) {
+        let Job {
+            events,
+            share,
+            reply,
+        } = job;
+        let result = match catch_unwind(AssertUnwindSafe(|| applier.apply(&events, &share))) {
             Ok(result) => result.map_err(ApplyFailure::Redis),
             Err(panic) => {
                 let why = panic_message(&*panic);
                 counters.worker_panics.fetch_add(1, Relaxed);
                 log::error!(target: "distcache::state_node",
                     "redis worker {} panicked on a batch share of {} writes: {why}",
-                    std::thread::current().name().unwrap_or("?"), job.writes.len());
+                    std::thread::current().name().unwrap_or("?"), share.len());
                 applier.reset();
                 Err(ApplyFailure::Panicked(why))
             }
         };
-        let _ = job.reply.send(result);
+        // Let go of the batch before answering: the caller takes its events back once every
+        // worker has answered.
+        drop(events);
+        let _ = reply.send(result);
     }
 }
 
@@ -244,7 +282,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Applier for Worker {
-    fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
+    fn apply(&mut self, events: &[Event], share: &[usize]) -> Result<Vec<(usize, Outcome)>> {
+        let writes: Vec<(usize, &Event)> = share.iter().map(|&i| (i, &events[i])).collect();
+        let writes = &writes[..];
         match self.send(writes)? {
             CallReply::Keys(replies) => Self::outcomes(writes, replies),
             CallReply::Refused(why) => {
@@ -273,7 +313,7 @@ impl Applier for Worker {
 impl Worker {
     /// The outcome of each write from the script's per-key replies.
     fn outcomes(
-        writes: &[(usize, Event)],
+        writes: &[(usize, &Event)],
         replies: Vec<KeyReply>,
     ) -> Result<Vec<(usize, Outcome)>> {
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -296,7 +336,7 @@ impl Worker {
     }
 
     /// Runs the apply script for the writes. `Err`: a failure a retry may fix.
-    fn send(&mut self, writes: &[(usize, Event)]) -> Result<CallReply> {
+    fn send(&mut self, writes: &[(usize, &Event)]) -> Result<CallReply> {
         let keys: Vec<String> = writes
             .iter()
             .map(|(_, e)| self.settings.redis_key(e))
@@ -329,11 +369,11 @@ mod tests {
     }
 
     impl Applier for Flaky {
-        fn apply(&mut self, writes: &[(usize, Event)]) -> Result<Vec<(usize, Outcome)>> {
-            if writes.iter().any(|(_, e)| e.key == "boom") {
+        fn apply(&mut self, events: &[Event], share: &[usize]) -> Result<Vec<(usize, Outcome)>> {
+            if share.iter().any(|&i| events[i].key == "boom") {
                 panic!("injected");
             }
-            Ok(writes.iter().map(|(i, _)| (*i, Outcome::Applied)).collect())
+            Ok(share.iter().map(|&i| (i, Outcome::Applied)).collect())
         }
 
         fn reset(&mut self) {
@@ -357,13 +397,15 @@ mod tests {
         )
         .unwrap();
         for round in 1..=2 {
-            match workers.apply(&[event("a"), event("boom")]) {
+            match workers.apply(&Arc::new(vec![event("a"), event("boom")])) {
                 Err(ApplyFailure::Panicked(why)) => assert_eq!(why, "injected"),
                 other => panic!("round {round}: expected a panic failure, got {other:?}"),
             }
             assert_eq!(counters.worker_panics.load(Relaxed), round);
             assert_eq!(resets.load(Relaxed), round as usize);
-            let outcomes = workers.apply(&[event("a"), event("b")]).unwrap();
+            let outcomes = workers
+                .apply(&Arc::new(vec![event("a"), event("b")]))
+                .unwrap();
             assert_eq!(outcomes, vec![Outcome::Applied, Outcome::Applied]);
         }
     }
