@@ -1,23 +1,28 @@
 //! Redis Cluster mode against a real 3-master cluster started by tests/support (`RedisCluster`): the typed
 //! `RedisCache<T>` (round trips, TTLs, the `Cache` semantics, corrupt and foreign values, `len`/`clear` over
-//! every master and only the prefix), and the state node applying versioned events to the cluster through
-//! per-key cluster pipelines, including the one-by-one fallback when one write of a batch is refused.
+//! every master and only the prefix), the state node applying versioned events to the cluster through
+//! per-key cluster pipelines, including the one-by-one fallback when one write of a batch is refused, and
+//! a master killed and restarted while the state node drains a backlog, without a write lost.
 //!
 //! Each test starts its own cluster (and broker), so the tests run in parallel without sharing state.
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use distcache::event::{Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
-    Cache, DistributedCache, Error, RedisCache, StateNode, Version, WriteOutcome,
+    Cache, DistributedCache, Error, HybridClock, RedisCache, StateNode, Version, WriteOutcome,
     DEFAULT_KEY_PREFIX,
 };
 use serde::{Deserialize, Serialize};
 
-use support::{unique_name, wait_until, Broker, RedisCluster};
+use support::faults::{PARTITIONS, PATIENCE};
+use support::{
+    cluster_entries, produce_events, unique_name, wait_until, Broker, DoneWatcher, RedisCluster,
+};
 
 /// The cap of every wait: generous for a loaded 2-core machine; waits end as soon as their condition holds.
 const WAIT: Duration = Duration::from_secs(30);
@@ -480,6 +485,212 @@ fn state_node_applies_versioned_events_to_a_cluster() {
         cache.get_with_sync("wrong-type", None),
         Err(Error::Rejected(_))
     ));
+
+    node.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A master killed and restarted while the state node drains a backlog
+// ---------------------------------------------------------------------------------------------------------
+
+/// Distinct keys of the backlog (spread over every slot range, so over every master); each is written
+/// twice, so the backlog holds twice as many events.
+const BACKLOG_KEYS: usize = 5000;
+
+/// The keys of `newest` whose entry in the cluster is not exactly their newest value and version, with
+/// what the cluster holds; `Err` while the cluster does not answer.
+fn unmet_newest(
+    conn: &mut redis::cluster::ClusterConnection,
+    ns: &str,
+    newest: &HashMap<String, (Version, String)>,
+) -> redis::RedisResult<Vec<String>> {
+    let keys: Vec<&str> = newest.keys().map(String::as_str).collect();
+    let mut wrong = Vec::new();
+    for chunk in keys.chunks(1000) {
+        for (key, (value, version)) in chunk.iter().zip(cluster_entries(conn, ns, chunk)?) {
+            let (want_version, want_value) = &newest[*key];
+            if value.as_ref() != Some(want_value) || version != Some(*want_version) {
+                wrong.push(format!(
+                    "{key}: want {want_value:?} at {want_version}, the cluster holds {value:?} at {version:?}"
+                ));
+            }
+        }
+    }
+    wrong.sort();
+    Ok(wrong)
+}
+
+#[test]
+fn a_master_restarted_mid_drain_loses_nothing() {
+    init_logs();
+    // Persistent: what a master acknowledged is on disk before it answers, so its restart loses no
+    // applied write, and anything the state node did not see acknowledged it retries.
+    let cluster = RedisCluster::start_persistent(MASTERS);
+    let broker = Broker::start();
+    broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
+    broker.create_topic(TOPIC_DONE, PARTITIONS);
+    let ns = unique_name("restarted");
+
+    // The backlog, produced before the state node starts: every key once, then every key again with a
+    // newer version (one clock: versions strictly increase), so the newest is not the only version.
+    let clock = HybridClock::new(0x5e7);
+    let mut events = Vec::with_capacity(2 * BACKLOG_KEYS);
+    let mut newest: HashMap<String, (Version, String)> = HashMap::new();
+    for round in 0..2 {
+        for i in 0..BACKLOG_KEYS {
+            let key = format!("key-{i}");
+            let value = format!("r{round}-{key}");
+            let version = clock.now();
+            let json = serde_json::to_vec(&value).expect("encode");
+            events.push(Event::set(&ns, &key, version, json));
+            newest.insert(key, (version, value));
+        }
+    }
+    let total = events.len() as u64;
+    let mut unreported: HashSet<(String, Version)> =
+        events.iter().map(|e| (e.key.clone(), e.version)).collect();
+    produce_events(&broker, TOPIC_SET_DEL, &events)
+        .unwrap_or_else(|e| panic!("produce the backlog: {e}\n{}", broker.log_tail(20)));
+    drop(events);
+
+    // Small batches: the drain takes many of them, so the kill lands in the middle of it.
+    let node = StateNode::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(cluster.urls())
+        .redis_cluster(true)
+        .redis_workers(2)
+        .max_batch(64)
+        .max_wait(Duration::from_millis(2))
+        .start()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start the state node: {e}\nbroker log:\n{}\n{}",
+                broker.log_tail(20),
+                cluster.log_tails(10)
+            )
+        });
+    let drained =
+        |m: &distcache::StateNodeMetrics| m.applied + m.deduped + m.stale_dropped >= total;
+
+    // A fifth of the way in, SIGKILL one master — the first seed, so a reconnect must also find the
+    // cluster through the others — and keep it down until the state node has failed on it twice: a
+    // pipeline cut off mid-way, then connections refused.
+    assert!(
+        wait_until(PATIENCE, || node.metrics().applied >= total / 5),
+        "the state node applied too little within {PATIENCE:?}: {:?}\n{}",
+        node.metrics(),
+        cluster.log_tails(10)
+    );
+    let victim = cluster.ports()[0];
+    let held_before_kill = cluster.dbsize(victim);
+    cluster.kill_node(victim);
+    let killed_at = node.metrics();
+    assert!(
+        wait_until(PATIENCE, || {
+            let m = node.metrics();
+            m.retries >= killed_at.retries + 2 || drained(&m)
+        }),
+        "the state node neither retried nor finished while a master was down: {:?}",
+        node.metrics()
+    );
+    let at_restart = node.metrics();
+    assert!(
+        !drained(&at_restart),
+        "the drain ended before the state node met the dead master (make the backlog larger): \
+         {at_restart:?}"
+    );
+    let restarted = Instant::now();
+    cluster.restart_node(victim);
+    let rejoined_in = restarted.elapsed();
+    // Its data came back from its append-only file.
+    let held_after_restart = cluster.dbsize(victim);
+    assert!(
+        held_after_restart >= held_before_kill,
+        "the restarted master holds {held_after_restart} keys, {held_before_kill} before its kill"
+    );
+
+    // Every key ends at exactly its newest value and version.
+    let mut conn = cluster.connection();
+    let mut last = Ok(Vec::new());
+    let converged = wait_until(PATIENCE, || {
+        last = unmet_newest(&mut conn, &ns, &newest);
+        if last.is_err() {
+            conn = cluster.connection();
+        }
+        matches!(&last, Ok(wrong) if wrong.is_empty())
+    });
+    assert!(
+        converged,
+        "the cluster did not converge within {PATIENCE:?}: {}\nstate node: {:?}\n{}",
+        match &last {
+            Ok(wrong) => format!(
+                "{} of {} keys wrong, e.g. {:#?}",
+                wrong.len(),
+                newest.len(),
+                &wrong[..wrong.len().min(10)]
+            ),
+            Err(e) => format!("unreadable: {e}"),
+        },
+        node.metrics(),
+        cluster.log_tails(10)
+    );
+    // The keys spread over every master, the restarted one included.
+    let sizes: Vec<u64> = cluster.ports().iter().map(|&p| cluster.dbsize(p)).collect();
+    assert!(
+        sizes.iter().all(|&n| n > BACKLOG_KEYS as u64 / 6),
+        "keys should spread over all masters: {sizes:?}"
+    );
+    assert_eq!(sizes.iter().sum::<u64>(), BACKLOG_KEYS as u64, "{sizes:?}");
+
+    // Every write got its done event; the newest of each key as applied (a set), never as stale. Read
+    // from the beginning once the drain is over, not while tailing (tansu can hide records from a
+    // tailing consumer).
+    assert!(
+        wait_until(PATIENCE, || drained(&node.metrics())),
+        "not every write is counted: {:?}",
+        node.metrics()
+    );
+    let mut done = DoneWatcher::new(&broker, PATIENCE);
+    let mut stale_newest = Vec::new();
+    let all_reported = done.scan_until(PATIENCE, |e| {
+        if e.ns == ns {
+            unreported.remove(&(e.key.clone(), e.version));
+            if newest.get(&e.key).is_some_and(|(v, _)| *v == e.version) && e.op != Op::Set {
+                stale_newest.push(format!("{} at {}: {:?}", e.key, e.version, e.op));
+            }
+        }
+        unreported.is_empty()
+    });
+    assert!(
+        all_reported,
+        "{} of {total} writes got no done event within {PATIENCE:?}, e.g. {:?}\nstate node: {:?}",
+        unreported.len(),
+        unreported.iter().take(5).collect::<Vec<_>>(),
+        node.metrics()
+    );
+    assert!(
+        stale_newest.is_empty(),
+        "{} newest writes reported not applied, e.g. {:?}",
+        stale_newest.len(),
+        &stale_newest[..stale_newest.len().min(5)]
+    );
+
+    // The state node retried through the outage and gave up on nothing.
+    let m = node.metrics();
+    eprintln!(
+        "cluster restart: {total} writes, master 127.0.0.1:{victim} down at {} applied, back in \
+         {rejoined_in:?}; state node: {m:?}",
+        killed_at.applied
+    );
+    assert!(m.retries > killed_at.retries, "{m:?}");
+    assert_eq!(m.failed, 0, "{m:?}");
+    assert_eq!(m.malformed, 0, "{m:?}");
+    assert_eq!(m.future_refused, 0, "{m:?}");
+    assert_eq!(m.worker_panics, 0, "{m:?}");
+    assert_eq!(node.failure(), None);
+    assert!(m.consumed >= total, "{m:?}");
+    // One writer with increasing versions: nothing is stale unless records were consumed twice.
+    assert!(m.stale_dropped == 0 || m.consumed > total, "{m:?}");
 
     node.shutdown();
 }

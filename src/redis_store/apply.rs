@@ -46,7 +46,10 @@ impl ScriptConn {
 
     /// Runs the apply script for `writes`. `Err` is a failure a retry may fix ([`is_transient`]:
     /// the connection, the server's state); the connection is dropped then, so the next call
-    /// starts afresh.
+    /// starts afresh. A cluster connection must be dropped too: after a master dies mid-pipeline
+    /// it keeps the dead socket (and may hold unread replies from the other masters), so it would
+    /// fail with the same error even once the master is back (tests/redis_cluster.rs,
+    /// `a_master_restarted_mid_drain_loses_nothing`); a new one finds the cluster from any seed.
     pub(crate) fn apply(&mut self, writes: &[VersionedWrite<'_>]) -> Result<CallReply> {
         let replies = match self.send(writes)? {
             // A restarted Redis forgets loaded scripts: reload once.

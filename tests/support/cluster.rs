@@ -1,13 +1,17 @@
 //! A throwaway Redis Cluster for one test: N masters and no replicas, each a `redis-server` with
-//! `--cluster-enabled yes` on a free loopback port in its own temporary directory (nothing persisted), joined
-//! with `redis-cli --cluster create` and waited on until every node serves the whole slot space.
+//! `--cluster-enabled yes` on a free loopback port in its own temporary directory, joined with
+//! `redis-cli --cluster create` and waited on until every node serves the whole slot space. By default
+//! nothing is persisted; [`RedisCluster::start_persistent`] gives every node an append-only file synced
+//! on every write, so a node killed and restarted ([`RedisCluster::restart_node`]) comes back with its data.
 //!
 //! Each node also needs a cluster-bus port. Redis' default (port + 10000) can run past 65535 for the high
 //! ports the OS hands out, or be taken, so every node gets its own free bus port (`--cluster-port`); a node
-//! that fails to bind either port exits and is started again on new ones.
+//! that fails to bind either port exits and is started again on new ones. A restart keeps both ports and
+//! the node's `nodes.conf` (its identity and the cluster it belongs to), so it rejoins as itself.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::server::ServerProcess;
@@ -28,8 +32,18 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts `masters` (at least 3, redis-cli's minimum) cluster-enabled `redis-server`s, forms a cluster
     /// of them with every slot assigned, and waits until each node reports `cluster_state:ok` and sees every
-    /// master connected. Panics with the nodes' logs if it does not come up.
+    /// master connected. Panics with the nodes' logs if it does not come up. Nothing is persisted.
     pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, false)
+    }
+
+    /// [`start`](Self::start) with every node keeping an append-only file in its directory, `fsync`ed
+    /// before each reply (`appendfsync always`): a write a node acknowledged survives its SIGKILL.
+    pub fn start_persistent(masters: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, true)
+    }
+
+    fn start_with(masters: usize, persistent: bool) -> RedisCluster {
         assert!(masters >= 3, "a redis cluster needs at least 3 masters");
         if let Err(e) = Command::new("redis-cli").arg("--version").output() {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -37,7 +51,7 @@ impl RedisCluster {
             }
             panic!("run redis-cli --version: {e}");
         }
-        let nodes = (0..masters).map(|_| start_node()).collect();
+        let nodes = (0..masters).map(|_| start_node(persistent)).collect();
         let cluster = RedisCluster { nodes };
         cluster.create();
         cluster.wait_formed();
@@ -84,6 +98,26 @@ impl RedisCluster {
         redis::cmd("DBSIZE")
             .query(&mut self.node_connection(port))
             .unwrap_or_else(|e| panic!("DBSIZE on 127.0.0.1:{port}: {e}"))
+    }
+
+    /// SIGKILL the node on `port` (a no-op when it is not running).
+    pub fn kill_node(&self, port: u16) {
+        self.node(port).kill();
+    }
+
+    /// Starts the node on `port` again (killing it first if it runs) on the same client and bus ports,
+    /// with its `nodes.conf` (and, for a persistent cluster, its data), and waits until every node is back
+    /// at `cluster_state:ok` with every master connected. Panics with the nodes' logs if it is not.
+    pub fn restart_node(&self, port: u16) {
+        self.node(port).restart();
+        self.wait_formed();
+    }
+
+    fn node(&self, port: u16) -> &ServerProcess {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}: {:?}", self.ports()))
     }
 
     /// SIGKILL every node.
@@ -146,22 +180,43 @@ impl Drop for RedisCluster {
     }
 }
 
-fn start_node() -> ServerProcess {
+/// The ports a node was last started on. A start on a new client port (the first, or a retry after a
+/// port turned out to be taken) takes a new bus port too and begins without an identity; a start on the
+/// same client port is a restart and keeps both.
+#[derive(Default)]
+struct NodePorts {
+    port: u16,
+    bus: u16,
+}
+
+fn start_node(persistent: bool) -> ServerProcess {
+    let ports = Arc::new(Mutex::new(NodePorts::default()));
     ServerProcess::start(
         "redis-server",
         "redis-server not found: run scripts/services.sh install".to_string(),
-        Box::new(|port: u16, dir: &Path| {
-            // A start that failed to bind may have left a node identity behind; begin afresh.
-            let _ = std::fs::remove_file(dir.join("nodes.conf"));
+        Box::new(move |port: u16, dir: &Path| {
+            let mut last = ports.lock().unwrap_or_else(|e| e.into_inner());
+            if last.port != port {
+                // A start that failed to bind may have left a node identity behind; begin afresh.
+                let _ = std::fs::remove_file(dir.join("nodes.conf"));
+                *last = NodePorts {
+                    port,
+                    bus: free_port(),
+                };
+            }
             let mut cmd = Command::new("redis-server");
             cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", "nodes.conf"])
                 .args(["--cluster-node-timeout", "5000"])
-                .args(["--cluster-port", &free_port().to_string()])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(dir);
+                .args(["--cluster-port", &last.bus.to_string()])
+                .args(["--save", ""]);
+            if persistent {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+            } else {
+                cmd.args(["--appendonly", "no"]);
+            }
+            cmd.args(["--daemonize", "no"]).arg("--dir").arg(dir);
             cmd
         }),
         Box::new(|port, pid| server_pid(port) == Some(pid)),

@@ -41,7 +41,7 @@ pub use events::{produce_events, produce_records, DoneWatcher, Outgoing};
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
-pub use redis_probe::{entry_field, entry_json, entry_key, RedisProbe};
+pub use redis_probe::{cluster_entries, entry_field, entry_json, entry_key, RedisProbe};
 pub use scrape::{assigned_partitions, http_get, parse_exposition, scrape};
 pub use stack::Stack;
 

@@ -1,12 +1,12 @@
 //! Reading cache entries straight from Redis, by the README's layout (default key prefix): one
-//! entry's field, its JSON value, and a [`RedisProbe`] that reads many keys and waits until Redis
-//! holds what a test expects.
+//! entry's field, its JSON value, a [`RedisProbe`] that reads many keys and waits until Redis
+//! holds what a test expects, and [`cluster_entries`] for many entries of a Redis Cluster.
 
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::Duration;
 
-use distcache::DEFAULT_KEY_PREFIX;
+use distcache::{Version, DEFAULT_KEY_PREFIX};
 
 use super::wait_until;
 
@@ -33,6 +33,39 @@ pub fn entry_field(
 pub fn entry_json(conn: &mut redis::Connection, ns: &str, key: &str) -> Option<String> {
     entry_field(conn, ns, key, "v")
         .map(|b| serde_json::from_slice(&b).expect("a JSON string value"))
+}
+
+/// The JSON-decoded string value (`v`) and the version (`ver`) of each entry of namespace `ns`, read
+/// through a Redis Cluster connection in one cluster pipeline (each `HMGET` goes to its key's master).
+/// `None` for a field that is absent; a version that does not parse is `None` too. `Err` when the
+/// cluster did not answer (a node down, `CLUSTERDOWN`).
+pub fn cluster_entries(
+    conn: &mut redis::cluster::ClusterConnection,
+    ns: &str,
+    keys: &[&str],
+) -> redis::RedisResult<Vec<(Option<String>, Option<Version>)>> {
+    let mut pipe = redis::cluster::cluster_pipe();
+    for key in keys {
+        pipe.cmd("HMGET")
+            .arg(entry_key(ns, key))
+            .arg("v")
+            .arg("ver");
+    }
+    let raw: Vec<(Option<Vec<u8>>, Option<String>)> = pipe.query(conn)?;
+    Ok(raw
+        .into_iter()
+        .map(|(v, ver)| {
+            let value = v.map(|bytes| {
+                serde_json::from_slice::<String>(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "value {:?} is not a JSON string: {e}",
+                        String::from_utf8_lossy(&bytes)
+                    )
+                })
+            });
+            (value, ver.as_deref().and_then(Version::from_hex))
+        })
+        .collect())
 }
 
 /// Reads cache entries straight from Redis, reconnecting after errors (Redis may be restarting).
