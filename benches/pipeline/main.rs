@@ -28,13 +28,15 @@
 //! `scripts/bench.sh pipeline` starts both services, runs this and stops them. Results are
 //! markdown tables on stdout; progress and logs go to stderr.
 //!
-//! One file per section: `raw.rs` (1), `latency.rs` (2), `drain.rs` (3); `kafka.rs` holds the
-//! plain rdkafka clients they share, `format.rs` the number formatting.
+//! One file per section: `raw.rs` (1), `latency.rs` (2), `drain.rs` (3), `load.rs` (`load`:
+//! propagation while other writers sustain a write rate; only when asked for, as
+//! `scripts/bench.sh propagation-load` does); `kafka.rs` holds the plain rdkafka clients they
+//! share, `format.rs` the number formatting.
 //!
 //! ```text
 //! cargo bench --bench pipeline -- [--n 50000] [--keys 10000] [--samples 1000] [--rounds 2]
-//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3]
-//!     [--dump latency.csv]
+//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3,load]
+//!     [--load-rate 10000] [--load-threads 64] [--dump latency.csv]
 //! ```
 
 use std::error::Error;
@@ -42,7 +44,7 @@ use std::future::Future;
 use std::io::{BufRead, BufReader, Write as _};
 use std::pin::pin;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -66,12 +68,14 @@ mod drain;
 mod format;
 mod kafka;
 mod latency;
+mod load;
 mod raw;
 
 use drain::*;
 use format::*;
 use kafka::*;
 use latency::*;
+use load::*;
 use raw::*;
 
 const PARTITIONS: i32 = 8;
@@ -97,8 +101,10 @@ struct Config {
     fetch_wait_ms: u64,
     /// State-node runs per batch size (the fastest is shown).
     rounds: usize,
-    /// Which of the three parts to run (all by default).
+    /// Which of the three parts to run (all by default), and [`LOAD_SECTION`] (`load`) on request.
     sections: Vec<u8>,
+    /// Propagation under load (`--sections load`): the background writers' target rate and threads.
+    load: LoadConfig,
     /// Where to write every latency sample as CSV (`max_wait_ms,path,index,latency_us`).
     dump: Option<String>,
     /// Where to write the headline figures as `name=value` lines (scripts/bench.sh puts the brokers' side by
@@ -113,7 +119,7 @@ struct Config {
 fn usage() -> ! {
     eprintln!(
         "usage: pipeline [--n N] [--keys K] [--value-bytes B] [--batches 1,16,128,1024] \
-         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3] [--dump CSV] [--summary FILE]\n\
+         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,load] [--load-rate W] [--load-threads T] [--dump CSV] [--summary FILE]\n\
          env: DISTCACHE_BROKERS=host:port DISTCACHE_REDIS_URL=redis://host:port/ \
          DISTCACHE_BROKER_NAME=name"
     );
@@ -144,6 +150,7 @@ fn parse_args(args: &[String]) -> Config {
         fetch_wait_ms: 5,
         rounds: 2,
         sections: vec![1, 2, 3],
+        load: LoadConfig::default(),
         dump: None,
         summary: None,
         broker_name: std::env::var("DISTCACHE_BROKER_NAME")
@@ -169,13 +176,18 @@ fn parse_args(args: &[String]) -> Config {
             "--samples" => c.samples = num(&mut it).max(1),
             "--rounds" => c.rounds = num(&mut it).max(1),
             "--diag-samples" => c.diag_samples = num(&mut it),
+            "--load-rate" => c.load.rate = num(&mut it).max(1),
+            "--load-threads" => c.load.threads = num(&mut it).max(1),
             "--dump" => c.dump = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--summary" => c.summary = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--sections" => {
                 let list = it.next().unwrap_or_else(|| usage());
                 c.sections = list
                     .split(',')
-                    .map(|s| s.trim().parse().unwrap_or_else(|_| usage()))
+                    .map(|s| match s.trim() {
+                        "load" => LOAD_SECTION,
+                        s => s.parse().unwrap_or_else(|_| usage()),
+                    })
                     .collect();
             }
             "--batches" => {
@@ -207,7 +219,7 @@ fn main() {
         return;
     }
     let result = if args.first().map(String::as_str) == Some("--role") {
-        listener_role(&args[1..])
+        role(&args[1..])
     } else {
         run_all(parse_args(&args))
     };
@@ -268,6 +280,12 @@ fn run_all(c: Config) -> R<()> {
         if let Some(path) = &c.dump {
             dump_latency(path, &lat)?;
         }
+    }
+    if c.sections.contains(&LOAD_SECTION) {
+        progress("load: propagation under load");
+        let run = propagation_load(&c)?;
+        print_load(&c, &run);
+        summary.extend(load_summary(&run));
     }
     if c.sections.contains(&3) {
         progress("3/3 state-node throughput");
