@@ -94,7 +94,6 @@ pub(super) struct Phase {
     pub(super) distcache: Path,
     /// Share of all cores busy during the phase (from /proc/stat), percent.
     pub(super) machine_busy: Option<f64>,
-    pub(super) elapsed: Duration,
     /// Sampling stopped early (after [`MAX_MISSES`] misses).
     pub(super) cut_short: bool,
 }
@@ -120,15 +119,17 @@ pub(super) struct LoadRun {
     pub(super) drained_after: Option<Duration>,
     /// B's listener's p50 `propagation_us` over the whole run (bucket bound, as text).
     pub(super) b_listener: String,
+    /// From the writer's counters before the first kept round under load to after the last.
+    pub(super) window: Duration,
 }
 
 impl LoadRun {
     pub(super) fn achieved_rate(&self) -> f64 {
-        self.window_acked as f64 / self.loaded.elapsed.as_secs_f64().max(1e-9)
+        self.window_acked as f64 / self.window.as_secs_f64().max(1e-9)
     }
 
     pub(super) fn applied_rate(&self) -> f64 {
-        self.window_applied as f64 / self.loaded.elapsed.as_secs_f64().max(1e-9)
+        self.window_applied as f64 / self.window.as_secs_f64().max(1e-9)
     }
 }
 
@@ -171,7 +172,7 @@ impl Probe<'_> {
         self.round += 1;
         let i = self.round;
         for step in 0..2 {
-            if (i + step) % 2 == 0 {
+            if (i + step).is_multiple_of(2) {
                 let seen = self.one_hop()?;
                 if keep {
                     match seen {
@@ -236,8 +237,8 @@ impl Probe<'_> {
         }
     }
 
-    /// `WARMUP` discarded rounds, then `samples` kept ones; `during` runs between rounds (at
-    /// most every [`PROGRESS_EVERY`]) for progress lines.
+    /// `WARMUP` discarded rounds, then `samples` kept ones. `during(0)` runs right before the
+    /// first kept round, `during(rounds done)` between rounds at most every [`PROGRESS_EVERY`].
     fn phase(
         &mut self,
         samples: usize,
@@ -248,9 +249,9 @@ impl Probe<'_> {
         for _ in 0..WARMUP {
             self.round(&mut phase, false)?;
         }
+        during(0)?;
         let cpu = cpu_jiffies();
-        let t0 = Instant::now();
-        let mut last_progress = t0;
+        let mut last_progress = Instant::now();
         for n in 0..samples {
             self.round(&mut phase, true)?;
             if phase.one_hop.misses + phase.distcache.misses >= MAX_MISSES {
@@ -266,7 +267,6 @@ impl Probe<'_> {
                 during(n + 1)?;
             }
         }
-        phase.elapsed = t0.elapsed();
         phase.machine_busy = busy_percent(cpu, cpu_jiffies());
         Ok(phase)
     }
@@ -418,7 +418,9 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         c.samples
     ));
     let idle = probe.phase(c.samples, "idle", |n| {
-        progress(format!("  idle: {n}/{} rounds", c.samples));
+        if n > 0 {
+            progress(format!("  idle: {n}/{} rounds", c.samples));
+        }
         Ok(())
     })?;
 
@@ -433,28 +435,35 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         "  load running for {:?}: {} writes acknowledged so far",
         LOAD_SETTLE, settle_mark.acked
     ));
-    let before = node.metrics();
-    let start = writer.mark()?;
-    let mut last = start;
+    // The window: the writer's and the state node's counters right before the first kept
+    // round and right after the last.
+    let mut window_start = None;
     let loaded = {
         let samples = c.samples;
-        let w = &mut writer;
+        let (w, node) = (&mut writer, &node);
+        let mut last: Option<WriterMark> = None;
         probe.phase(samples, "under load", |n| {
             let now = w.mark()?;
-            let secs = (now.at - last.at).as_secs_f64().max(1e-9);
-            progress(format!(
-                "  under load: {n}/{samples} rounds, writes at {} /s ({} failed, {} slots skipped so far)",
-                thousands((now.acked - last.acked) as f64 / secs),
-                now.failed - start.failed,
-                now.skipped - start.skipped,
-            ));
-            last = now;
+            if n == 0 {
+                window_start = Some((now, node.metrics()));
+            } else if let (Some(prev), Some((start, _))) = (last, &window_start) {
+                let secs = (now.at - prev.at).as_secs_f64().max(1e-9);
+                progress(format!(
+                    "  under load: {n}/{samples} rounds, writes at {} /s ({} failed, {} slots \
+                     skipped so far)",
+                    thousands((now.acked - prev.acked) as f64 / secs),
+                    now.failed - start.failed,
+                    now.skipped - start.skipped,
+                ));
+            }
+            last = Some(now);
             Ok(())
         })?
     };
     let end = writer.mark()?;
     let after = node.metrics();
     let stopped = writer.finish()?;
+    let (start, before) = window_start.ok_or("the sampling under load never started")?;
 
     // Everything produced to set-del so far: the backlog before, A's probe writes, the writer's
     // acknowledged writes. Failed writes may have reached the broker or not; they are not
@@ -478,8 +487,7 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
     probe.raw.stop()?;
     node.shutdown();
 
-    let window = loaded.elapsed;
-    let mut run = LoadRun {
+    let run = LoadRun {
         load: c.load.clone(),
         idle,
         loaded,
@@ -494,9 +502,8 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         backlog_at_stop: expected as i64 - at_stop as i64,
         drained_after: drained,
         b_listener,
+        window: end.at - start.at,
     };
-    // The window is the phase's sampling time; the marks bracket it within a round trip.
-    run.loaded.elapsed = window.max(end.at - start.at);
     progress(format!(
         "  under load: {} writes/s achieved, state node applied {} /s",
         thousands(run.achieved_rate()),
@@ -708,9 +715,7 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
         c.value_bytes,
         LOAD_SETTLE.as_secs()
     );
-    println!(
-        "| phase | path | samples | misses | p50 ms | p90 ms | p99 ms | max ms | mean ms |"
-    );
+    println!("| phase | path | samples | misses | p50 ms | p90 ms | p99 ms | max ms | mean ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let achieved = format!(
         "under load ({} writes/s achieved)",
@@ -777,11 +782,16 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
     }
     println!();
 
-    let window = r.loaded.elapsed.as_secs_f64();
+    let window = r.window.as_secs_f64();
     println!("| the load during the sampling window under load | value |");
     println!("|---|---:|");
-    println!("| window (first to last kept round) | {window:.2} s |");
-    println!("| target write rate | {} /s |", thousands(r.load.rate as f64));
+    println!(
+        "| window: the writer's and the state node's counters read right before the first kept round and right after the last | {window:.2} s |"
+    );
+    println!(
+        "| target write rate | {} /s |",
+        thousands(r.load.rate as f64)
+    );
     println!(
         "| **achieved write rate** (writer's acknowledged `set_with_sync` ÷ window) | {} /s |",
         thousands(r.achieved_rate())
@@ -818,7 +828,10 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
     println!(
         "| … settled all of them after | {} |",
         r.drained_after
-            .map_or("not within 30 s".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+            .map_or("not within 30 s".into(), |d| format!(
+                "{:.0} ms",
+                d.as_secs_f64() * 1000.0
+            ))
     );
     println!(
         "| machine CPU, idle phase / under load (/proc/stat, everything on it) | {} / {} |",
