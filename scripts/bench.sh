@@ -13,7 +13,7 @@
 #                      10k set_with_sync/s through a real core node, against the raw one hop measured idle
 #                      first and under the same load, as ratios; the achieved write rate and the state
 #                      node's applied count (benches/pipeline/ --sections load, on each broker in turn,
-#                      Apache Kafka only by default; ~1 minute per broker)
+#                      Apache Kafka only by default; ~2 minutes per broker)
 #   (none)   every section below, in order
 # Environment:
 #   BENCH_NO_RUN=1   do not run cargo bench; print tables from the results already in target/criterion
@@ -22,7 +22,7 @@
 #   PIPELINE_BROKERS     which brokers the pipeline section measures, in order (default "apache tansu")
 #   FAILOVER_BENCH_ARGS  extra arguments for benches/failover.rs, e.g. "--rounds 5 --session-timeout-ms 6000"
 #   FAILOVER_BROKERS     which brokers the failover section measures, in order (default "apache tansu")
-#   LOAD_BENCH_ARGS      extra arguments for propagation-load, e.g. "--samples 500 --load-rate 20000 --load-threads 96"
+#   LOAD_BENCH_ARGS      extra arguments for propagation-load, e.g. "--samples 500 --load-rate 20000 --load-threads 512 --load-warmup-s 30"
 #   LOAD_BROKERS         which brokers propagation-load measures, in order (default PIPELINE_BROKERS, else "apache")
 #
 # Each section is one function `section_<name>` that runs its bench and prints its tables with

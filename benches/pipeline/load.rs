@@ -31,9 +31,9 @@ const MISS_AFTER: Duration = Duration::from_secs(10);
 const MAX_MISSES: usize = 20;
 /// Write slots more than this overdue are skipped (counted) instead of written in a burst.
 const MAX_BEHIND: Duration = Duration::from_millis(100);
-/// How long the load runs before the warm-up rounds, so the state node and the broker are at
-/// their steady state.
-const LOAD_SETTLE: Duration = Duration::from_secs(2);
+/// How long the load runs before the warm-up rounds under load, so the state node and the broker
+/// are at their steady state.
+const LOAD_SETTLE: Duration = Duration::from_secs(3);
 /// How often progress (with the write rate so far) is printed while sampling.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
@@ -43,16 +43,21 @@ pub(super) struct LoadConfig {
     /// Target writes per second of the writer process.
     pub(super) rate: usize,
     /// Writer threads. Each blocks in `set_with_sync` until the broker acknowledges, so the
-    /// achievable rate is at most threads ÷ acknowledgement latency (64 threads: 10k/s up to a
-    /// 6.4 ms acknowledgement).
+    /// achievable rate is at most threads ÷ acknowledgement latency (256 threads: 10k/s up to a
+    /// 25.6 ms acknowledgement; 64 threads fell short on this machine at ~10 ms).
     pub(super) threads: usize,
+    /// Seconds of load before anything is measured: a fresh JVM broker compiles its produce and
+    /// fetch paths under load (seen here: ~1k acknowledged writes/s in the first 10 s, ~6k/s
+    /// after), which would slow the idle baseline and the first loaded samples alike.
+    pub(super) warmup_secs: u64,
 }
 
 impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
             rate: 10_000,
-            threads: 64,
+            threads: 256,
+            warmup_secs: 20,
         }
     }
 }
@@ -121,6 +126,62 @@ pub(super) struct LoadRun {
     pub(super) b_listener: String,
     /// From the writer's counters before the first kept round under load to after the last.
     pub(super) window: Duration,
+    pub(super) warmup: Warmup,
+}
+
+/// The broker warm-up before the idle phase.
+pub(super) struct Warmup {
+    /// Acknowledged writes per second over the warm-up's last seconds.
+    pub(super) last_rate: f64,
+    /// How long the state node then took to settle everything (`None`: not within 60 s).
+    pub(super) drained_after: Option<Duration>,
+}
+
+/// Runs the load for `warmup_secs` (progress every 5 s), pauses it, and waits until the state node
+/// settled all of it, so the idle phase starts idle.
+fn warm_up(c: &Config, writer: &mut Writer, node: &StateNode, backlog: u64) -> R<Warmup> {
+    let secs = c.load.warmup_secs;
+    if secs == 0 {
+        return Ok(Warmup {
+            last_rate: 0.0,
+            drained_after: Some(Duration::ZERO),
+        });
+    }
+    progress(format!(
+        "  warming the broker up: the writers at {} writes/s for {secs} s",
+        thousands(c.load.rate as f64)
+    ));
+    writer.start(c.load.rate)?;
+    let started = Instant::now();
+    let mut last = writer.mark()?;
+    let mut last_rate = 0.0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        thread::sleep(Duration::from_secs(5).min(Duration::from_secs(secs) - started.elapsed()));
+        let now = writer.mark()?;
+        last_rate = (now.acked - last.acked) as f64 / (now.at - last.at).as_secs_f64().max(1e-9);
+        progress(format!(
+            "  warm-up: {:.0}/{secs} s, writes at {} /s",
+            started.elapsed().as_secs_f64(),
+            thousands(last_rate)
+        ));
+        last = now;
+    }
+    let paused = writer.pause()?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(60);
+    let drained_after = loop {
+        if settled(&node.metrics()) >= backlog + paused.acked {
+            break Some(t0.elapsed());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Ok(Warmup {
+        last_rate,
+        drained_after,
+    })
 }
 
 impl LoadRun {
@@ -348,6 +409,12 @@ impl Writer {
         parse_mark(&reply)
     }
 
+    /// Stops the writers (joined); the counters then.
+    fn pause(&mut self) -> R<WriterMark> {
+        let reply = self.request("pause")?;
+        parse_mark(&reply)
+    }
+
     /// Stops the writers (joined) and the process; its final counters.
     fn finish(mut self) -> R<WriterMark> {
         let reply = self.request("quit")?;
@@ -412,6 +479,8 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         writes: 0,
         round: 0,
     };
+
+    let warmup = warm_up(c, &mut writer, &node, backlog)?;
 
     progress(format!(
         "  idle: {WARMUP} warm-up + {} rounds (raw one hop, distcache)",
@@ -502,6 +571,7 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         backlog_at_stop: expected as i64 - at_stop as i64,
         drained_after: drained,
         b_listener,
+        warmup,
         window: end.at - start.at,
     };
     progress(format!(
@@ -522,8 +592,8 @@ pub(super) fn role(args: &[String]) -> R<()> {
 
 /// `--role writer NS PREFIX VALUE_BYTES KEYS THREADS`: the load. Builds one core node, prints
 /// `READY`; then reads commands: `start RATE` (threads begin paced `set_with_sync` writes of keys
-/// `load-<n % KEYS>`, replies `STARTED`), `mark` (replies `ACKED FAILED SKIPPED ACKED_US`), `quit` (stops and
-/// joins the threads, replies the final counters, exits).
+/// `load-<n % KEYS>`, replies `STARTED`), `mark` (replies `ACKED FAILED SKIPPED ACKED_US`, cumulative), `pause`
+/// (stops and joins the threads, replies the counters), `quit` (the same, then exits).
 pub(super) fn writer_role(args: &[String]) -> R<()> {
     let [ns, prefix, value_bytes, keys, threads] = args else {
         return Err("usage: --role writer NAMESPACE PREFIX VALUE_BYTES KEYS THREADS".into());
@@ -555,7 +625,7 @@ pub(super) fn writer_role(args: &[String]) -> R<()> {
     };
     for line in std::io::stdin().lock().lines() {
         let line = line?;
-        if let Some(rate) = line.strip_prefix("start ") {
+        if let (Some(rate), true) = (line.strip_prefix("start "), handles.is_empty()) {
             let schedule = Arc::new(Schedule {
                 t0: Instant::now(),
                 rate: rate.parse::<f64>()?.max(1.0),
@@ -575,14 +645,17 @@ pub(super) fn writer_role(args: &[String]) -> R<()> {
             writeln!(out, "STARTED")?;
         } else if line == "mark" {
             writeln!(out, "{}", reply(&counters))?;
-        } else if line == "quit" {
+        } else if line == "pause" || line == "quit" {
             stop.store(true, Ordering::Relaxed);
             for h in handles.drain(..) {
                 h.join().map_err(|_| "writer thread panicked")?;
             }
+            stop.store(false, Ordering::Relaxed);
             writeln!(out, "{}", reply(&counters))?;
             out.flush()?;
-            break;
+            if line == "quit" {
+                break;
+            }
         } else {
             writeln!(out, "unknown command {line:?}")?;
         }
@@ -702,7 +775,8 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
          process (`--role writer`: one `DistributedCache`, same namespace, {} threads each \
          blocking in `set_with_sync`) paced to a target of {} writes/s over {} keys `load-<n>` \
          (disjoint from the probe's `p<i>`, ~{}-byte values), started {} s before the warm-up \
-         rounds; the state node applies those writes to Redis and B's listener applies their \
+         rounds; before the idle phase the same load ran for {} s (a fresh broker's JIT \
+         warm-up) and was paused until the state node had settled all of it. The state node applies those writes to Redis and B's listener applies their \
          done events. A sample not seen within 10 s is a miss: counted, ranked above every \
          seen sample (a percentile that lands on one reads \"miss\"), never dropped. \
          Percentiles exact (nearest rank); mean over seen samples.\n",
@@ -713,7 +787,8 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
         thousands(r.load.rate as f64),
         thousands(c.keys as f64),
         c.value_bytes,
-        LOAD_SETTLE.as_secs()
+        LOAD_SETTLE.as_secs(),
+        r.load.warmup_secs
     );
     println!("| phase | path | samples | misses | p50 ms | p90 ms | p99 ms | max ms | mean ms |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -829,6 +904,20 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
         "| … settled all of them after | {} |",
         r.drained_after
             .map_or("not within 30 s".into(), |d| format!(
+                "{:.0} ms",
+                d.as_secs_f64() * 1000.0
+            ))
+    );
+    println!(
+        "| broker warm-up before the idle phase: {} s of the same load; its last rate | {} /s |",
+        r.load.warmup_secs,
+        thousands(r.warmup.last_rate)
+    );
+    println!(
+        "| … then paused; the state node had settled all of its writes after (the idle phase began then) | {} |",
+        r.warmup
+            .drained_after
+            .map_or("not within 60 s".into(), |d| format!(
                 "{:.0} ms",
                 d.as_secs_f64() * 1000.0
             ))

@@ -36,7 +36,7 @@
 //! ```text
 //! cargo bench --bench pipeline -- [--n 50000] [--keys 10000] [--samples 1000] [--rounds 2]
 //!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3,load]
-//!     [--load-rate 10000] [--load-threads 64] [--dump latency.csv]
+//!     [--load-rate 10000] [--load-threads 256] [--load-warmup-s 20] [--dump latency.csv]
 //! ```
 
 use std::error::Error;
@@ -119,7 +119,7 @@ struct Config {
 fn usage() -> ! {
     eprintln!(
         "usage: pipeline [--n N] [--keys K] [--value-bytes B] [--batches 1,16,128,1024] \
-         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,load] [--load-rate W] [--load-threads T] [--dump CSV] [--summary FILE]\n\
+         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,load] [--load-rate W] [--load-threads T] [--load-warmup-s S] [--dump CSV] [--summary FILE]\n\
          env: DISTCACHE_BROKERS=host:port DISTCACHE_REDIS_URL=redis://host:port/ \
          DISTCACHE_BROKER_NAME=name"
     );
@@ -178,6 +178,7 @@ fn parse_args(args: &[String]) -> Config {
             "--diag-samples" => c.diag_samples = num(&mut it),
             "--load-rate" => c.load.rate = num(&mut it).max(1),
             "--load-threads" => c.load.threads = num(&mut it).max(1),
+            "--load-warmup-s" => c.load.warmup_secs = num(&mut it) as u64,
             "--dump" => c.dump = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--summary" => c.summary = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--sections" => {
