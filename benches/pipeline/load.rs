@@ -776,8 +776,8 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
          blocking in `set_with_sync`) paced to a target of {} writes/s over {} keys `load-<n>` \
          (disjoint from the probe's `p<i>`, ~{}-byte values), started {} s before the warm-up \
          rounds; before the idle phase the same load ran for {} s (a fresh broker's JIT \
-         warm-up) and was paused until the state node had settled all of it. The state node applies those writes to Redis and B's listener applies their \
-         done events. A sample not seen within 10 s is a miss: counted, ranked above every \
+         warm-up) and was paused until the state node had settled all of it. The state node \
+         applies those writes to Redis and B's listener applies their done events. A sample not seen within 10 s is a miss: counted, ranked above every \
          seen sample (a percentile that lands on one reads \"miss\"), never dropped. \
          Percentiles exact (nearest rank); mean over seen samples.\n",
         c.samples,
