@@ -99,6 +99,8 @@ pub(super) struct Phase {
     pub(super) distcache: Path,
     /// Share of all cores busy during the phase (from /proc/stat), percent.
     pub(super) machine_busy: Option<f64>,
+    /// CPU of each of our processes during the phase, percent of one core (Linux).
+    pub(super) processes: Vec<(&'static str, Option<f64>)>,
     /// Sampling stopped early (after [`MAX_MISSES`] misses).
     pub(super) cut_short: bool,
 }
@@ -211,6 +213,18 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
     Some((total - f[3] - f[4], total))
 }
 
+/// CPU time of process `pid` so far (user + system), in clock ticks (Linux).
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second of /proc's CPU times: `USER_HZ`, 100 on every Linux this runs on.
+const TICKS_PER_SEC: f64 = 100.0;
+
 fn busy_percent(from: Option<(u64, u64)>, to: Option<(u64, u64)>) -> Option<f64> {
     let ((b0, t0), (b1, t1)) = (from?, to?);
     (t1 > t0).then(|| (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64)
@@ -224,6 +238,8 @@ struct Probe<'a> {
     raw: RawPaths,
     writes: u64,
     round: usize,
+    /// Processes whose CPU each phase reports: (what it runs, pid).
+    pids: Vec<(&'static str, u32)>,
 }
 
 impl Probe<'_> {
@@ -312,7 +328,13 @@ impl Probe<'_> {
         }
         during(0)?;
         let cpu = cpu_jiffies();
-        let mut last_progress = Instant::now();
+        let ticks: Vec<Option<u64>> = self
+            .pids
+            .iter()
+            .map(|&(_, pid)| process_ticks(pid))
+            .collect();
+        let t0 = Instant::now();
+        let mut last_progress = t0;
         for n in 0..samples {
             self.round(&mut phase, true)?;
             if phase.one_hop.misses + phase.distcache.misses >= MAX_MISSES {
@@ -329,6 +351,18 @@ impl Probe<'_> {
             }
         }
         phase.machine_busy = busy_percent(cpu, cpu_jiffies());
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        phase.processes = self
+            .pids
+            .iter()
+            .zip(ticks)
+            .map(|(&(name, pid), before)| {
+                let used = process_ticks(pid)
+                    .zip(before)
+                    .and_then(|(a, b)| a.checked_sub(b));
+                (name, used.map(|t| t as f64 / TICKS_PER_SEC / secs * 100.0))
+            })
+            .collect();
         Ok(phase)
     }
 }
@@ -478,7 +512,16 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         raw,
         writes: 0,
         round: 0,
+        pids: Vec::new(),
     };
+    probe.pids = vec![
+        (
+            "this process: A, the state node, the raw clients",
+            std::process::id(),
+        ),
+        ("B (`--role listener`)", probe.b.child.id()),
+        ("the writers (`--role writer`)", writer.child.id()),
+    ];
 
     let warmup = warm_up(c, &mut writer, &node, backlog)?;
 
@@ -927,6 +970,19 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
         busy(&r.idle),
         busy(&r.loaded)
     );
+    for (i, (name, _)) in r.loaded.processes.iter().enumerate() {
+        let cell = |p: &Phase| {
+            p.processes
+                .get(i)
+                .and_then(|&(_, busy)| busy)
+                .map_or("n/a".into(), |b| format!("{b:.0} %"))
+        };
+        println!(
+            "| CPU of {name}, idle phase / under load (% of one core, /proc) | {} / {} |",
+            cell(&r.idle),
+            cell(&r.loaded)
+        );
+    }
     println!();
     println!(
         "- B's listener: p50 `propagation_us` over the whole run {} (its own metric, bucket bound).",
