@@ -133,6 +133,7 @@ rows = [
     ("achieved write rate (writes/s)", "load_achieved_rate"),
     ("state node applied (events/s)", "load_applied_rate"),
     ("load writes failed", "load_failed"),
+    ("writers' mean set_with_sync → broker ack (ms)", "load_writer_ack_ms"),
     ("idle raw one hop p50 (ms)", "idle_one_hop_p50_ms"),
     ("idle raw one hop p99 (ms)", "idle_one_hop_p99_ms"),
     ("raw one hop under load p50 (ms)", "load_one_hop_p50_ms"),
