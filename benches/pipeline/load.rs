@@ -723,8 +723,8 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
         println!(
             "- **The target rate was not reached** ({} of {} writes/s): with {} writer threads \
              at a mean {:.2} ms per acknowledged write the writers could do at most {} /s; \
-             under load {}. More threads (`--load-threads`) help only if the machine has \
-             cores to spare.",
+             under load {}. More threads (`--load-threads`) raise that bound only while the \
+             acknowledgement time does not grow with them.",
             thousands(r.achieved_rate()),
             thousands(r.load.rate as f64),
             r.load.threads,
