@@ -14,25 +14,34 @@
 #                    (redis-benchmark running the state node's apply script) in the same run, and CPU
 #                    µs per event of the state node, redis-server and the broker next to the raw
 #                    client-side cost (benches/pipeline/capacity.rs, ~1 minute per broker)
+#            propagation-load  A → B propagation (p50/p90/p99/max, misses) while a writer process sustains
+#                      10k set_with_sync/s through a real core node, against the raw one hop measured idle
+#                      first and under the same load, as ratios; the achieved write rate and the state
+#                      node's applied count (benches/pipeline/ --sections load, on each broker in turn,
+#                      Apache Kafka only by default; ~2 minutes per broker)
 #   (none)   every section below, in order
 # Environment:
 #   BENCH_NO_RUN=1   do not run cargo bench; print tables from the results already in target/criterion
 #                    (pipeline: the tables of its last run, kept in target/bench-pipeline.md)
 #   PIPELINE_BENCH_ARGS  extra arguments for benches/pipeline/, e.g. "--n 20000 --samples 500"
 #   PIPELINE_BROKERS     which brokers the pipeline section measures, in order (default "apache tansu")
-#   DRAIN_BENCH_ARGS     arguments for the drain section (default "--n 100000 --rounds 2")
+#   DRAIN_BENCH_ARGS     arguments for the drain section (default "--n 100000 --rounds 3"; add
+#                        "--node-args --trace,--threads=8" to run the node with other flags)
 #   DRAIN_BROKERS        which brokers the drain section measures, in order (default "apache")
 #   FAILOVER_BENCH_ARGS  extra arguments for benches/failover.rs, e.g. "--rounds 5 --session-timeout-ms 6000"
 #   FAILOVER_BROKERS     which brokers the failover section measures, in order (default "apache tansu")
+#   LOAD_BENCH_ARGS      extra arguments for propagation-load, e.g. "--samples 500 --load-rate 20000 --load-threads 512 --load-warmup-s 30"
+#   LOAD_BROKERS         which brokers propagation-load measures, in order (default PIPELINE_BROKERS, else "apache")
 #
 # Each section is one function `section_<name>` that runs its bench and prints its tables with
-# `criterion_table`; add a section by adding a function and its name to SECTIONS.
+# `criterion_table`; add a section by adding a function and its name to SECTIONS (a `-` in the name is a `_` in
+# the function's).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/progress.sh
 source scripts/progress.sh
 
-SECTIONS=(local pipeline drain failover)
+SECTIONS=(local pipeline drain failover propagation-load)
 CRITERION_DIR=target/criterion
 # Results older than this run are left out of the tables (unless BENCH_NO_RUN=1), so a bench
 # that was renamed or removed does not linger in them.
@@ -118,8 +127,8 @@ section_pipeline() {
 # the state-node binary, on each broker of DRAIN_BROKERS. A copy goes to target/bench-drain.md.
 section_drain() {
   local args=()
-  read -r -a args <<<"${DRAIN_BENCH_ARGS:---n 100000 --rounds 2}"
-  BENCH_TAG=drain brokers_section pipeline "${DRAIN_BROKERS:-apache}" drain_side_by_side --sections drain "${args[@]}"
+  read -r -a args <<<"${DRAIN_BENCH_ARGS:---n 100000 --rounds 3}"
+  brokers_section pipeline:drain "${DRAIN_BROKERS:-apache}" drain_side_by_side --sections drain "${args[@]}"
 }
 
 # section_cost: the cost table comes from the same run as the drain.
@@ -148,6 +157,57 @@ PY
   )" "$@"
 }
 
+# section_propagation_load: benches/pipeline/'s `load` section on each broker in LOAD_BROKERS (started by
+# bench_on), then the brokers side by side. A copy goes to target/bench-propagation-load.md.
+section_propagation_load() {
+  local args=()
+  read -r -a args <<<"${LOAD_BENCH_ARGS:-}"
+  brokers_section pipeline:propagation-load "${LOAD_BROKERS:-${PIPELINE_BROKERS:-apache}}" \
+    propagation_load_side_by_side --sections load "${args[@]}"
+}
+
+# propagation_load_side_by_side BROKER=SUMMARY...: the load run's headline figures, one column per broker.
+propagation_load_side_by_side() {
+  side_by_side "$(
+    cat <<'PY'
+rows = [
+    ("target write rate (writes/s)", "load_target_rate"),
+    ("achieved write rate (writes/s)", "load_achieved_rate"),
+    ("state node applied (events/s)", "load_applied_rate"),
+    ("load writes failed", "load_failed"),
+    ("writers' mean set_with_sync → broker ack (ms)", "load_writer_ack_ms"),
+    ("idle raw one hop p50 (ms)", "idle_one_hop_p50_ms"),
+    ("idle raw one hop p99 (ms)", "idle_one_hop_p99_ms"),
+    ("raw one hop under load p50 (ms)", "load_one_hop_p50_ms"),
+    ("raw one hop under load p99 (ms)", "load_one_hop_p99_ms"),
+    ("distcache A → B under load p50 (ms)", "load_distcache_p50_ms"),
+    ("distcache A → B under load p99 (ms)", "load_distcache_p99_ms"),
+    ("distcache A → B misses under load", "load_distcache_misses"),
+    ("distcache under load ÷ idle raw one hop, p50", "load_ratio_idle_hop_p50"),
+    ("distcache under load ÷ idle raw one hop, p99 (goal ≤ 3×)", "load_ratio_idle_hop_p99"),
+    ("distcache under load ÷ raw one hop under load, p50", "load_ratio_loaded_hop_p50"),
+    ("distcache under load ÷ raw one hop under load, p99", "load_ratio_loaded_hop_p99"),
+]
+def cell(f, key):
+    if key not in f:
+        return "n/a"
+    v = f[key]
+    if v == float("inf"):
+        return "miss"
+    if "ratio" in key:
+        return f"{v:.2f}×"
+    return f"{v:,.0f}" if v >= 1000 or "rate" in key or key.endswith(("failed", "misses")) else f"{v:.2f}"
+print("## Propagation under load, brokers side by side (each column is its own run; ratios within it)")
+print()
+print("| figure | " + " | ".join(t for t, _ in runs) + " |")
+print("|---|" + "---:|" * len(runs))
+for label, key in rows:
+    print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
+print()
+PY
+  )" "$@"
+}
+
 broker_title() {
   case $1 in
   apache) echo "Apache Kafka" ;;
@@ -156,17 +216,17 @@ broker_title() {
   esac
 }
 
-# brokers_section BENCH BROKERS SIDE_BY_SIDE ARGS...: runs benches/BENCH.rs once per broker of the
+# brokers_section BENCH[:NAME] BROKERS SIDE_BY_SIDE ARGS...: runs benches/BENCH.rs once per broker of the
 # space-separated BROKERS (apache, tansu) with ARGS, then SIDE_BY_SIDE BROKER=SUMMARY... prints the brokers'
-# headline figures in one table. Everything printed is kept in target/bench-TAG.md (TAG: $BENCH_TAG, else
-# BENCH), which BENCH_NO_RUN=1 prints again.
+# headline figures in one table. Everything printed is kept in target/bench-NAME.md (NAME: the section, BENCH
+# when not given), which BENCH_NO_RUN=1 prints again.
 brokers_section() {
-  local bench=$1 brokers_list=$2 side_by_side=$3 tag=${BENCH_TAG:-$1} brokers=() broker summaries=()
-  local out="target/bench-$tag.md"
+  local bench=${1%%:*} name=${1#*:} brokers_list=$2 side_by_side=$3 brokers=() broker summaries=()
+  local out="target/bench-$name.md"
   shift 3
   if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
     if [[ ! -f $out ]]; then
-      echo "no $out yet: run scripts/bench.sh $bench" >&2
+      echo "no $out yet: run scripts/bench.sh $name" >&2
       exit 1
     fi
     cat "$out"
@@ -186,9 +246,9 @@ brokers_section() {
   local i=0
   for broker in "${brokers[@]}"; do
     i=$((i + 1))
-    echo "   $bench: broker $i/${#brokers[@]}, $(broker_title "$broker")  ($(elapsed) in)" >&2
-    bench_on "$bench" "$broker" "target/bench-$tag-$broker.summary" "$@" | tee -a "$out.tmp"
-    summaries+=("$broker=target/bench-$tag-$broker.summary")
+    echo "   $name: broker $i/${#brokers[@]}, $(broker_title "$broker")  ($(elapsed) in)" >&2
+    bench_on "$bench" "$broker" "target/bench-$name-$broker.summary" "$@" | tee -a "$out.tmp"
+    summaries+=("$broker=target/bench-$name-$broker.summary")
   done
   "$side_by_side" "${summaries[@]}" | tee -a "$out.tmp"
   mv -f "$out.tmp" "$out"
@@ -334,7 +394,7 @@ main() {
     sections=("${SECTIONS[@]}")
   fi
   for section in "${sections[@]}"; do
-    if ! declare -F "section_$section" >/dev/null; then
+    if ! declare -F "section_${section//-/_}" >/dev/null; then
       echo "unknown section '$section'; known: ${SECTIONS[*]}" >&2
       exit 2
     fi
@@ -345,7 +405,7 @@ main() {
   for section in "${sections[@]}"; do
     i=$((i + 1))
     step "$i" "${#sections[@]}" "bench.sh: section $section"
-    "section_$section"
+    "section_${section//-/_}"
   done
   echo "bench.sh: done in $(elapsed)" >&2
 }

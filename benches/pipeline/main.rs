@@ -28,12 +28,15 @@
 //! `scripts/bench.sh pipeline` starts both services, runs this and stops them. Results are
 //! markdown tables on stdout; progress and logs go to stderr.
 //!
-//! One file per section: `raw.rs` (1), `latency.rs` (2), `drain.rs` (3); `kafka.rs` holds the
-//! plain rdkafka clients they share, `format.rs` the number formatting.
+//! One file per section: `raw.rs` (1), `latency.rs` (2), `drain.rs` (3), `load.rs` (`load`:
+//! propagation while other writers sustain a write rate; only when asked for, as
+//! `scripts/bench.sh propagation-load` does); `kafka.rs` holds the plain rdkafka clients they
+//! share, `format.rs` the number formatting.
 //!
 //! ```text
 //! cargo bench --bench pipeline -- [--n 50000] [--keys 10000] [--samples 1000] [--rounds 2]
-//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3,drain]
+//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3,drain,load]
+//!     [--node-args --trace] [--load-rate 10000] [--load-threads 256] [--load-warmup-s 20]
 //!     [--dump latency.csv]
 //! ```
 
@@ -42,7 +45,7 @@ use std::future::Future;
 use std::io::{BufRead, BufReader, Write as _};
 use std::pin::pin;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -67,6 +70,7 @@ mod drain;
 mod format;
 mod kafka;
 mod latency;
+mod load;
 mod outside;
 mod raw;
 
@@ -75,6 +79,7 @@ use drain::*;
 use format::*;
 use kafka::*;
 use latency::*;
+use load::*;
 use raw::*;
 
 const PARTITIONS: i32 = 8;
@@ -100,9 +105,11 @@ struct Config {
     fetch_wait_ms: u64,
     /// State-node runs per batch size (the fastest is shown).
     rounds: usize,
-    /// Which parts to run: `1`, `2`, `3` (the default) and `drain` (drain and cost per event of
-    /// the state-node binary).
+    /// Which parts to run: `1`, `2`, `3` (the default), `drain` (drain and cost per event of the
+    /// state-node binary) and `load` (propagation under load).
     sections: Vec<String>,
+    /// Propagation under load (`--sections load`): the background writers' target rate and threads.
+    load: LoadConfig,
     /// Where to write every latency sample as CSV (`max_wait_ms,path,index,latency_us`).
     dump: Option<String>,
     /// Where to write the headline figures as `name=value` lines (scripts/bench.sh puts the brokers' side by
@@ -117,7 +124,7 @@ struct Config {
 }
 
 /// Sections `--sections` knows.
-const SECTIONS: [&str; 4] = ["1", "2", "3", "drain"];
+const SECTIONS: [&str; 5] = ["1", "2", "3", "drain", "load"];
 
 impl Config {
     fn has(&self, section: &str) -> bool {
@@ -128,7 +135,7 @@ impl Config {
 fn usage() -> ! {
     eprintln!(
         "usage: pipeline [--n N] [--keys K] [--value-bytes B] [--batches 1,16,128,1024] \
-         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,drain] [--node-args --trace,--threads=8] [--dump CSV] [--summary FILE]\n\
+         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,drain,load] [--node-args --trace,--threads=8] [--load-rate W] [--load-threads T] [--load-warmup-s S] [--dump CSV] [--summary FILE]\n\
          env: DISTCACHE_BROKERS=host:port DISTCACHE_REDIS_URL=redis://host:port/ \
          DISTCACHE_BROKER_NAME=name"
     );
@@ -159,6 +166,7 @@ fn parse_args(args: &[String]) -> Config {
         fetch_wait_ms: 5,
         rounds: 2,
         sections: ["1", "2", "3"].map(String::from).to_vec(),
+        load: LoadConfig::default(),
         dump: None,
         summary: None,
         node_args: Vec::new(),
@@ -185,6 +193,9 @@ fn parse_args(args: &[String]) -> Config {
             "--samples" => c.samples = num(&mut it).max(1),
             "--rounds" => c.rounds = num(&mut it).max(1),
             "--diag-samples" => c.diag_samples = num(&mut it),
+            "--load-rate" => c.load.rate = num(&mut it).max(1),
+            "--load-threads" => c.load.threads = num(&mut it).max(1),
+            "--load-warmup-s" => c.load.warmup_secs = num(&mut it) as u64,
             "--dump" => c.dump = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--summary" => c.summary = Some(it.next().cloned().unwrap_or_else(|| usage())),
             "--node-args" => {
@@ -233,7 +244,7 @@ fn main() {
         return;
     }
     let result = if args.first().map(String::as_str) == Some("--role") {
-        listener_role(&args[1..])
+        role(&args[1..])
     } else {
         run_all(parse_args(&args))
     };
@@ -294,6 +305,12 @@ fn run_all(c: Config) -> R<()> {
         if let Some(path) = &c.dump {
             dump_latency(path, &lat)?;
         }
+    }
+    if c.has("load") {
+        progress("load: propagation under load");
+        let run = propagation_load(&c)?;
+        print_load(&c, &run);
+        summary.extend(load_summary(&run));
     }
     if c.has("3") {
         progress("3/3 state-node throughput");
