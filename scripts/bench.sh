@@ -19,6 +19,9 @@
 #                      first and under the same load, as ratios; the achieved write rate and the state
 #                      node's applied count (benches/pipeline/ --sections load, on each broker in turn,
 #                      Apache Kafka only by default; ~2 minutes per broker)
+#            scale   the drain with 1, 2 and 3 distcache-state-node processes in one group, against one
+#                    redis-server and a 3-master Redis Cluster the bench starts, side by side
+#                    (benches/pipeline/scale.rs, ~2 minutes per broker)
 #   (none)   every section below, in order
 # Environment:
 #   BENCH_NO_RUN=1   do not run cargo bench; print tables from the results already in target/criterion
@@ -28,6 +31,8 @@
 #   DRAIN_BENCH_ARGS     arguments for the drain section (default "--n 100000 --rounds 3"; add
 #                        "--node-args --trace,--threads=8" to run the node with other flags)
 #   DRAIN_BROKERS        which brokers the drain section measures, in order (default "apache")
+#   SCALE_BENCH_ARGS     arguments for the scale section (default "--n 100000")
+#   SCALE_BROKERS        which brokers the scale section measures, in order (default "apache")
 #   FAILOVER_BENCH_ARGS  extra arguments for benches/failover.rs, e.g. "--rounds 5 --session-timeout-ms 6000"
 #   FAILOVER_BROKERS     which brokers the failover section measures, in order (default "apache tansu")
 #   LOAD_BENCH_ARGS      extra arguments for propagation-load, e.g. "--samples 500 --load-rate 20000 --load-threads 512 --load-warmup-s 30"
@@ -41,7 +46,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/progress.sh
 source scripts/progress.sh
 
-SECTIONS=(local pipeline drain failover propagation-load)
+SECTIONS=(local pipeline drain scale failover propagation-load)
 CRITERION_DIR=target/criterion
 # Results older than this run are left out of the tables (unless BENCH_NO_RUN=1), so a bench
 # that was renamed or removed does not linger in them.
@@ -129,6 +134,32 @@ section_drain() {
   local args=()
   read -r -a args <<<"${DRAIN_BENCH_ARGS:---n 100000 --rounds 3}"
   brokers_section pipeline:drain "${DRAIN_BROKERS:-apache}" drain_side_by_side --sections drain "${args[@]}"
+}
+
+# section_scale: benches/pipeline/scale.rs (`--sections scale`) on each broker of SCALE_BROKERS. A copy goes
+# to target/bench-scale.md.
+section_scale() {
+  local args=()
+  read -r -a args <<<"${SCALE_BENCH_ARGS:---n 100000}"
+  brokers_section pipeline:scale "${SCALE_BROKERS:-apache}" scale_side_by_side --sections scale "${args[@]}"
+}
+
+# scale_side_by_side BROKER=SUMMARY...: drain rates per topology, one column per broker.
+scale_side_by_side() {
+  side_by_side "$(
+    cat <<'PY'
+print("## Scale-out, brokers side by side (events/s)")
+print()
+print("| redis, state nodes | " + " | ".join(t for t, _ in runs) + " |")
+print("|---|" + "---:|" * len(runs))
+for redis in ("single", "cluster"):
+    for n in (1, 2, 3):
+        key = f"scale_{redis}_{n}"
+        label = ("one server" if redis == "single" else "cluster") + f", {n}"
+        print(f"| {label} | " + " | ".join(f"{f[key]:,.0f}" if key in f else "n/a" for _, f in runs) + " |")
+print()
+PY
+  )" "$@"
 }
 
 # section_cost: the cost table comes from the same run as the drain.

@@ -55,11 +55,12 @@ pub(super) struct Capacity {
     pub(super) ceiling_command: String,
 }
 
-/// Pre-produces `c.n` set events with distinct keys, then per round measures the ceiling and one
-/// drain by a fresh node (fresh group, fresh key prefix: every write is new to Redis).
-pub(super) fn capacity(c: &Config) -> R<Capacity> {
+/// Pre-produces `c.n` set events of namespace `bench-TAG-RUN` with distinct keys onto the set-del
+/// topic; returns how many records a fresh group will read there (more than `c.n` on a reused
+/// broker).
+pub(super) fn preproduce_backlog(c: &Config, tag: &str) -> R<u64> {
     create_topics(c, &[TOPIC_SET_DEL, TOPIC_DONE])?;
-    let ns = format!("bench-drain-{}", c.run);
+    let ns = format!("bench-{tag}-{}", c.run);
     {
         let (producer, acks) = counting_producer(c, 5)?;
         for i in 0..c.n {
@@ -73,12 +74,18 @@ pub(super) fn capacity(c: &Config) -> R<Capacity> {
         }
         wait_acks(&acks, c.n as u64)?;
     }
-    // A fresh group reads the whole topic: on a reused broker that is more than our N.
-    let total = set_del_backlog(c, "drain")?;
+    let total = set_del_backlog(c, tag)?;
     progress(format!(
         "  pre-produced {} set events ({total} on the topic)",
         c.n
     ));
+    Ok(total)
+}
+
+/// Pre-produces `c.n` set events with distinct keys, then per round measures the ceiling and one
+/// drain by a fresh node (fresh group, fresh key prefix: every write is new to Redis).
+pub(super) fn capacity(c: &Config) -> R<Capacity> {
+    let total = preproduce_backlog(c, "drain")?;
     let mut watched = Vec::new();
     for (role, var) in [
         ("redis-server", "DISTCACHE_REDIS_PID"),
@@ -212,6 +219,11 @@ fn drain_round(
     ceiling: &LuaCeiling,
 ) -> R<DrainRound> {
     let group = format!("bench-drain-{}-r{round}", c.run);
+    // A fresh key prefix per round: every write is new to Redis.
+    let mut c = c.clone();
+    c.node_args
+        .push(format!("--key-prefix=bench:drain:{}:r{round}:", c.run));
+    let c = &c;
     let started = Instant::now();
     let node = NodeProcess::start(c, &group, &c.redis_url, false)?;
     // The pre-produce and the ceiling leave the broker and Redis warm; the first round of a

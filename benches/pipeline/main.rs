@@ -35,7 +35,7 @@
 //!
 //! ```text
 //! cargo bench --bench pipeline -- [--n 50000] [--keys 10000] [--samples 1000] [--rounds 2]
-//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3,drain,load]
+//!     [--batches 1,16,128,1024] [--batch-one 2000] [--diag-samples 500] [--sections 1,2,3,drain,load,scale]
 //!     [--node-args --trace] [--load-rate 10000] [--load-threads 256] [--load-warmup-s 20]
 //!     [--dump latency.csv]
 //! ```
@@ -73,6 +73,7 @@ mod latency;
 mod load;
 mod outside;
 mod raw;
+mod scale;
 
 use capacity::*;
 use drain::*;
@@ -81,6 +82,7 @@ use kafka::*;
 use latency::*;
 use load::*;
 use raw::*;
+use scale::*;
 
 const PARTITIONS: i32 = 8;
 /// How long any single wait in this bench may take before it is reported as a failure.
@@ -106,7 +108,8 @@ struct Config {
     /// State-node runs per batch size (the fastest is shown).
     rounds: usize,
     /// Which parts to run: `1`, `2`, `3` (the default), `drain` (drain and cost per event of the
-    /// state-node binary) and `load` (propagation under load).
+    /// state-node binary), `load` (propagation under load) and `scale` (1–3 state nodes, one
+    /// Redis and a Redis Cluster).
     sections: Vec<String>,
     /// Propagation under load (`--sections load`): the background writers' target rate and threads.
     load: LoadConfig,
@@ -124,7 +127,7 @@ struct Config {
 }
 
 /// Sections `--sections` knows.
-const SECTIONS: [&str; 5] = ["1", "2", "3", "drain", "load"];
+const SECTIONS: [&str; 6] = ["1", "2", "3", "drain", "load", "scale"];
 
 impl Config {
     fn has(&self, section: &str) -> bool {
@@ -135,7 +138,7 @@ impl Config {
 fn usage() -> ! {
     eprintln!(
         "usage: pipeline [--n N] [--keys K] [--value-bytes B] [--batches 1,16,128,1024] \
-         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,drain,load] [--node-args --trace,--threads=8] [--load-rate W] [--load-threads T] [--load-warmup-s S] [--dump CSV] [--summary FILE]\n\
+         [--batch-one N] [--samples S] [--diag-samples S] [--rounds R] [--sections 1,2,3,drain,load,scale] [--node-args --trace,--threads=8] [--load-rate W] [--load-threads T] [--load-warmup-s S] [--dump CSV] [--summary FILE]\n\
          env: DISTCACHE_BROKERS=host:port DISTCACHE_REDIS_URL=redis://host:port/ \
          DISTCACHE_BROKER_NAME=name"
     );
@@ -304,6 +307,15 @@ fn run_all(c: Config) -> R<()> {
         }
         if let Some(path) = &c.dump {
             dump_latency(path, &lat)?;
+        }
+    }
+    if c.has("scale") {
+        progress("scale: 1-3 state nodes, one redis and a redis cluster");
+        let runs = scale(&c)?;
+        print_scale(&c, &runs);
+        for r in &runs {
+            let redis = if r.cluster { "cluster" } else { "single" };
+            summary.push(format!("scale_{redis}_{}={:.0}", r.nodes, r.rate()));
         }
     }
     if c.has("load") {
