@@ -148,8 +148,11 @@ pub(super) struct Shard<T> {
 impl<T> Shard<T> {
     /// An empty shard that holds at most `budget` units.
     pub(super) fn new(budget: u64) -> Self {
+        // Every entry weighs at least one unit and a write inserts before it evicts, so the map
+        // holds at most `budget + 1` entries at once.
+        let max_len = usize::try_from(budget.saturating_add(1)).unwrap_or(usize::MAX);
         Shard {
-            map: LruMap::new(),
+            map: LruMap::new(max_len),
             budget,
             used: 0,
             live: 0,
