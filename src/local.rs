@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 use parking_lot::{Mutex, MutexGuard};
 
-use self::shard::{Entry, Now, Removal, Shard};
+use self::shard::{Deadline, Entry, Now, Removal, Shard};
 use crate::{Cache, Result, Version};
 
 pub use self::builder::{LocalCacheBuilder, DEFAULT_CAPACITY, DEFAULT_TOMBSTONE_TTL, MAX_SHARDS};
@@ -95,6 +95,8 @@ struct Inner<T> {
     /// Hashes every key once: bits 40.. pick the shard, the shard's table uses the low bits for
     /// buckets and the top 7 as tags, so the three never overlap (shards are at most 2^16).
     hasher: RandomState,
+    /// Deadlines are kept as nanoseconds since this instant (the cache's creation).
+    epoch: Instant,
     capacity: u64,
     default_ttl: Option<Duration>,
     tombstone_ttl: Duration,
@@ -142,6 +144,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
                 shards,
                 shard_mask: config.shards - 1,
                 hasher: RandomState::default(),
+                epoch: Instant::now(),
                 capacity: config.capacity,
                 default_ttl: config.default_ttl,
                 tombstone_ttl: config.tombstone_ttl,
@@ -177,12 +180,12 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
         ttl: Option<Duration>,
         version: Version,
     ) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let weight = self.weigh(key, &value);
         let slot = self.slot(hash);
         if weight > slot.budget {
-            let expires_at = deadline(&mut now, Some(self.inner.tombstone_ttl));
+            let expires_at = now.deadline(Some(self.inner.tombstone_ttl));
             let mut shard = slot.shard.lock();
             let applied = shard.write(
                 hash,
@@ -222,8 +225,8 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// # Ok::<(), distcache::Error>(())
     /// ```
     pub fn delete_if_newer(&self, key: &str, version: Version) -> bool {
-        let mut now = Now::default();
-        let expires_at = deadline(&mut now, Some(self.inner.tombstone_ttl));
+        let mut now = self.now();
+        let expires_at = now.deadline(Some(self.inner.tombstone_ttl));
         let hash = self.hash(key);
         let mut shard = self.slot(hash).shard.lock();
         shard.write(
@@ -238,7 +241,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// The version of the unexpired entry or tombstone under `key`; `None` if there is none or
     /// it was written without a version. Does not count as a read or change recency.
     pub fn version_of(&self, key: &str) -> Option<Version> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         shard
@@ -260,7 +263,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// # Ok::<(), distcache::Error>(())
     /// ```
     pub fn invalidate(&self, key: &str) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         self.lock(hash)
             .remove(hash, key, Removal::Invalidated, &mut now)
@@ -281,7 +284,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// # Ok::<(), distcache::Error>(())
     /// ```
     pub fn invalidate_unless_newer(&self, key: &str, version: Version) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         // An absent marker no newer than `version` goes too: a write at `version` exists.
@@ -301,7 +304,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// [`invalidate_unless_newer`](Self::invalidate_unless_newer)). It weighs one unit, like a
     /// tombstone: markers are bounded by the capacity. Returns whether it was stored.
     pub(crate) fn mark_absent(&self, key: &str, version: Option<Version>, ttl: Duration) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         let held = shard.inspect(hash, key, &mut now, |value, held| (value.is_some(), held));
@@ -310,7 +313,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
             Some((false, held)) => held.max(version),
             None => version,
         };
-        let expires_at = deadline(&mut now, Some(ttl));
+        let expires_at = now.deadline(Some(ttl));
         shard.write(
             hash,
             key,
@@ -322,7 +325,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
 
     /// Whether `key` holds an unexpired absent marker (see [`mark_absent`](Self::mark_absent)).
     pub(crate) fn is_absent(&self, key: &str) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         self.lock(hash)
             .inspect_entry(hash, key, &mut now, |entry| entry.is_absent())
@@ -331,7 +334,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
 
     /// Removes `key`'s absent marker, if that is what it holds.
     pub(crate) fn drop_absent(&self, key: &str) {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         if shard
@@ -397,15 +400,16 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     }
 
     /// When an entry written now with `ttl` expires.
-    fn expiry(&self, ttl: Option<Duration>, now: &mut Now) -> Option<Instant> {
+    fn expiry(&self, ttl: Option<Duration>, now: &mut Now) -> Deadline {
         let ttl = ttl.filter(|t| !t.is_zero()).or(self.inner.default_ttl);
-        deadline(now, ttl)
+        now.deadline(ttl)
     }
-}
 
-/// `now + ttl`; `None` (never) without a TTL or when the sum overflows `Instant`.
-fn deadline(now: &mut Now, ttl: Option<Duration>) -> Option<Instant> {
-    ttl.and_then(|ttl| now.get().checked_add(ttl))
+    /// The clock of one operation (read lazily, see [`Now`]).
+    #[inline]
+    fn now(&self) -> Now {
+        Now::new(self.inner.epoch)
+    }
 }
 
 impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
@@ -413,7 +417,7 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
     /// A value too heavy for the cache removes the key's previous entry and is not stored
     /// (counted as an eviction).
     fn set(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let weight = self.weigh(key, &value);
         let slot = self.slot(hash);
@@ -430,14 +434,14 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
 
     /// The live value under `key`, marked most recently used; a hit or a miss in the metrics.
     fn get(&self, key: &str) -> Result<Option<T>> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         Ok(self.lock(hash).read(hash, key, true, &mut now))
     }
 
     /// Like [`get`](Cache::get) without changing recency; also a hit or a miss.
     fn peek(&self, key: &str) -> Result<Option<T>> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         Ok(self.lock(hash).read(hash, key, false, &mut now))
     }
@@ -445,7 +449,7 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
     /// Removes `key`, value or tombstone, without leaving a tombstone: the key's version is
     /// forgotten, so any later [`LocalCache::set_if_newer`] applies. Not counted.
     fn delete(&self, key: &str) -> Result<()> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         self.lock(hash)
             .remove(hash, key, Removal::Deleted, &mut now);
@@ -454,7 +458,7 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
 
     /// True when `key` holds a live, unexpired value. Not counted as a read; recency unchanged.
     fn exists(&self, key: &str) -> Result<bool> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         Ok(shard
