@@ -400,3 +400,81 @@ impl<T> Shard<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_at(nanos: u64) -> Now {
+        Now {
+            epoch: Instant::now(),
+            nanos: Some(nanos),
+        }
+    }
+
+    #[test]
+    fn a_deadline_passes_at_its_instant_and_never_overflows() {
+        let mut now = now_at(100);
+        let at = now.deadline(Some(Duration::from_nanos(50)));
+        assert_eq!(at, Deadline(150));
+        assert!(!now.passed(at));
+        assert!(!now_at(149).passed(Deadline(150)));
+        assert!(
+            now_at(150).passed(at),
+            "visible up to, not at, its deadline"
+        );
+        assert_eq!(now.deadline(None), Deadline::NEVER);
+        assert_eq!(now.deadline(Some(Duration::MAX)), Deadline::NEVER);
+        assert_eq!(
+            now_at(u64::MAX - 10).deadline(Some(Duration::from_secs(1))),
+            Deadline::NEVER,
+            "saturates instead of wrapping into the past"
+        );
+        assert!(!now_at(u64::MAX).passed(Deadline::NEVER));
+    }
+
+    #[test]
+    fn the_clock_is_read_once_per_operation_and_only_when_needed() {
+        let mut now = Now::new(Instant::now());
+        assert!(!now.passed(Deadline::NEVER));
+        assert_eq!(now.nanos, None, "no deadline, no clock read");
+        let first = now.deadline(Some(Duration::from_secs(1)));
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(now.deadline(Some(Duration::from_secs(1))), first);
+    }
+
+    #[test]
+    fn flags_keep_the_version_and_the_absent_marker() {
+        let v = Version::new(7, 3);
+        let value = Entry::value(1u64, Deadline::NEVER, None, 1);
+        assert_eq!(
+            (value.version(), value.is_absent(), value.is_live()),
+            (None, false, true)
+        );
+        let versioned = Entry::value(1u64, Deadline::NEVER, Some(v), 1);
+        assert_eq!(versioned.version(), Some(v));
+        let tombstone = Entry::<u64>::tombstone(v, Deadline::NEVER);
+        assert_eq!(
+            (
+                tombstone.version(),
+                tombstone.is_absent(),
+                tombstone.is_live()
+            ),
+            (Some(v), false, false)
+        );
+        let absent = Entry::<u64>::absent(None, Deadline::NEVER);
+        assert_eq!((absent.version(), absent.is_absent()), (None, true));
+        let absent = Entry::<u64>::absent(Some(Version::new(0, 0)), Deadline::NEVER);
+        assert_eq!(
+            absent.version(),
+            Some(Version::new(0, 0)),
+            "version zero is still a version"
+        );
+    }
+
+    #[test]
+    fn an_entry_of_a_u64_takes_56_bytes() {
+        // What the per-entry memory figure in the README rests on (was 72 bytes).
+        assert_eq!(mem::size_of::<Entry<u64>>(), 56);
+    }
+}
