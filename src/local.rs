@@ -26,13 +26,12 @@ mod metrics;
 mod shard;
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foldhash::fast::RandomState;
 use parking_lot::{Mutex, MutexGuard};
 
+use self::lru_map::KeyHasher;
 use self::shard::{Deadline, Entry, Now, Removal, Shard};
 use crate::{Cache, Result, Version};
 
@@ -94,7 +93,8 @@ struct Inner<T> {
     shard_mask: usize,
     /// Hashes every key once: bits 40.. pick the shard, the shard's table uses the low bits for
     /// buckets and the top 7 as tags, so the three never overlap (shards are at most 2^16).
-    hasher: RandomState,
+    /// Every shard's map holds a clone, to hash stored keys again when it needs to.
+    hasher: KeyHasher,
     /// Deadlines are kept as nanoseconds since this instant (the cache's creation).
     epoch: Instant,
     capacity: u64,
@@ -129,12 +129,13 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
 
     fn from_config(config: Config<T>) -> Self {
         let n = config.shards as u64;
+        let hasher = KeyHasher::new();
         // Spread the remainder over the first shards so the budgets add up to the capacity.
         let shards = (0..n)
             .map(|i| {
                 let budget = config.capacity / n + u64::from(i < config.capacity % n);
                 ShardSlot {
-                    shard: Mutex::new(Shard::new(budget)),
+                    shard: Mutex::new(Shard::new(budget, hasher.clone())),
                     budget,
                 }
             })
@@ -143,7 +144,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
             inner: Arc::new(Inner {
                 shards,
                 shard_mask: config.shards - 1,
-                hasher: RandomState::default(),
+                hasher,
                 epoch: Instant::now(),
                 capacity: config.capacity,
                 default_ttl: config.default_ttl,
@@ -380,7 +381,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     }
 
     fn hash(&self, key: &str) -> u64 {
-        self.inner.hasher.hash_one(key)
+        self.inner.hasher.hash(key.as_bytes())
     }
 
     fn slot(&self, hash: u64) -> &ShardSlot<T> {

@@ -7,6 +7,10 @@
 //! live in one slab indexed by `u32`, and keys of up to [`INLINE_KEY`] bytes are stored in the
 //! node itself, so a lookup touches the table's control bytes, one bucket and one node.
 //!
+//! Why nodes do not store their hash: 8 bytes an entry, needed only when an entry is removed or
+//! the table grows, and both can hash the key again. The map owns a copy of the cache's
+//! [`KeyHasher`] for that.
+//!
 //! Why the list links live apart from the nodes (`links`, parallel to `nodes`): exact LRU order
 //! means every hit relinks its entry, which writes the links of its two list neighbours, and
 //! those are random entries. In the nodes (~90 bytes each, megabytes for a large cache) that is
@@ -16,7 +20,7 @@
 //!
 //! Invariants:
 //! - `nodes` and `links` have the same length; `links[i]` is the list position of `nodes[i]`;
-//! - `table` holds exactly the indices `0..nodes.len()`, each under its node's `hash`;
+//! - `table` holds exactly the indices `0..nodes.len()`, each under its key's hash by `hasher`;
 //! - the `prev`/`next` links form one list over all nodes, `head` the most recently used end,
 //!   `tail` the least recently used, both [`NIL`] when the map is empty;
 //! - removal moves the last node into the freed index (`swap_remove`) and repoints its table
@@ -26,7 +30,34 @@
 //!
 //! A [`Slot`] found by [`LruMap::find`] stays valid until the next insertion or removal.
 
+use std::hash::{BuildHasher, Hasher};
+
 use hashbrown::HashTable;
+
+/// Hashes keys: one per cache, cloned into every shard's map so that the map can hash a stored
+/// key again and get the hash the cache looked it up with.
+#[derive(Clone, Debug)]
+pub(super) struct KeyHasher(foldhash::fast::FixedState);
+
+impl KeyHasher {
+    /// A hasher with a seed of its own.
+    pub(super) fn new() -> Self {
+        KeyHasher::with_seed(rand::random())
+    }
+
+    pub(super) fn with_seed(seed: u64) -> Self {
+        KeyHasher(foldhash::fast::FixedState::with_seed(seed))
+    }
+
+    /// The hash of a key's bytes (one `write`: a key is never part of a longer hashed
+    /// sequence, so it needs no terminator as `str`'s `Hash` adds).
+    #[inline]
+    pub(super) fn hash(&self, key: &[u8]) -> u64 {
+        let mut hasher = self.0.build_hasher();
+        hasher.write(key);
+        hasher.finish()
+    }
+}
 
 /// Keys up to this many bytes live inside the node; longer ones on the heap.
 pub(super) const INLINE_KEY: usize = 22;
@@ -53,6 +84,13 @@ impl Key {
             }
         } else {
             Key::Heap(src.into())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(bytes) => bytes,
         }
     }
 
@@ -101,12 +139,11 @@ fn same_short(probe: &[u8], stored: &[u8; INLINE_KEY]) -> bool {
     }
 }
 
-/// What a lookup reads: the hash and key to compare, and the value. `repr(C)` keeps them in
-/// this order, so that a hit reads one contiguous run of bytes: the hash, the key and the start
-/// of `value` (where the shard keeps what a hit needs, see `shard::Entry`).
+/// What a lookup reads: the key to compare, and the value. `repr(C)` keeps them in this order,
+/// so that a hit reads one contiguous run of bytes: the key and the start of `value` (where the
+/// shard keeps what a hit needs, see `shard::Entry`).
 #[repr(C)]
 struct Node<V> {
-    hash: u64,
     key: Key,
     value: V,
 }
@@ -131,12 +168,13 @@ pub(super) struct LruMap<V> {
     tail: u32,
     /// The most entries the map holds at once; the slabs never allocate beyond it.
     max_len: usize,
+    hasher: KeyHasher,
 }
 
 impl<V> LruMap<V> {
-    /// An empty map that will never hold more than `max_len` entries at once. Nothing is
-    /// allocated until the first insertion.
-    pub(super) fn new(max_len: usize) -> Self {
+    /// An empty map that will never hold more than `max_len` entries at once, for keys hashed
+    /// by `hasher`. Nothing is allocated until the first insertion.
+    pub(super) fn new(max_len: usize, hasher: KeyHasher) -> Self {
         LruMap {
             table: HashTable::new(),
             nodes: Vec::new(),
@@ -144,6 +182,7 @@ impl<V> LruMap<V> {
             head: NIL,
             tail: NIL,
             max_len: max_len.clamp(1, NIL as usize),
+            hasher,
         }
     }
 
@@ -151,7 +190,7 @@ impl<V> LruMap<V> {
         self.nodes.len()
     }
 
-    /// The entry stored under `key`; `hash` must be the hash `key` was inserted with.
+    /// The entry stored under `key`; `hash` must be its hash by the map's [`KeyHasher`].
     ///
     /// Always inlined: it is most of a hit, and a call costs a hit ~15 instructions of register
     /// saves and restores that the compiler would not otherwise spend.
@@ -162,7 +201,7 @@ impl<V> LruMap<V> {
         self.table
             .find(hash, |&i| {
                 let node = &nodes[i as usize];
-                node.hash == hash && node.key.is(key)
+                node.key.is(key)
             })
             .map(|&i| Slot(i))
     }
@@ -209,7 +248,6 @@ impl<V> LruMap<V> {
                 .reserve_exact(self.nodes.capacity() - self.links.len());
         }
         self.nodes.push(Node {
-            hash,
             key: Key::new(key),
             value,
         });
@@ -217,9 +255,9 @@ impl<V> LruMap<V> {
             prev: NIL,
             next: NIL,
         });
-        let nodes = &self.nodes;
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
         self.table
-            .insert_unique(hash, i, |&j| nodes[j as usize].hash);
+            .insert_unique(hash, i, |&j| hasher.hash(nodes[j as usize].key.bytes()));
         self.push_front(i);
         Slot(i)
     }
@@ -227,7 +265,7 @@ impl<V> LruMap<V> {
     /// Removes the entry and returns its value. Invalidates every other [`Slot`].
     pub(super) fn remove(&mut self, slot: Slot) -> V {
         let i = slot.0;
-        let hash = self.nodes[i as usize].hash;
+        let hash = self.hash_of(i);
         self.unlink(i);
         self.table
             .find_entry(hash, |&j| j == i)
@@ -238,7 +276,7 @@ impl<V> LruMap<V> {
         self.links.swap_remove(i as usize);
         if i != last {
             // The last node moved into `i`: repoint its bucket and its neighbours.
-            let moved_hash = self.nodes[i as usize].hash;
+            let moved_hash = self.hash_of(i);
             let Links { prev, next } = self.links[i as usize];
             *self
                 .table
@@ -267,6 +305,11 @@ impl<V> LruMap<V> {
         self.links.clear();
         self.head = NIL;
         self.tail = NIL;
+    }
+
+    /// The hash node `i` is filed under in `table`.
+    fn hash_of(&self, i: u32) -> u64 {
+        self.hasher.hash(self.nodes[i as usize].key.bytes())
     }
 
     #[inline]
@@ -300,10 +343,12 @@ impl<V> LruMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasher;
-
     fn hash(key: &str) -> u64 {
-        foldhash::fast::FixedState::with_seed(1).hash_one(key)
+        KeyHasher::with_seed(1).hash(key.as_bytes())
+    }
+
+    fn new_map(max_len: usize) -> LruMap<u32> {
+        LruMap::new(max_len, KeyHasher::with_seed(1))
     }
 
     /// Keys from least to most recently used, walking the links both ways.
@@ -339,7 +384,7 @@ mod tests {
 
     #[test]
     fn keeps_lru_order_through_touches_and_removals() {
-        let mut map = LruMap::new(1 << 20);
+        let mut map = new_map(1 << 20);
         for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
             insert(&mut map, k, i as u32);
         }
@@ -366,7 +411,7 @@ mod tests {
 
     #[test]
     fn short_and_long_keys_are_found_and_not_confused() {
-        let mut map = LruMap::new(1 << 20);
+        let mut map = new_map(1 << 20);
         let long = "x".repeat(INLINE_KEY + 1);
         let edge = "y".repeat(INLINE_KEY);
         for (i, k) in ["", "k", edge.as_str(), long.as_str()].iter().enumerate() {
@@ -384,7 +429,7 @@ mod tests {
     #[test]
     fn keys_that_differ_only_in_trailing_zero_bytes_are_distinct() {
         // Inline keys are zero-padded: the length must take part in the comparison.
-        let mut map = LruMap::new(16);
+        let mut map = new_map(16);
         let keys = ["a", "a\0", "a\0\0", "", "\0"];
         for (i, k) in keys.iter().enumerate() {
             insert(&mut map, k, i as u32);
@@ -418,7 +463,7 @@ mod tests {
     #[test]
     fn a_full_map_carries_no_spare_capacity() {
         for max_len in [1, 5, 1000, 1563] {
-            let mut map = LruMap::new(max_len);
+            let mut map = new_map(max_len);
             for i in 0..max_len {
                 insert(&mut map, &format!("key-{i}"), i as u32);
             }
@@ -434,8 +479,43 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_found_after_growth_and_churn_without_stored_hashes() {
+        // Removal and table growth hash the stored key again: short (inline) and long (heap)
+        // keys must come back to the hash they were inserted with.
+        let mut map = new_map(3000);
+        let key = |i: u32| {
+            if i % 2 == 0 {
+                format!("k{i}")
+            } else {
+                format!("a-key-longer-than-twenty-two-bytes-{i}")
+            }
+        };
+        for i in 0..3000 {
+            insert(&mut map, &key(i), i);
+        }
+        for round in 0..4u32 {
+            for i in (round..3000).step_by(4) {
+                assert_eq!(remove(&mut map, &key(i)), Some(i));
+            }
+            for i in (round..3000).step_by(4) {
+                insert(&mut map, &key(i), i);
+            }
+        }
+        for i in 0..3000 {
+            let slot = map.find(hash(&key(i)), &key(i)).expect("present");
+            assert_eq!(*map.get(slot), i);
+        }
+        order(&map);
+    }
+
+    #[test]
+    fn a_node_is_its_key_slot_and_its_value() {
+        assert_eq!(std::mem::size_of::<Node<u64>>(), 24 + 8);
+    }
+
+    #[test]
     fn random_operations_match_a_vec_model() {
-        let mut map = LruMap::new(1 << 20);
+        let mut map = new_map(1 << 20);
         let mut model: Vec<(String, u32)> = Vec::new();
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for step in 0..20_000u32 {

@@ -16,7 +16,7 @@
 use std::mem;
 use std::time::{Duration, Instant};
 
-use super::lru_map::{LruMap, Slot};
+use super::lru_map::{KeyHasher, LruMap, Slot};
 use crate::Version;
 
 /// How many expired entries one write reclaims from the LRU end, at most.
@@ -191,13 +191,13 @@ pub(super) struct Shard<T> {
 }
 
 impl<T> Shard<T> {
-    /// An empty shard that holds at most `budget` units.
-    pub(super) fn new(budget: u64) -> Self {
+    /// An empty shard that holds at most `budget` units, of keys hashed by `hasher`.
+    pub(super) fn new(budget: u64, hasher: KeyHasher) -> Self {
         // Every entry weighs at least one unit and a write inserts before it evicts, so the map
         // holds at most `budget + 1` entries at once.
         let max_len = usize::try_from(budget.saturating_add(1)).unwrap_or(usize::MAX);
         Shard {
-            map: LruMap::new(max_len),
+            map: LruMap::new(max_len, hasher),
             budget,
             used: 0,
             live: 0,
