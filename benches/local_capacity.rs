@@ -201,11 +201,13 @@ const HIT_CAPACITY: usize = 100_000;
 const HIT_PRESENT: [u64; 2] = [50_000, 1_000];
 const HIT_TRACE_LEN: usize = 1 << 16;
 
+/// Times one pass of gets over a trace (key ids into the keys); returns ns per get.
+type Pass = Box<dyn Fn(&[String], &[u32]) -> f64>;
+
 /// One implementation filled for the hit path, timed pass by pass.
 struct HitRunner {
     name: &'static str,
-    /// Times one pass over the trace; returns ns per get.
-    pass: Box<dyn Fn(&[String], &[u32]) -> f64>,
+    pass: Pass,
     samples: Vec<f64>,
 }
 

@@ -484,7 +484,7 @@ mod tests {
         // keys must come back to the hash they were inserted with.
         let mut map = new_map(3000);
         let key = |i: u32| {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 format!("k{i}")
             } else {
                 format!("a-key-longer-than-twenty-two-bytes-{i}")
