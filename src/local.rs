@@ -9,9 +9,11 @@
 //! How it is built:
 //! - keys are hashed once with foldhash; the hash picks one of a power-of-two number of shards,
 //!   each a `parking_lot::Mutex` around an LRU map (`shard.rs`), and the same hash finds the key
-//!   inside the shard's map (`lru_map.rs`: a hashbrown table over a slab of list nodes, short keys
-//!   stored inline). DESIGN.md names `lru::LruCache` for the map; it hashes every key a second
-//!   time and allocates per entry, and replacing it was the cheap win on the hit path;
+//!   inside the shard's map (`lru_map.rs`: a hashbrown table over a slab of nodes, the LRU links
+//!   in a dense array beside it, short keys stored inline). DESIGN.md names `lru::LruCache` for
+//!   the map; it hashes every key a second time and allocates per entry, and replacing it was the
+//!   cheap win on the hit path. A full cache of 16-byte keys and `u64` values holds ~77 bytes of
+//!   heap per entry beyond the key and value (`benches/local_capacity.rs` measures it);
 //! - a lock is held for one map operation only: values are cloned out and the lock released
 //!   before anything else happens; weighers and clocks run outside the lock where they can;
 //! - lookups by `&str` never allocate; storing a new key allocates only for keys longer than
