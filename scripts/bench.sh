@@ -2,7 +2,9 @@
 # Runs the criterion benches and prints their comparison tables as markdown.
 #
 # Usage: scripts/bench.sh [SECTION...]
-#   SECTION  local   LocalCache vs quick_cache, moka and one Mutex<lru::LruCache> (benches/local_cache.rs)
+#   SECTION  local   LocalCache vs quick_cache, moka and one Mutex<lru::LruCache>: throughput and hit path
+#                    (benches/local_cache.rs), then the hit path in interleaved rounds, heap bytes per
+#                    entry and hit ratios on a Zipf and a scan-mix trace (benches/local_capacity.rs, ~3 min)
 #            pipeline  raw broker vs state node throughput, propagation latency (benches/pipeline/,
 #                      against a redis-server and each broker in turn — Apache Kafka, then tansu — that
 #                      it starts and stops; ~3 minutes per broker), then the brokers side by side
@@ -105,16 +107,40 @@ for threads, name, ops, ns in sorted(rows, key=lambda r: (r[0], -r[2])):
 PY
 }
 
+# section_local: benches/local_cache.rs (criterion: mixed workload and hit path), then
+# benches/local_capacity.rs, which prints its own tables: the hit path timed in interleaved rounds,
+# heap bytes per entry, hit ratios on a Zipf and a scan-mix trace. A copy of local_capacity's
+# tables goes to target/bench-local-capacity.md, which BENCH_NO_RUN=1 prints again.
 section_local() {
+  local out=target/bench-local-capacity.md
   run_bench local_cache
-  echo "### LocalCache: 90 % get / 10 % set, Zipf(0.99) over 1M 16-byte keys, capacity 100k"
+  echo "### LocalCache: 90 % get / 10 % set, Zipf(0.99) over 1M 16-byte keys, capacity 100k, u64 values"
+  echo
+  echo "criterion (\`benches/local_cache.rs\`, group \`local_mixed\`): each thread replays its own pre-generated"
+  echo "trace of 100k operations on a cache warmed with every trace; 10 samples of 2 s; LocalCache with its"
+  echo "default shard count, quick_cache and moka with theirs, Mutex-lru one \`parking_lot::Mutex<lru::LruCache>\`."
   echo
   criterion_table local_mixed quick_cache
   echo
-  echo "### LocalCache: hit path (get of a present key, Zipf order, one thread)"
+  echo "### LocalCache: hit path (get of a present key, one thread)"
+  echo
+  echo "criterion (group \`local_hit\`): capacity 100k, the 50k most popular of 1M 16-byte keys present,"
+  echo "gets in Zipf(0.99) order restricted to them; 20 samples of 2 s, one implementation after the other."
   echo
   criterion_table local_hit quick_cache
   echo
+  if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
+    if [[ ! -f $out ]]; then
+      echo "no $out yet: run scripts/bench.sh local" >&2
+      exit 1
+    fi
+    cat "$out"
+    return
+  fi
+  mkdir -p "$(dirname "$out")"
+  echo "running: cargo bench --bench local_capacity" >&2
+  ticking "cargo bench --bench local_capacity" cargo bench --bench local_capacity | tee "$out.tmp"
+  mv -f "$out.tmp" "$out"
 }
 
 # section_pipeline: benches/pipeline/ measures against real services, so for each broker this starts a

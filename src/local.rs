@@ -9,9 +9,11 @@
 //! How it is built:
 //! - keys are hashed once with foldhash; the hash picks one of a power-of-two number of shards,
 //!   each a `parking_lot::Mutex` around an LRU map (`shard.rs`), and the same hash finds the key
-//!   inside the shard's map (`lru_map.rs`: a hashbrown table over a slab of list nodes, short keys
-//!   stored inline). DESIGN.md names `lru::LruCache` for the map; it hashes every key a second
-//!   time and allocates per entry, and replacing it was the cheap win on the hit path;
+//!   inside the shard's map (`lru_map.rs`: a hashbrown table over a slab of nodes, the LRU links
+//!   in a dense array beside it, short keys stored inline). DESIGN.md names `lru::LruCache` for
+//!   the map; it hashes every key a second time and allocates per entry, and replacing it was the
+//!   cheap win on the hit path. A full cache of 16-byte keys and `u64` values holds ~77 bytes of
+//!   heap per entry beyond the key and value (`benches/local_capacity.rs` measures it);
 //! - a lock is held for one map operation only: values are cloned out and the lock released
 //!   before anything else happens; weighers and clocks run outside the lock where they can;
 //! - lookups by `&str` never allocate; storing a new key allocates only for keys longer than
@@ -26,14 +28,13 @@ mod metrics;
 mod shard;
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foldhash::fast::RandomState;
 use parking_lot::{Mutex, MutexGuard};
 
-use self::shard::{Entry, Now, Removal, Shard};
+use self::lru_map::KeyHasher;
+use self::shard::{Deadline, Entry, Now, Removal, Shard};
 use crate::{Cache, Result, Version};
 
 pub use self::builder::{LocalCacheBuilder, DEFAULT_CAPACITY, DEFAULT_TOMBSTONE_TTL, MAX_SHARDS};
@@ -94,7 +95,10 @@ struct Inner<T> {
     shard_mask: usize,
     /// Hashes every key once: bits 40.. pick the shard, the shard's table uses the low bits for
     /// buckets and the top 7 as tags, so the three never overlap (shards are at most 2^16).
-    hasher: RandomState,
+    /// Every shard's map holds a clone, to hash stored keys again when it needs to.
+    hasher: KeyHasher,
+    /// Deadlines are kept as nanoseconds since this instant (the cache's creation).
+    epoch: Instant,
     capacity: u64,
     default_ttl: Option<Duration>,
     tombstone_ttl: Duration,
@@ -127,12 +131,13 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
 
     fn from_config(config: Config<T>) -> Self {
         let n = config.shards as u64;
+        let hasher = KeyHasher::new();
         // Spread the remainder over the first shards so the budgets add up to the capacity.
         let shards = (0..n)
             .map(|i| {
                 let budget = config.capacity / n + u64::from(i < config.capacity % n);
                 ShardSlot {
-                    shard: Mutex::new(Shard::new(budget)),
+                    shard: Mutex::new(Shard::new(budget, hasher.clone())),
                     budget,
                 }
             })
@@ -141,7 +146,8 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
             inner: Arc::new(Inner {
                 shards,
                 shard_mask: config.shards - 1,
-                hasher: RandomState::default(),
+                hasher,
+                epoch: Instant::now(),
                 capacity: config.capacity,
                 default_ttl: config.default_ttl,
                 tombstone_ttl: config.tombstone_ttl,
@@ -177,12 +183,12 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
         ttl: Option<Duration>,
         version: Version,
     ) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let weight = self.weigh(key, &value);
         let slot = self.slot(hash);
         if weight > slot.budget {
-            let expires_at = deadline(&mut now, Some(self.inner.tombstone_ttl));
+            let expires_at = now.deadline(Some(self.inner.tombstone_ttl));
             let mut shard = slot.shard.lock();
             let applied = shard.write(
                 hash,
@@ -222,8 +228,8 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// # Ok::<(), distcache::Error>(())
     /// ```
     pub fn delete_if_newer(&self, key: &str, version: Version) -> bool {
-        let mut now = Now::default();
-        let expires_at = deadline(&mut now, Some(self.inner.tombstone_ttl));
+        let mut now = self.now();
+        let expires_at = now.deadline(Some(self.inner.tombstone_ttl));
         let hash = self.hash(key);
         let mut shard = self.slot(hash).shard.lock();
         shard.write(
@@ -238,7 +244,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// The version of the unexpired entry or tombstone under `key`; `None` if there is none or
     /// it was written without a version. Does not count as a read or change recency.
     pub fn version_of(&self, key: &str) -> Option<Version> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         shard
@@ -260,7 +266,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// # Ok::<(), distcache::Error>(())
     /// ```
     pub fn invalidate(&self, key: &str) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         self.lock(hash)
             .remove(hash, key, Removal::Invalidated, &mut now)
@@ -281,7 +287,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// # Ok::<(), distcache::Error>(())
     /// ```
     pub fn invalidate_unless_newer(&self, key: &str, version: Version) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         // An absent marker no newer than `version` goes too: a write at `version` exists.
@@ -301,7 +307,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     /// [`invalidate_unless_newer`](Self::invalidate_unless_newer)). It weighs one unit, like a
     /// tombstone: markers are bounded by the capacity. Returns whether it was stored.
     pub(crate) fn mark_absent(&self, key: &str, version: Option<Version>, ttl: Duration) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         let held = shard.inspect(hash, key, &mut now, |value, held| (value.is_some(), held));
@@ -310,7 +316,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
             Some((false, held)) => held.max(version),
             None => version,
         };
-        let expires_at = deadline(&mut now, Some(ttl));
+        let expires_at = now.deadline(Some(ttl));
         shard.write(
             hash,
             key,
@@ -322,7 +328,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
 
     /// Whether `key` holds an unexpired absent marker (see [`mark_absent`](Self::mark_absent)).
     pub(crate) fn is_absent(&self, key: &str) -> bool {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         self.lock(hash)
             .inspect_entry(hash, key, &mut now, |entry| entry.is_absent())
@@ -331,7 +337,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
 
     /// Removes `key`'s absent marker, if that is what it holds.
     pub(crate) fn drop_absent(&self, key: &str) {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         if shard
@@ -377,7 +383,7 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     }
 
     fn hash(&self, key: &str) -> u64 {
-        self.inner.hasher.hash_one(key)
+        self.inner.hasher.hash(key.as_bytes())
     }
 
     fn slot(&self, hash: u64) -> &ShardSlot<T> {
@@ -397,15 +403,16 @@ impl<T: Clone + Send + Sync + 'static> LocalCache<T> {
     }
 
     /// When an entry written now with `ttl` expires.
-    fn expiry(&self, ttl: Option<Duration>, now: &mut Now) -> Option<Instant> {
+    fn expiry(&self, ttl: Option<Duration>, now: &mut Now) -> Deadline {
         let ttl = ttl.filter(|t| !t.is_zero()).or(self.inner.default_ttl);
-        deadline(now, ttl)
+        now.deadline(ttl)
     }
-}
 
-/// `now + ttl`; `None` (never) without a TTL or when the sum overflows `Instant`.
-fn deadline(now: &mut Now, ttl: Option<Duration>) -> Option<Instant> {
-    ttl.and_then(|ttl| now.get().checked_add(ttl))
+    /// The clock of one operation (read lazily, see [`Now`]).
+    #[inline]
+    fn now(&self) -> Now {
+        Now::new(self.inner.epoch)
+    }
 }
 
 impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
@@ -413,7 +420,7 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
     /// A value too heavy for the cache removes the key's previous entry and is not stored
     /// (counted as an eviction).
     fn set(&self, key: &str, value: T, ttl: Option<Duration>) -> Result<()> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let weight = self.weigh(key, &value);
         let slot = self.slot(hash);
@@ -430,14 +437,14 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
 
     /// The live value under `key`, marked most recently used; a hit or a miss in the metrics.
     fn get(&self, key: &str) -> Result<Option<T>> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         Ok(self.lock(hash).read(hash, key, true, &mut now))
     }
 
     /// Like [`get`](Cache::get) without changing recency; also a hit or a miss.
     fn peek(&self, key: &str) -> Result<Option<T>> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         Ok(self.lock(hash).read(hash, key, false, &mut now))
     }
@@ -445,7 +452,7 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
     /// Removes `key`, value or tombstone, without leaving a tombstone: the key's version is
     /// forgotten, so any later [`LocalCache::set_if_newer`] applies. Not counted.
     fn delete(&self, key: &str) -> Result<()> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         self.lock(hash)
             .remove(hash, key, Removal::Deleted, &mut now);
@@ -454,7 +461,7 @@ impl<T: Clone + Send + Sync + 'static> Cache<T> for LocalCache<T> {
 
     /// True when `key` holds a live, unexpired value. Not counted as a read; recency unchanged.
     fn exists(&self, key: &str) -> Result<bool> {
-        let mut now = Now::default();
+        let mut now = self.now();
         let hash = self.hash(key);
         let mut shard = self.lock(hash);
         Ok(shard

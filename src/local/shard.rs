@@ -14,76 +14,89 @@
 //! - `used <= budget`.
 
 use std::mem;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::lru_map::{LruMap, Slot};
+use super::lru_map::{KeyHasher, LruMap, Slot};
 use crate::Version;
 
 /// How many expired entries one write reclaims from the LRU end, at most.
 const RECLAIM_PER_WRITE: usize = 4;
 
 /// What the map stores under a key: a value, or a tombstone that only remembers a version.
+///
+/// Laid out for the hit path and for size (`repr(C)`, fields in this order): a hit reads the
+/// deadline and the value, which follow the node's hash and key (see `lru_map.rs`), so the
+/// bytes a hit reads are contiguous; the version, weight and flags only matter to writes. A
+/// deadline in 8 bytes and the two optional facts folded into `flags` make an entry of a `u64`
+/// 56 bytes instead of 72.
+#[repr(C)]
 pub(super) struct Entry<T> {
+    /// When the entry stops being visible.
+    expires_at: Deadline,
     /// `None` marks a tombstone: the key was deleted at `version`.
     value: Option<T>,
-    /// When the entry stops being visible; `None` means never.
-    expires_at: Option<Instant>,
-    /// The version of the write that produced this entry; `None` for unversioned writes.
-    version: Option<Version>,
+    /// The version of the write that produced this entry; meaningful only with [`HAS_VERSION`].
+    version: Version,
     /// Units of the shard's budget this entry holds (1 unless a weigher says otherwise).
     weight: u64,
-    /// A tombstone that records a read which found nothing (negative caching), not a delete.
-    absent: bool,
+    /// [`HAS_VERSION`] and [`ABSENT`].
+    flags: u8,
 }
 
+/// The entry was written with a version (`set_if_newer`, `delete_if_newer`, a marker that saw
+/// one); without it, it is unversioned and yields to any version.
+const HAS_VERSION: u8 = 1;
+/// A tombstone that records a read which found nothing (negative caching), not a delete.
+const ABSENT: u8 = 2;
+
 impl<T> Entry<T> {
-    /// An entry holding `value`.
-    pub(super) fn value(
-        value: T,
-        expires_at: Option<Instant>,
+    fn new(
+        value: Option<T>,
+        expires_at: Deadline,
         version: Option<Version>,
         weight: u64,
+        absent: bool,
     ) -> Self {
+        let flags =
+            if version.is_some() { HAS_VERSION } else { 0 } | if absent { ABSENT } else { 0 };
         Entry {
-            value: Some(value),
             expires_at,
-            version,
+            value,
+            version: version.unwrap_or(Version::new(0, 0)),
             weight,
-            absent: false,
+            flags,
         }
     }
 
+    /// An entry holding `value`.
+    pub(super) fn value(
+        value: T,
+        expires_at: Deadline,
+        version: Option<Version>,
+        weight: u64,
+    ) -> Self {
+        Entry::new(Some(value), expires_at, version, weight, false)
+    }
+
     /// A tombstone: no value, only the version of the delete. It weighs one unit.
-    pub(super) fn tombstone(version: Version, expires_at: Option<Instant>) -> Self {
-        Entry {
-            value: None,
-            expires_at,
-            version: Some(version),
-            weight: 1,
-            absent: false,
-        }
+    pub(super) fn tombstone(version: Version, expires_at: Deadline) -> Self {
+        Entry::new(None, expires_at, Some(version), 1, false)
     }
 
     /// An absent marker: a tombstone saying a read found no value (negative caching), carrying the
     /// version the read saw (`None`: no version at all, so any versioned write replaces it).
-    pub(super) fn absent(version: Option<Version>, expires_at: Option<Instant>) -> Self {
-        Entry {
-            value: None,
-            expires_at,
-            version,
-            weight: 1,
-            absent: true,
-        }
+    pub(super) fn absent(version: Option<Version>, expires_at: Deadline) -> Self {
+        Entry::new(None, expires_at, version, 1, true)
     }
 
     /// The version the entry carries.
     pub(super) fn version(&self) -> Option<Version> {
-        self.version
+        (self.flags & HAS_VERSION != 0).then_some(self.version)
     }
 
     /// Whether this is an absent marker.
     pub(super) fn is_absent(&self) -> bool {
-        self.absent
+        self.flags & ABSENT != 0
     }
 
     pub(super) fn is_live(&self) -> bool {
@@ -91,23 +104,55 @@ impl<T> Entry<T> {
     }
 }
 
-/// A clock read at most once per operation, and only when an entry with a deadline is looked
-/// at: entries without a TTL never pay for `Instant::now()`.
-#[derive(Default)]
-pub(super) struct Now(Option<Instant>);
+/// When an entry stops being visible: nanoseconds since the cache's epoch (see [`Now`]), or
+/// [`Deadline::NEVER`]. Half the size of an `Option<Instant>`, and every entry has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Deadline(u64);
+
+impl Deadline {
+    /// No deadline: the entry never expires.
+    pub(super) const NEVER: Deadline = Deadline(u64::MAX);
+}
+
+/// The clock of one operation: read at most once, and only when an entry with a deadline is
+/// looked at or one is computed, so entries without a TTL never pay for `Instant::now()`.
+/// Times are nanoseconds since the cache's `epoch` (its creation), which 64 bits hold for 584
+/// years.
+pub(super) struct Now {
+    epoch: Instant,
+    nanos: Option<u64>,
+}
 
 impl Now {
+    /// A clock for one operation of the cache created at `epoch`.
     #[inline]
-    pub(super) fn get(&mut self) -> Instant {
-        *self.0.get_or_insert_with(Instant::now)
+    pub(super) fn new(epoch: Instant) -> Self {
+        Now { epoch, nanos: None }
     }
 
     #[inline]
-    fn passed(&mut self, deadline: Option<Instant>) -> bool {
-        match deadline {
-            None => false,
-            Some(at) => at <= self.get(),
+    fn nanos(&mut self) -> u64 {
+        let epoch = self.epoch;
+        *self
+            .nanos
+            .get_or_insert_with(|| u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// `ttl` from now; [`Deadline::NEVER`] without a TTL or when the sum does not fit (the
+    /// deadline would be centuries away).
+    pub(super) fn deadline(&mut self, ttl: Option<Duration>) -> Deadline {
+        match ttl {
+            None => Deadline::NEVER,
+            Some(ttl) => {
+                let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+                Deadline(self.nanos().saturating_add(ttl))
+            }
         }
+    }
+
+    #[inline]
+    fn passed(&mut self, deadline: Deadline) -> bool {
+        deadline != Deadline::NEVER && deadline.0 <= self.nanos()
     }
 }
 
@@ -146,10 +191,13 @@ pub(super) struct Shard<T> {
 }
 
 impl<T> Shard<T> {
-    /// An empty shard that holds at most `budget` units.
-    pub(super) fn new(budget: u64) -> Self {
+    /// An empty shard that holds at most `budget` units, of keys hashed by `hasher`.
+    pub(super) fn new(budget: u64, hasher: KeyHasher) -> Self {
+        // Every entry weighs at least one unit and a write inserts before it evicts, so the map
+        // holds at most `budget + 1` entries at once.
+        let max_len = usize::try_from(budget.saturating_add(1)).unwrap_or(usize::MAX);
         Shard {
-            map: LruMap::new(),
+            map: LruMap::new(max_len, hasher),
             budget,
             used: 0,
             live: 0,
@@ -205,7 +253,7 @@ impl<T> Shard<T> {
             self.remove_slot(slot, Removal::Deleted, now);
             return None;
         }
-        Some(f(entry.value.as_ref(), entry.version))
+        Some(f(entry.value.as_ref(), entry.version()))
     }
 
     /// Like [`inspect`](Self::inspect), with the whole entry.
@@ -248,7 +296,7 @@ impl<T> Shard<T> {
                 let old = self.map.get(slot);
                 let expired = now.passed(old.expires_at);
                 if let Some(version) = newer_than {
-                    if !expired && old.version.is_some_and(|old| old >= version) {
+                    if !expired && old.version().is_some_and(|old| old >= version) {
                         self.counters.stale_rejections += 1;
                         return false;
                     }
@@ -350,5 +398,83 @@ impl<T> Shard<T> {
                 None => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_at(nanos: u64) -> Now {
+        Now {
+            epoch: Instant::now(),
+            nanos: Some(nanos),
+        }
+    }
+
+    #[test]
+    fn a_deadline_passes_at_its_instant_and_never_overflows() {
+        let mut now = now_at(100);
+        let at = now.deadline(Some(Duration::from_nanos(50)));
+        assert_eq!(at, Deadline(150));
+        assert!(!now.passed(at));
+        assert!(!now_at(149).passed(Deadline(150)));
+        assert!(
+            now_at(150).passed(at),
+            "visible up to, not at, its deadline"
+        );
+        assert_eq!(now.deadline(None), Deadline::NEVER);
+        assert_eq!(now.deadline(Some(Duration::MAX)), Deadline::NEVER);
+        assert_eq!(
+            now_at(u64::MAX - 10).deadline(Some(Duration::from_secs(1))),
+            Deadline::NEVER,
+            "saturates instead of wrapping into the past"
+        );
+        assert!(!now_at(u64::MAX).passed(Deadline::NEVER));
+    }
+
+    #[test]
+    fn the_clock_is_read_once_per_operation_and_only_when_needed() {
+        let mut now = Now::new(Instant::now());
+        assert!(!now.passed(Deadline::NEVER));
+        assert_eq!(now.nanos, None, "no deadline, no clock read");
+        let first = now.deadline(Some(Duration::from_secs(1)));
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(now.deadline(Some(Duration::from_secs(1))), first);
+    }
+
+    #[test]
+    fn flags_keep_the_version_and_the_absent_marker() {
+        let v = Version::new(7, 3);
+        let value = Entry::value(1u64, Deadline::NEVER, None, 1);
+        assert_eq!(
+            (value.version(), value.is_absent(), value.is_live()),
+            (None, false, true)
+        );
+        let versioned = Entry::value(1u64, Deadline::NEVER, Some(v), 1);
+        assert_eq!(versioned.version(), Some(v));
+        let tombstone = Entry::<u64>::tombstone(v, Deadline::NEVER);
+        assert_eq!(
+            (
+                tombstone.version(),
+                tombstone.is_absent(),
+                tombstone.is_live()
+            ),
+            (Some(v), false, false)
+        );
+        let absent = Entry::<u64>::absent(None, Deadline::NEVER);
+        assert_eq!((absent.version(), absent.is_absent()), (None, true));
+        let absent = Entry::<u64>::absent(Some(Version::new(0, 0)), Deadline::NEVER);
+        assert_eq!(
+            absent.version(),
+            Some(Version::new(0, 0)),
+            "version zero is still a version"
+        );
+    }
+
+    #[test]
+    fn an_entry_of_a_u64_takes_56_bytes() {
+        // What the per-entry memory figure in the README rests on (was 72 bytes).
+        assert_eq!(mem::size_of::<Entry<u64>>(), 56);
     }
 }
