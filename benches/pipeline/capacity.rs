@@ -11,6 +11,9 @@ use super::*;
 
 /// One round: the Redis ceiling measured right before, then one drain.
 pub(super) struct DrainRound {
+    /// The first drain on a fresh broker, which compiles its hot paths meanwhile: shown, not
+    /// counted in the summary.
+    pub(super) warmup: bool,
     /// `redis-benchmark` requests/s of the single-key apply script.
     pub(super) ceiling: f64,
     pub(super) events: u64,
@@ -101,10 +104,12 @@ pub(super) fn capacity(c: &Config) -> R<Capacity> {
     }
     let mut rounds = Vec::new();
     let mut ceiling_command = String::new();
-    for round in 0..c.rounds {
+    // Round 0 warms the broker up (a fresh JVM compiles its hot paths during the first drain).
+    for round in 0..=c.rounds {
         let ceiling = lua_ceiling(c)?;
         ceiling_command.clone_from(&ceiling.command);
-        let r = drain_round(c, round, total, &watched, &ceiling)?;
+        let mut r = drain_round(c, round, total, &watched, &ceiling)?;
+        r.warmup = round == 0;
         progress(format!(
             "  round {round}: {} events in {:?} = {:.0}/s; ceiling {:.0}/s",
             r.events,
@@ -270,6 +275,7 @@ fn drain_round(
         .collect();
     let get = |name: &str| last.get(name).copied().unwrap_or(0.0);
     Ok(DrainRound {
+        warmup: false,
         ceiling: ceiling.rps,
         events: total,
         elapsed,
@@ -405,6 +411,15 @@ fn since(watched: &[Watched], before: &[u64]) -> Vec<u64> {
         .collect()
 }
 
+/// Round 0 is the warm-up.
+fn round_label(i: usize, r: &DrainRound) -> String {
+    if r.warmup {
+        "warm-up".into()
+    } else {
+        i.to_string()
+    }
+}
+
 pub(super) fn print_capacity(c: &Config, cap: &Capacity) {
     let ceiling_command = &cap.ceiling_command;
     let us_per = |ticks: u64, events: u64| ticks as f64 * 1e6 / cap.ticks_per_s / events as f64;
@@ -416,7 +431,8 @@ pub(super) fn print_capacity(c: &Config, cap: &Capacity) {
          `--batch-size 1024 --batch-wait-ms 0 --threads 4`; a fresh group and key prefix, so \
          every write is new to Redis) timed from its first consumed record (group join \
          excluded, shown) until its metrics page counts every record settled (polled every \
-         5 ms). Lua ceiling: `{ceiling_command}` against the same redis-server right before \
+         5 ms). The warm-up round is the first drain on a freshly started broker, whose JIT \
+         compiler threads take much of its CPU then (see the thread breakdown). Lua ceiling: `{ceiling_command}` against the same redis-server right before \
          the round: one key per call of the state node's own apply script, 64 calls per round \
          trip on 4 connections. Every round is shown.\n",
         c.n, c.value_bytes
@@ -426,7 +442,7 @@ pub(super) fn print_capacity(c: &Config, cap: &Capacity) {
     for (i, r) in cap.rounds.iter().enumerate() {
         println!(
             "| {} | {} | {} | {} | {} | {} | {:.2}× | {:.0} | {:.0} |",
-            i + 1,
+            round_label(i, r),
             r.events,
             secs(r.join),
             secs(r.elapsed),
@@ -461,7 +477,7 @@ pub(super) fn print_capacity(c: &Config, cap: &Capacity) {
     }
     println!("---:|---:|");
     for (i, r) in cap.rounds.iter().enumerate() {
-        print!("| {} |", i + 1);
+        print!("| {} |", round_label(i, r));
         for t in &r.cpu {
             print!(" {:.2} |", us_per(*t, r.events));
         }
@@ -522,7 +538,7 @@ pub(super) fn print_capacity(c: &Config, cap: &Capacity) {
             .collect();
         println!(
             "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} % | {} | {} |",
-            i + 1,
+            round_label(i, r),
             r.batches,
             per * 1e3,
             r.apply_s / r.batches.max(1.0) * 1e3,
@@ -539,7 +555,7 @@ pub(super) fn print_capacity(c: &Config, cap: &Capacity) {
         let node = us_per(r.cpu[0], r.events);
         println!(
             "- round {}: state node {:.2} µs/event = **{:.2}× the raw sum**",
-            i + 1,
+            round_label(i, r),
             node,
             node / us_per(raw_sum, n),
         );

@@ -313,7 +313,7 @@ fn run_all(c: Config) -> R<()> {
         progress("scale: 1-3 state nodes, one redis and a redis cluster");
         let runs = scale(&c)?;
         print_scale(&c, &runs);
-        for r in &runs {
+        for r in runs.iter().filter(|r| !r.warmup) {
             let redis = if r.cluster { "cluster" } else { "single" };
             summary.push(format!("scale_{redis}_{}={:.0}", r.nodes, r.rate()));
         }
@@ -340,9 +340,9 @@ fn run_all(c: Config) -> R<()> {
         progress("drain: the state-node binary's drain rate and CPU per event");
         let cap = capacity(&c)?;
         print_capacity(&c, &cap);
-        for (i, r) in cap.rounds.iter().enumerate() {
-            summary.push(format!("drain_r{}={:.0}", i + 1, r.rate()));
-            summary.push(format!("drain_ceiling_r{}={:.0}", i + 1, r.ceiling));
+        for (i, r) in cap.rounds.iter().enumerate().filter(|(_, r)| !r.warmup) {
+            summary.push(format!("drain_r{i}={:.0}", r.rate()));
+            summary.push(format!("drain_ceiling_r{i}={:.0}", r.ceiling));
         }
     }
 

@@ -129,6 +129,8 @@ fn free_port() -> R<u16> {
 
 /// One drain by `nodes` state nodes against one Redis topology.
 pub(super) struct ScaleRun {
+    /// An untimed first drain that warms the broker's JIT up; shown, not compared.
+    pub(super) warmup: bool,
     pub(super) nodes: usize,
     pub(super) cluster: bool,
     pub(super) events: u64,
@@ -159,6 +161,9 @@ pub(super) fn scale(c: &Config) -> R<Vec<ScaleRun>> {
         .collect();
     let broker = pid_from_env("DISTCACHE_BROKER_PID");
     let mut runs = Vec::new();
+    let mut warmup = scale_run(c, total, 1, false, &c.redis_url, &single, broker)?;
+    warmup.warmup = true;
+    runs.push(warmup);
     for on_cluster in [false, true] {
         for nodes in 1..=3 {
             let (redis, redis_pids) = if on_cluster {
@@ -189,7 +194,12 @@ fn scale_run(
     redis_pids: &[Watched],
     broker: Option<u32>,
 ) -> R<ScaleRun> {
-    let tag = format!("{}-{}{nodes}", c.run, if cluster { "c" } else { "s" });
+    let tag = format!(
+        "{}-{}{nodes}-{}",
+        c.run,
+        if cluster { "c" } else { "s" },
+        now_micros() % 1_000_000
+    );
     let group = format!("bench-scale-{tag}");
     let mut c = c.clone();
     // A fresh key prefix per run: every write is new to Redis.
@@ -253,6 +263,7 @@ fn scale_run(
     let after = ticks();
     let per_s = clock_ticks();
     Ok(ScaleRun {
+        warmup: false,
         nodes,
         cluster,
         events: total,
@@ -273,23 +284,24 @@ pub(super) fn print_scale(c: &Config, runs: &[ScaleRun]) {
          consumed record until the nodes' metrics count every record settled. The nodes join \
          one by one, so the first rebalances fall inside the timed drain (\"all assigned\" says \
          when every node held partitions). CPU = user + system seconds from `/proc` during the \
-         drain; this machine has {} cores, shared by every process in the row, so more nodes \
+         drain. The first row is an untimed warm-up of a freshly started broker (its JIT compiles \
+         the hot paths). This machine has {} cores, shared by every process in the row, so more nodes \
          cannot add cores here: the rows show what the extra processes cost.\n",
         c.n,
         c.value_bytes,
         thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let base = runs.first().map_or(1.0, ScaleRun::rate);
+    let base = runs.iter().find(|r| !r.warmup).map_or(1.0, ScaleRun::rate);
     println!("| redis | state nodes | events | drain time | events/s | × 1 node, one Redis | all assigned | CPU s: nodes / redis / broker | cores busy | retries |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in runs {
         let cpu: f64 = r.cpu_s.iter().sum();
         println!(
             "| {} | {} | {} | {} | {} | {:.2}× | {} | {:.2} / {:.2} / {:.2} | {:.2} | {:.0} |",
-            if r.cluster {
-                format!("cluster ({MASTERS} masters)")
-            } else {
-                "one server".into()
+            match (r.warmup, r.cluster) {
+                (true, _) => "one server (warm-up)".to_string(),
+                (false, true) => format!("cluster ({MASTERS} masters)"),
+                (false, false) => "one server".into(),
             },
             r.nodes,
             r.events,
