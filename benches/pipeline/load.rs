@@ -126,6 +126,9 @@ pub(super) struct LoadRun {
     pub(super) drained_after: Option<Duration>,
     /// B's listener's p50 `propagation_us` over the whole run (bucket bound, as text).
     pub(super) b_listener: String,
+    /// The stages of a write, from the trace of A (a core node) and the state node, over the
+    /// whole run (idle and loaded; the load's writes make up nearly all of it).
+    pub(super) spans: Vec<(&'static str, Summary)>,
     /// From the writer's counters before the first kept round under load to after the last.
     pub(super) window: Duration,
     pub(super) warmup: Warmup,
@@ -380,6 +383,7 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         .max_batch(1024)
         .max_wait(Duration::ZERO)
         .redis_workers(4)
+        .trace(true)
         .start()?;
     wait_until(
         || settled(&node.metrics()) >= backlog,
@@ -392,6 +396,7 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         .redis_url(&c.redis_url)
         .namespace(&ns)
         .key_prefix(&prefix)
+        .trace(true)
         .build()?;
     let b = Listener::spawn(&ns, &prefix)?;
     // Spawned (idle) before the idle phase, so both phases see the same processes.
@@ -489,6 +494,23 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
     };
     let b_listener = probe.b.finish()?;
     probe.raw.stop()?;
+    let (am, nm) = (probe.a.metrics(), node.metrics());
+    let spans = vec![
+        ("A: produce → broker ack (A's writes)", am.trace_produce_us),
+        (
+            "state node: produced → taken for applying (every write)",
+            nm.trace_consumed_us,
+        ),
+        ("state node: Redis apply of a batch", nm.trace_applied_us),
+        (
+            "state node: Redis answered → done events acked",
+            nm.trace_done_us,
+        ),
+        (
+            "A's listener: done produced → seen (every write)",
+            am.trace_done_to_seen_us,
+        ),
+    ];
     node.shutdown();
 
     let run = LoadRun {
@@ -506,6 +528,7 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
         backlog_at_stop: expected as i64 - at_stop as i64,
         drained_after: drained,
         b_listener,
+        spans,
         warmup,
         window: end.at - start.at,
     };
@@ -715,6 +738,20 @@ pub(super) fn print_load(c: &Config, r: &LoadRun) {
     println!(
         "- B's listener: p50 `propagation_us` over the whole run {} (its own metric, bucket bound).",
         r.b_listener
+    );
+    println!(
+        "- Where a write's time goes (`trace(true)` on A and the state node; whole run, the \
+         load's writes make up nearly all of it; bucket bounds): {}.",
+        r.spans
+            .iter()
+            .map(|(name, s)| format!(
+                "{name} p50 {} / p99 {} (n = {})",
+                us(s.p50),
+                us(s.p99),
+                s.count
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     if r.achieved_rate() < 0.95 * r.load.rate as f64 {
         println!(

@@ -90,6 +90,13 @@ impl BenchCluster {
         Ok(cluster)
     }
 
+    fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(_, p)| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+
     /// The seeds in the form `distcache-state-node --redis-cluster` takes.
     fn seeds(&self) -> String {
         self.nodes
@@ -161,17 +168,30 @@ pub(super) fn scale(c: &Config) -> R<Vec<ScaleRun>> {
         .collect();
     let broker = pid_from_env("DISTCACHE_BROKER_PID");
     let mut runs = Vec::new();
-    let mut warmup = scale_run(c, total, 1, false, &c.redis_url, &single, broker)?;
+    let one = [c.redis_url.clone()];
+    let target = Target {
+        servers: &one,
+        pids: &single,
+    };
+    let mut warmup = scale_run(c, total, 1, false, &c.redis_url, &target, broker)?;
     warmup.warmup = true;
     runs.push(warmup);
     for on_cluster in [false, true] {
         for nodes in 1..=3 {
-            let (redis, redis_pids) = if on_cluster {
-                (cluster.seeds(), cluster.watched())
+            let (redis, servers, redis_pids) = if on_cluster {
+                (cluster.seeds(), cluster.urls(), cluster.watched())
             } else {
-                (c.redis_url.clone(), single.clone())
+                (
+                    c.redis_url.clone(),
+                    vec![c.redis_url.clone()],
+                    single.clone(),
+                )
             };
-            let run = scale_run(c, total, nodes, on_cluster, &redis, &redis_pids, broker)?;
+            let target = Target {
+                servers: &servers,
+                pids: &redis_pids,
+            };
+            let run = scale_run(c, total, nodes, on_cluster, &redis, &target, broker)?;
             progress(format!(
                 "  {nodes} node(s), {}: {} events in {:?} = {:.0}/s",
                 if on_cluster { "cluster" } else { "one redis" },
@@ -185,15 +205,41 @@ pub(super) fn scale(c: &Config) -> R<Vec<ScaleRun>> {
     Ok(runs)
 }
 
+/// The Redis servers a run writes to: their URLs (every master of a cluster) and processes.
+struct Target<'a> {
+    servers: &'a [String],
+    pids: &'a [Watched],
+}
+
+/// Keys in every server of `conns` (`DBSIZE`, constant time).
+fn keys_in(conns: &mut [redis::Connection]) -> R<u64> {
+    let mut total = 0;
+    for conn in conns {
+        total += redis::cmd("DBSIZE").query::<u64>(conn)?;
+    }
+    Ok(total)
+}
+
+/// One drain. It is over when Redis holds every key of the backlog (each run writes under a
+/// fresh prefix and every key of the backlog is distinct, so that is `total` new keys): the
+/// nodes' own counters would count twice the records a rebalance hands to another node before
+/// they were committed.
 fn scale_run(
     c: &Config,
     total: u64,
     nodes: usize,
     cluster: bool,
     redis: &str,
-    redis_pids: &[Watched],
+    target: &Target<'_>,
     broker: Option<u32>,
 ) -> R<ScaleRun> {
+    let redis_pids = target.pids;
+    let mut conns: Vec<redis::Connection> = target
+        .servers
+        .iter()
+        .map(|u| Ok(redis::Client::open(u.as_str())?.get_connection()?))
+        .collect::<R<_>>()?;
+    let keys_before = keys_in(&mut conns)?;
     let tag = format!(
         "{}-{}{nodes}-{}",
         c.run,
@@ -248,9 +294,8 @@ fn scale_run(
             {
                 all_assigned = Some(t0.elapsed());
             }
-            let settled: u64 = scrapes.iter().map(settled_of).sum();
             last = scrapes;
-            settled >= total
+            keys_in(&mut conns).is_ok_and(|k| k >= keys_before + total)
         },
         every,
     )
@@ -281,7 +326,9 @@ pub(super) fn print_scale(c: &Config, runs: &[ScaleRun]) {
          ({PARTITIONS} partitions); per row a fresh group of N `distcache-state-node` processes \
          (default settings, a fresh key prefix) started together against one redis-server or a \
          {MASTERS}-master Redis Cluster (no replicas) on this machine, timed from the first \
-         consumed record until the nodes' metrics count every record settled. The nodes join \
+         consumed record until Redis holds every key of the backlog (`DBSIZE` on every server, \
+         polled every 5 ms; the nodes' counters would count twice what a rebalance replays). \
+         The nodes join \
          one by one, so the first rebalances fall inside the timed drain (\"all assigned\" says \
          when every node held partitions). CPU = user + system seconds from `/proc` during the \
          drain. The first row is an untimed warm-up of a freshly started broker (its JIT compiles \

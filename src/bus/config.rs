@@ -118,7 +118,12 @@ impl KafkaConfig {
             )
             // Bounds the producer's in-memory queue; while it is full a write waits, at most the
             // produce timeout, then fails.
-            .set("queue.buffering.max.messages", "100000");
+            .set("queue.buffering.max.messages", "100000")
+            // One request in flight per broker connection: a lone write still goes at once
+            // (linger 0), while writes made during a request's round trip wait for it and go
+            // together in the next. Without the bound every write is its own request, and under
+            // many concurrent writers the broker spends its CPU on request overhead.
+            .set("max.in.flight.requests.per.connection", "1");
         self.finish(c)
     }
 

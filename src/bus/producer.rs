@@ -101,26 +101,9 @@ impl EventProducer {
         }
     }
 
-    /// Sends every queued message now, ignoring `linger`, and waits until each was delivered or
-    /// failed, at most the produce timeout. A caller that queues a whole batch and then flushes
-    /// gets it out in as few requests as the batch's partitions allow, without the linger's delay.
+    /// Waits until every queued message was delivered or failed, at most the produce timeout.
     pub(crate) fn flush(&self) -> Result<()> {
-        let ms = self.timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // rdkafka's own `flush` calls librdkafka's with a zero timeout and then polls in 100 ms
-        // slices: linger is ignored only during the zero-timeout call, and the wait can
-        // overshoot by a slice. One call with the real timeout has neither problem.
-        // SAFETY: the pointer is the live producer handle `self.inner` owns; `rd_kafka_flush`
-        // is thread-safe (the producer's polling thread may serve reports meanwhile).
-        let err =
-            unsafe { rdkafka::bindings::rd_kafka_flush(self.inner.client().native_ptr(), ms) };
-        match RDKafkaErrorCode::from(err) {
-            RDKafkaErrorCode::NoError => Ok(()),
-            RDKafkaErrorCode::OperationTimedOut => Err(Error::Timeout {
-                what: "kafka flush".into(),
-                after: self.timeout,
-            }),
-            code => Err(Error::kafka(KafkaError::Flush(code))),
-        }
+        self.inner.flush(self.timeout).map_err(Error::kafka)
     }
 }
 

@@ -409,7 +409,7 @@ impl StateNodeBuilder {
         self.validate()?;
         let store = RedisStore::connect(&self.redis, self.key_prefix.clone())?;
         ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
-        let producer = EventProducer::new(&self.kafka, publish::DONE_LINGER)?;
+        let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
 
         let counters = Arc::new(metrics::Counters::default());
         let life = Arc::new(lifecycle::Lifecycle::default());

@@ -8,11 +8,6 @@ use crate::bus::producer::EventProducer;
 use crate::event::{Event, TOPIC_DONE};
 use crate::Result;
 
-/// The done producer's `linger.ms`: long enough that a batch being queued is not sent message by
-/// message before [`publish`] flushes it (a request per few messages costs the broker far more
-/// CPU than one per partition batch), and never waited out, since every publish flushes.
-pub(crate) const DONE_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// The done event that answers a write with `fate`: an applied write is reported as itself,
 /// every other fate as a stale marker (the write lost, or will never apply): it wakes writers
 /// waiting for the outcome, and local caches drop their copy of the key unless it is newer.
@@ -44,9 +39,6 @@ pub(crate) fn publish(producer: &EventProducer, events: &[Event]) -> Result<()> 
         producer.send(TOPIC_DONE, &e.message_key(), &e.encode(), tx.clone())?;
     }
     drop(tx);
-    // The batch is queued whole (the producer's linger, [`DONE_LINGER`], holds it): send it now,
-    // in as few requests as its partitions allow.
-    producer.flush()?;
     let mut failure = None;
     for _ in 0..events.len() {
         if let Err(e) = producer.wait(&rx) {
