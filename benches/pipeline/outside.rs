@@ -18,9 +18,9 @@ pub(super) struct NodeProcess {
 
 impl NodeProcess {
     /// Starts a node in `group` against `redis` (a URL, or a comma-separated list of cluster
-    /// seeds with `cluster`); every pipeline setting is the binary's default unless `--node-args`
-    /// says otherwise.
-    pub(super) fn start(c: &Config, group: &str, redis: &str, cluster: bool) -> R<NodeProcess> {
+    /// seeds with `cluster`) and returns at once; every pipeline setting is the binary's default
+    /// unless `--node-args` says otherwise.
+    pub(super) fn spawn(c: &Config, group: &str, redis: &str, cluster: bool) -> R<NodeProcess> {
         let bin = std::env::var("DISTCACHE_STATE_NODE_BIN").map_err(|_| {
             "DISTCACHE_STATE_NODE_BIN is not set (scripts/bench.sh builds the binary and sets it)"
         })?;
@@ -41,11 +41,16 @@ impl NodeProcess {
             cmd.arg("--redis-cluster");
         }
         let child = cmd.spawn().map_err(|e| format!("start {bin}: {e}"))?;
-        let node = NodeProcess {
+        Ok(NodeProcess {
             child,
             metrics_addr,
             log,
-        };
+        })
+    }
+
+    /// [`spawn`](Self::spawn), then waits until the node serves its metrics page.
+    pub(super) fn start(c: &Config, group: &str, redis: &str, cluster: bool) -> R<NodeProcess> {
+        let node = NodeProcess::spawn(c, group, redis, cluster)?;
         if wait_until(|| node.scrape().is_ok(), Duration::from_millis(20)).is_none() {
             return Err(
                 format!("state node never served metrics; log:\n{}", node.log_tail()).into(),

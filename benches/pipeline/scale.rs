@@ -250,8 +250,10 @@ fn scale_run(
     let mut c = c.clone();
     // A fresh key prefix per run: every write is new to Redis.
     c.node_args.push(format!("--key-prefix=bench:scale:{tag}:"));
+    // Spawned together, and polled from the start: a node that waited for the others to come up
+    // would drain before the clock starts.
     let procs: Vec<NodeProcess> = (0..nodes)
-        .map(|_| NodeProcess::start(&c, &group, redis, cluster))
+        .map(|_| NodeProcess::spawn(&c, &group, redis, cluster))
         .collect::<R<_>>()?;
     let every = Duration::from_millis(5);
     let sum = |name: &str, scrapes: &[HashMap<String, f64>]| -> f64 {
