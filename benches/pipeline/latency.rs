@@ -295,63 +295,32 @@ pub(super) fn propagation(
     Ok(run)
 }
 
+/// Node B: this bench as `--role listener`.
 pub(super) struct Listener {
-    pub(super) child: Child,
-    pub(super) stdin: ChildStdin,
-    pub(super) stdout: BufReader<ChildStdout>,
+    pub(super) process: RoleProcess,
 }
 
 impl Listener {
     pub(super) fn spawn(ns: &str, prefix: &str) -> R<Listener> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--role", "listener", ns, prefix])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut l = Listener {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = l.line()?;
-        if ready != "READY" {
-            let _ = l.child.kill();
-            return Err(format!("listener process: {ready}").into());
-        }
-        Ok(l)
-    }
-
-    pub(super) fn line(&mut self) -> R<String> {
-        let mut s = String::new();
-        if self.stdout.read_line(&mut s)? == 0 {
-            return Err("listener process exited".into());
-        }
-        Ok(s.trim_end().to_string())
+        Ok(Listener {
+            process: RoleProcess::spawn("listener", &[ns, prefix])?,
+        })
     }
 
     pub(super) fn expect(&mut self, key: &str, value: &str) -> R<()> {
-        writeln!(self.stdin, "{key} {value}")?;
-        self.stdin.flush()?;
-        Ok(())
+        self.process.send(&format!("{key} {value}"))
     }
 
     /// When B first saw the expected value, Unix microseconds; `Err(line)` when it gave up
     /// (the line carries B's view: its listener's counters and what its `get` returned).
     pub(super) fn seen(&mut self) -> R<Result<u64, String>> {
-        let line = self.line()?;
+        let line = self.process.line()?;
         Ok(line.parse().map_err(|_| line))
     }
 
     /// Stops B; returns its listener's p50 propagation (as text).
-    pub(super) fn finish(mut self) -> R<String> {
-        writeln!(self.stdin, "quit")?;
-        self.stdin.flush()?;
-        let summary = self.line()?;
-        self.child.wait()?;
-        Ok(summary)
+    pub(super) fn finish(self) -> R<String> {
+        self.process.finish("quit")
     }
 }
 

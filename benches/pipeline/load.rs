@@ -416,8 +416,8 @@ pub(super) fn propagation_load(c: &Config) -> R<LoadRun> {
             "this process: A, the state node, the raw clients",
             std::process::id(),
         ),
-        ("B (`--role listener`)", probe.b.child.id()),
-        ("the writers (`--role writer`)", writer.child.id()),
+        ("B (`--role listener`)", probe.b.process.child.id()),
+        ("the writers (`--role writer`)", writer.process.child.id()),
     ];
 
     let warmup = warm_up(c, &mut writer, &node, backlog)?;

@@ -73,6 +73,7 @@ mod latency;
 mod load;
 mod outside;
 mod raw;
+mod role;
 mod scale;
 
 use capacity::*;
@@ -82,6 +83,7 @@ use kafka::*;
 use latency::*;
 use load::*;
 use raw::*;
+use role::*;
 use scale::*;
 
 const PARTITIONS: i32 = 8;

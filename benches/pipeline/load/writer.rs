@@ -19,58 +19,27 @@ pub(super) struct WriterMark {
 
 /// The writer process (`--role writer`), driven over its stdin/stdout.
 pub(super) struct Writer {
-    pub(super) child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    pub(super) process: RoleProcess,
 }
 
 impl Writer {
     pub(super) fn spawn(c: &Config, ns: &str, prefix: &str) -> R<Writer> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "--role",
+        Ok(Writer {
+            process: RoleProcess::spawn(
                 "writer",
-                ns,
-                prefix,
-                &c.value_bytes.to_string(),
-                &c.keys.to_string(),
-                &c.load.threads.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut w = Writer {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = w.line()?;
-        if ready != "READY" {
-            let _ = w.child.kill();
-            return Err(format!("writer process: {ready}").into());
-        }
-        Ok(w)
-    }
-
-    fn line(&mut self) -> R<String> {
-        let mut s = String::new();
-        if self.stdout.read_line(&mut s)? == 0 {
-            return Err("writer process exited".into());
-        }
-        Ok(s.trim_end().to_string())
-    }
-
-    fn request(&mut self, req: &str) -> R<String> {
-        writeln!(self.stdin, "{req}")?;
-        self.stdin.flush()?;
-        self.line()
+                &[
+                    ns,
+                    prefix,
+                    &c.value_bytes.to_string(),
+                    &c.keys.to_string(),
+                    &c.load.threads.to_string(),
+                ],
+            )?,
+        })
     }
 
     pub(super) fn start(&mut self, rate: usize) -> R<()> {
-        let reply = self.request(&format!("start {rate}"))?;
+        let reply = self.process.request(&format!("start {rate}"))?;
         if reply != "STARTED" {
             return Err(format!("writer process: {reply}").into());
         }
@@ -78,21 +47,19 @@ impl Writer {
     }
 
     pub(super) fn mark(&mut self) -> R<WriterMark> {
-        let reply = self.request("mark")?;
+        let reply = self.process.request("mark")?;
         parse_mark(&reply)
     }
 
     /// Stops the writers (joined); the counters then.
     pub(super) fn pause(&mut self) -> R<WriterMark> {
-        let reply = self.request("pause")?;
+        let reply = self.process.request("pause")?;
         parse_mark(&reply)
     }
 
     /// Stops the writers (joined) and the process; its final counters.
-    pub(super) fn finish(mut self) -> R<WriterMark> {
-        let reply = self.request("quit")?;
-        self.child.wait()?;
-        parse_mark(&reply)
+    pub(super) fn finish(self) -> R<WriterMark> {
+        parse_mark(&self.process.finish("quit")?)
     }
 }
 
