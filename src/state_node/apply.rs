@@ -87,7 +87,10 @@ pub(crate) struct Started {
 
 struct Work {
     writes: Arc<Vec<Event>>,
-    /// The workers' first attempt; `None` when it could not even be handed over (retried).
+    /// The workers' first attempt (`Err` when it could not be handed over); the first try takes
+    /// it, a retry hands the batch over afresh. Planned while the batch before was still with
+    /// Redis, this batch may miss that one's versions in `AppliedVersions`: the fast path only
+    /// saves a round trip, Redis' version check decides.
     in_flight: Option<std::result::Result<InFlight, ApplyFailure>>,
     stale: Vec<Event>,
     refused: Vec<Event>,
