@@ -371,21 +371,7 @@ fn state_node_applies_versioned_events_to_a_cluster() {
         writes += 1;
     }
 
-    let node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(cluster.urls())
-        .redis_cluster(true)
-        .redis_workers(2)
-        .max_batch(2048)
-        .max_wait(Duration::from_millis(300))
-        .start()
-        .unwrap_or_else(|e| {
-            panic!(
-                "start the state node: {e}\nbroker log:\n{}\n{}",
-                broker.log_tail(20),
-                cluster.log_tails(10)
-            )
-        });
+    let node = cluster_state_node(&broker, &cluster, 2048, Duration::from_millis(300));
 
     // Once a write made after the backlog is reported, the state node has joined and works through it.
     let joined = cache
@@ -554,21 +540,7 @@ fn a_master_restarted_mid_drain_loses_nothing() {
     drop(events);
 
     // Small batches: the drain takes many of them, so the kill lands in the middle of it.
-    let node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(cluster.urls())
-        .redis_cluster(true)
-        .redis_workers(2)
-        .max_batch(64)
-        .max_wait(Duration::from_millis(2))
-        .start()
-        .unwrap_or_else(|e| {
-            panic!(
-                "start the state node: {e}\nbroker log:\n{}\n{}",
-                broker.log_tail(20),
-                cluster.log_tails(10)
-            )
-        });
+    let node = cluster_state_node(&broker, &cluster, 64, Duration::from_millis(2));
     let drained =
         |m: &distcache::StateNodeMetrics| m.applied + m.deduped + m.stale_dropped >= total;
 
@@ -693,4 +665,29 @@ fn a_master_restarted_mid_drain_loses_nothing() {
     assert!(m.stale_dropped == 0 || m.consumed > total, "{m:?}");
 
     node.shutdown();
+}
+
+/// A state node on `cluster` with two Redis workers and the given batching; a failed start panics
+/// with the services' logs.
+fn cluster_state_node(
+    broker: &Broker,
+    cluster: &RedisCluster,
+    max_batch: usize,
+    max_wait: Duration,
+) -> StateNode {
+    StateNode::builder()
+        .kafka_brokers(broker.bootstrap())
+        .redis_url(cluster.urls())
+        .redis_cluster(true)
+        .redis_workers(2)
+        .max_batch(max_batch)
+        .max_wait(max_wait)
+        .start()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start the state node: {e}\nbroker log:\n{}\n{}",
+                broker.log_tail(20),
+                cluster.log_tails(10)
+            )
+        })
 }
