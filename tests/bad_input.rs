@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use distcache::event::{Event, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{Event, WriteEvent, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     Cache, DistributedCache, Error, KafkaConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
@@ -37,7 +37,7 @@ fn fresh_version(node: u64) -> Version {
 }
 
 fn set_event(ns: &str, key: &str, version: Version, value: &[u8]) -> Event {
-    Event::set(ns, key, version, value.to_vec())
+    WriteEvent::set(ns, key, version, value.to_vec()).into_envelope()
 }
 
 fn redis_pttl(stack: &Stack, ns: &str, key: &str) -> i64 {

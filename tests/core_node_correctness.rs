@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distcache::event::{Event, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{Event, WriteEvent, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     redis_entry_key, redis_namespace_prefix, Cache, DistributedCache, Error, HybridClock,
     RedisCache, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
@@ -32,7 +32,7 @@ fn version_at(offset_ms: i64, node: u64) -> Version {
 }
 
 fn set_event(ns: &str, key: &str, version: Version, value: &str) -> Event {
-    Event::set(ns, key, version, serde_json::to_vec(value).expect("encode"))
+    WriteEvent::set(ns, key, version, serde_json::to_vec(value).expect("encode")).into_envelope()
 }
 
 /// Produces hand-made events with a client independent of ours (as another process would).

@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use distcache::event::{Event, Op, TOPIC_DONE};
+use distcache::event::{Event, Op, WriteEvent, TOPIC_DONE};
 use distcache::{Cache, DistributedCache, KafkaConfig, RedisConfig, Version, WriteOutcome};
 use support::{entry_json, produce_events, unique_name, wait_until, DoneWatcher, Stack};
 
@@ -39,7 +39,7 @@ fn done_set(ns: &str, key: &str, version: Version, value: Option<Vec<u8>>) -> Ev
     Event {
         value_omitted: value.is_none(),
         value,
-        ..Event::set(ns, key, version, Vec::new())
+        ..WriteEvent::set(ns, key, version, Vec::new()).into_envelope()
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use distcache::event::{Event, Op, TOPIC_SET_DEL};
+use distcache::event::{Event, Op, WriteEvent, TOPIC_SET_DEL};
 use distcache::{DistributedCache, StateNodeMetrics, Version};
 use support::faults::*;
 use support::{unique_name, wait_until, RawRecord, RedisProbe};
@@ -29,7 +29,7 @@ fn malformed_records(ns: &str, victim: &str, first_partition: i32) -> Vec<RawRec
         op,
         value: value.map(|v| serde_json::to_vec(v).unwrap()),
         // Far in the future: applied by mistake, it would win against every real write.
-        ..Event::delete(ns, victim, Version::new(u64::MAX >> 1, 7))
+        ..WriteEvent::delete(ns, victim, Version::new(u64::MAX >> 1, 7)).into_envelope()
     };
     let key = distcache::event::message_key(ns, victim);
     let good = forged(Op::Set, Some("EVIL")).encode();
@@ -66,12 +66,13 @@ fn markers_in_every_partition(env: &Env, ns: &str) -> BTreeMap<String, Vec<Strin
         .map(|p| {
             let key = format!("marker-{p}");
             let value = format!("marker at {version}");
-            let event = Event::set(
+            let event = WriteEvent::set(
                 ns,
                 key.clone(),
                 version,
                 serde_json::to_vec(&value).expect("encode"),
-            );
+            )
+            .into_envelope();
             RawRecord {
                 partition: Some(p),
                 offset: None,

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use distcache::event::{Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{Op, WriteEvent, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     Cache, DistributedCache, Error, HybridClock, RedisCache, StateNode, Version, WriteOutcome,
     DEFAULT_KEY_PREFIX,
@@ -528,7 +528,7 @@ fn a_master_restarted_mid_drain_loses_nothing() {
             let value = format!("r{round}-{key}");
             let version = clock.now();
             let json = serde_json::to_vec(&value).expect("encode");
-            events.push(Event::set(&ns, &key, version, json));
+            events.push(WriteEvent::set(&ns, &key, version, json).into_envelope());
             newest.insert(key, (version, value));
         }
     }

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use distcache::event::{now_micros, Event, Op, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{now_micros, Event, Op, WriteEvent, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{StateNode, Version, WriteOutcome};
 
 use support::{entry_key, produce_events, unique_name, Broker, DoneWatcher, RedisServer, Stack};
@@ -330,14 +330,10 @@ fn plain_writes_are_applied_in_version_order() {
 
 fn event(ns: &str, key: &str, version: Version, value: Option<&str>, sync: bool) -> Event {
     let write = match value {
-        Some(v) => Event::set(ns, key, version, v.as_bytes().to_vec()),
-        None => Event::delete(ns, key, version),
+        Some(v) => WriteEvent::set(ns, key, version, v.as_bytes().to_vec()),
+        None => WriteEvent::delete(ns, key, version),
     };
-    if sync {
-        write
-    } else {
-        write.plain()
-    }
+    if sync { write } else { write.plain() }.into_envelope()
 }
 
 fn produce(broker: &Broker, events: &[Event]) {

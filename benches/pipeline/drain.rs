@@ -24,8 +24,8 @@ pub(super) fn settled(m: &StateNodeMetrics) -> u64 {
     m.applied + m.stale_dropped + m.deduped + m.malformed + m.failed
 }
 
-pub(super) fn set_event(ns: &str, key: String, hlc: u64, value: Vec<u8>) -> Event {
-    Event::set(ns, key, Version::new(hlc, 7), value)
+pub(super) fn set_event(ns: &str, key: String, hlc: u64, value: Vec<u8>) -> WriteEvent {
+    WriteEvent::set(ns, key, Version::new(hlc, 7), value)
 }
 
 /// The state-node runs (fastest per batch size) and the Redis ceilings with and without the

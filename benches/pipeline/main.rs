@@ -51,7 +51,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use distcache::event::{now_micros, Event, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{now_micros, WriteEvent, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{Cache, DistributedCache, StateNode, StateNodeMetrics, Summary, Version};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::errlog::ErrorLog;
 use super::offsets::{OffsetTracker, Verdict};
 use super::KafkaConfig;
-use crate::event::Event;
+use crate::event::DoneEvent;
 use crate::{Error, Result};
 
 /// One consumed message, detached from the consumer.
@@ -379,7 +379,7 @@ pub(crate) struct Delivered {
     /// produced it, by its wall clock), when the broker gave one.
     pub timestamp_ms: Option<i64>,
     /// The decoded event; `None` for a record without a payload.
-    pub event: Option<Result<Event>>,
+    pub event: Option<Result<DoneEvent>>,
 }
 
 impl BroadcastConsumer {
@@ -400,7 +400,7 @@ impl BroadcastConsumer {
                     offset,
                     verdict: self.offsets.check(partition, offset),
                     timestamp_ms: msg.timestamp().to_millis(),
-                    event: msg.payload().map(Event::decode),
+                    event: msg.payload().map(DoneEvent::decode),
                 })
             }
             Some(Err(err)) => Polled::Trouble(Trouble::new(&err, &self.consumer)),

@@ -26,7 +26,7 @@ use super::waiters::Waiters;
 use crate::bus::consumer::{describe, BroadcastConsumer, Delivered, Polled, POLL_INTERVAL};
 use crate::bus::errlog::ErrorLog;
 use crate::bus::offsets::Verdict;
-use crate::event::{now_micros, Event, Op};
+use crate::event::{now_micros, DoneEvent, Op};
 use crate::{Codec, LocalCache};
 
 pub(crate) struct Listener<T> {
@@ -120,7 +120,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
     /// produced (the writer's wall clock, in the envelope) → done produced (the state node's wall
     /// clock, the record timestamp librdkafka set) → seen here (this node's wall clock). Across
     /// machines each span includes the skew between the two clocks; a negative span counts as 0.
-    fn trace_spans(&self, event: &Event, done_at_ms: Option<i64>, seen_at_us: u64) {
+    fn trace_spans(&self, event: &DoneEvent, done_at_ms: Option<i64>, seen_at_us: u64) {
         let c = &self.counters;
         let done_at_us = done_at_ms
             .filter(|ms| *ms > 0)
@@ -156,7 +156,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Listener<T> {
     }
 
     /// Applies one done event; `done_at_ms` is its record's timestamp (for the trace).
-    fn handle(&self, event: Event, done_at_ms: Option<i64>) {
+    fn handle(&self, event: DoneEvent, done_at_ms: Option<i64>) {
         // A `stale` verdict may carry a version the state node refused for being too far ahead:
         // following it would make this node stamp refused versions too. Applied writes were
         // within the state node's bound, so they are safe to follow.

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::bus::producer::EventProducer;
-use crate::event::{now_micros, Event, Op, TOPIC_SET_DEL};
+use crate::event::{Op, WriteEvent, TOPIC_SET_DEL};
 use crate::redis_store::{effective_ttl, RedisStore, Stored};
 use crate::{Cache, Codec, Error, LocalCache, Result, Version};
 pub use builder::{default_namespace, DistributedCacheBuilder};
@@ -536,7 +536,7 @@ where
 
     /// Produces the write, then applies it locally (read-your-writes), then re-applies any
     /// correction its done event brought before the local apply (see `pending`).
-    fn produce_and_apply(&self, key: &str, write: Write<T>, event: &Event) -> Result<()> {
+    fn produce_and_apply(&self, key: &str, write: Write<T>, event: &WriteEvent) -> Result<()> {
         let inner = &self.inner;
         let version = event.version;
         inner.waiters.pending.begin(key, version);
@@ -555,30 +555,27 @@ where
         Ok(())
     }
 
-    fn event(&self, key: &str, write: &Write<T>, version: Version) -> Result<Event> {
+    fn event(&self, key: &str, write: &Write<T>, version: Version) -> Result<WriteEvent> {
         let inner = &self.inner;
         let value = write
             .value
             .as_ref()
             .map(|v| inner.codec.encode(v))
             .transpose()?;
-        let event = Event {
-            op: write.op,
-            ns: inner.ns.clone(),
-            key: key.to_string(),
-            version,
-            remote_ttl: write.remote_ttl,
-            local_ttl: write.local_ttl,
-            value,
-            write_redis: write.write_redis,
-            value_omitted: false,
-            origin: inner.clock.node(),
-            produced_at_us: now_micros(),
+        // Stamped by this node's clock, so `version.node` is this node: the write's origin.
+        let event = match value {
+            Some(value) => WriteEvent::set(inner.ns.clone(), key, version, value),
+            None => WriteEvent::delete(inner.ns.clone(), key, version),
         };
-        Ok(event)
+        let event = if write.write_redis {
+            event
+        } else {
+            event.plain()
+        };
+        Ok(event.with_ttls(write.remote_ttl, write.local_ttl))
     }
 
-    fn produce(&self, event: &Event) -> Result<()> {
+    fn produce(&self, event: &WriteEvent) -> Result<()> {
         let inner = &self.inner;
         let started = std::time::Instant::now();
         match inner

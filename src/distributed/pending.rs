@@ -13,7 +13,7 @@
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
-use crate::event::{Event, Op};
+use crate::event::{DoneEvent, Op};
 use crate::Version;
 
 /// Writes in flight per key: their versions and the newest correction seen for each.
@@ -55,7 +55,7 @@ impl Pending {
 
     /// Called by the listener for every done event of this namespace: records corrections that
     /// leave no version behind (see the module docs) for the writes in flight they concern.
-    pub(crate) fn observe(&self, event: &Event) {
+    pub(crate) fn observe(&self, event: &DoneEvent) {
         let removes_older = match event.op {
             Op::Stale => true,
             Op::Set => event.value.is_none(),

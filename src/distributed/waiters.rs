@@ -15,7 +15,7 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use super::pending::Pending;
-use crate::event::{Event, Op};
+use crate::event::{DoneEvent, Op};
 use crate::{Error, LocalCache, Result, Version};
 
 /// What became of a write, as reported by the state node.
@@ -106,7 +106,7 @@ impl Waiters {
     /// every waiter of its key at or below V: V is applied, older writes lost to it. A `stale`
     /// verdict settles only the write it names: it says that one write was refused (older than
     /// Redis, or stamped too far ahead), nothing about others of the key, which get their own.
-    pub(crate) fn notify(&self, event: &Event) {
+    pub(crate) fn notify(&self, event: &DoneEvent) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }

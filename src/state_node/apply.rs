@@ -23,7 +23,7 @@ use super::lifecycle::Lifecycle;
 use super::metrics::Counters;
 use super::plan::{plan, AppliedVersions, Plan};
 use super::workers::{ApplyFailure, InFlight, Outcome, RedisWorkers};
-use crate::event::{now_micros, Event};
+use crate::event::{now_micros, WriteEvent};
 use crate::{Error, Result};
 
 /// Panicking attempts of one batch after which the node gives up and stops.
@@ -52,7 +52,7 @@ pub(crate) enum Fate {
 #[derive(Debug, Default)]
 pub(crate) struct AppliedBatch {
     /// Every write of the batch with its fate.
-    pub verdicts: Vec<(Event, Fate)>,
+    pub verdicts: Vec<(WriteEvent, Fate)>,
     /// Next offset to commit per partition once the batch is delivered.
     pub next_offsets: HashMap<i32, i64>,
     /// Acknowledge once this batch is committed.
@@ -86,15 +86,15 @@ pub(crate) struct Started {
 }
 
 struct Work {
-    writes: Arc<Vec<Event>>,
+    writes: Arc<Vec<WriteEvent>>,
     /// The workers' first attempt (`Err` when it could not be handed over); the first try takes
     /// it, a retry hands the batch over afresh. Planned while the batch before was still with
     /// Redis, this batch may miss that one's versions in `AppliedVersions`: the fast path only
     /// saves a round trip, Redis' version check decides.
     in_flight: Option<std::result::Result<InFlight, ApplyFailure>>,
-    stale: Vec<Event>,
-    refused: Vec<Event>,
-    superseded: Vec<Event>,
+    stale: Vec<WriteEvent>,
+    refused: Vec<WriteEvent>,
+    superseded: Vec<WriteEvent>,
     next_offsets: HashMap<i32, i64>,
     started: Instant,
 }
@@ -282,7 +282,7 @@ mod tests {
     struct AlwaysPanics;
 
     impl super::super::workers::Applier for AlwaysPanics {
-        fn apply(&mut self, _: &[Event], _: &[usize]) -> Result<Vec<(usize, Outcome)>> {
+        fn apply(&mut self, _: &[WriteEvent], _: &[usize]) -> Result<Vec<(usize, Outcome)>> {
             panic!("injected bug");
         }
 
@@ -304,7 +304,7 @@ mod tests {
             trace: false,
         };
         let version = Version::new((now_micros() / 1000) << 16, 1);
-        let event = Event::set("ns", "k", version, b"1".to_vec());
+        let event = WriteEvent::set("ns", "k", version, b"1".to_vec());
         let batch = Batch {
             records: vec![Record {
                 partition: 0,

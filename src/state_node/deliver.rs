@@ -24,7 +24,7 @@ use super::metrics::Counters;
 use super::publish::{done_report, publish};
 use crate::bus::consumer::{commit, release, CommitKind, GroupConsumer};
 use crate::bus::producer::EventProducer;
-use crate::event::{now_micros, Event, TOPIC_SET_DEL};
+use crate::event::{now_micros, DoneEvent, WriteEvent, TOPIC_SET_DEL};
 use crate::Error;
 
 /// Commit failures usually mean the partitions moved to another node (which will replay the
@@ -68,7 +68,7 @@ impl Delivery {
             // Counted before the done events go out, so whoever sees one finds it counted.
             self.count(&verdicts);
             // The events become their done reports (no copy of their values).
-            let done: Vec<Event> = verdicts
+            let done: Vec<DoneEvent> = verdicts
                 .into_iter()
                 .map(|(event, fate)| done_report(event, &fate, self.inline_value_limit))
                 .collect();
@@ -101,7 +101,7 @@ impl Delivery {
     }
 
     /// Counts a batch's fates, and the end-to-end latency of its applied writes.
-    fn count(&self, verdicts: &[(Event, Fate)]) {
+    fn count(&self, verdicts: &[(WriteEvent, Fate)]) {
         let c = &self.counters;
         let now = now_micros();
         let mut oldest = now;

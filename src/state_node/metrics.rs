@@ -72,9 +72,10 @@ pub struct StateNodeMetrics {
     /// Records read from the set-del topic and handed to the pipeline, each once: a record
     /// dropped because it arrived past a hole (and read again later) is not counted.
     pub consumed: u64,
-    /// Events newer than Redis' version, applied (or accepted, for plain writes).
+    /// Events at least as new as Redis' version, applied (or accepted, for plain writes); an
+    /// equal version is the same write again, re-applied idempotently.
     pub applied: u64,
-    /// Events not newer than what Redis (or this node) already held: dropped.
+    /// Events older than what Redis (or this node) already held: dropped.
     pub stale_dropped: u64,
     /// Events replaced by a newer event for the same key within one batch.
     pub deduped: u64,

@@ -1,34 +1,34 @@
 //! Step 3 of the state node: turn a batch of raw records into the writes to apply.
 //!
 //! Decode (malformed records are counted and skipped), refuse events stamped too far ahead of this
-//! node's clock, keep only the newest event per key, drop events not newer than a version this
-//! node already applied (a bounded fast path; Redis stays the authority), and sort what is left by
+//! node's clock, keep only the newest event per key, drop events older than a version this node
+//! already applied (a bounded fast path; Redis stays the authority), and sort what is left by
 //! version.
 
 use hashbrown::HashMap;
 use lru::LruCache;
 
 use crate::bus::consumer::Record;
-use crate::event::{Event, Op};
+use crate::event::WriteEvent;
 use crate::Version;
 
 /// What to do with one batch.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     /// Newest event per key, sorted by version.
-    pub writes: Vec<Event>,
+    pub writes: Vec<WriteEvent>,
     /// Events known to be older than what Redis holds (from the fast path).
-    pub stale: Vec<Event>,
+    pub stale: Vec<WriteEvent>,
     /// Events stamped beyond the horizon (too far ahead of this node's clock): refused before
     /// deduplication, so they neither reach Redis nor hide a correct event of the same key.
-    pub refused: Vec<Event>,
+    pub refused: Vec<WriteEvent>,
     /// Records that were not valid events.
     pub malformed: u64,
     /// Events replaced by a newer event for the same key in the same batch.
     pub deduped: u64,
     /// Those replaced events: each is answered `stale` (it lost to a newer write of its key),
     /// so its waiter returns whatever becomes of the newer one (applied, stale or failed).
-    pub superseded: Vec<Event>,
+    pub superseded: Vec<WriteEvent>,
     /// Next offset to commit per partition once the batch is done.
     pub next_offsets: HashMap<i32, i64>,
 }
@@ -41,21 +41,15 @@ pub(crate) type AppliedVersions = LruCache<(String, String), Version, foldhash::
 /// node's clock plus the allowed skew).
 pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions, horizon_ms: u64) -> Plan {
     let mut out = Plan::default();
-    let mut newest: HashMap<(String, String, bool), Event> = HashMap::with_capacity(records.len());
+    let mut newest: HashMap<(String, String, bool), WriteEvent> =
+        HashMap::with_capacity(records.len());
     for record in records {
         // Records of a partition arrive in offset order (re-reads and a log that went back
         // included), so the last one says where the partition continues.
         out.next_offsets
             .insert(record.partition, record.offset.saturating_add(1));
-        let event = match record.payload.as_deref().map(Event::decode) {
-            Some(Ok(event)) if event.op != Op::Stale && !event.value_omitted => event,
-            Some(Ok(_)) => {
-                log::warn!(target: "distcache::state_node",
-                    "skipping a done-topic-only event (stale marker or omitted value) on the set-del topic at {}:{}",
-                    record.partition, record.offset);
-                out.malformed += 1;
-                continue;
-            }
+        let event = match record.payload.as_deref().map(WriteEvent::decode) {
+            Some(Ok(event)) => event,
             Some(Err(err)) => {
                 log::warn!(target: "distcache::state_node",
                     "skipping malformed record at {}:{}: {err}", record.partition, record.offset);
@@ -109,18 +103,27 @@ pub(crate) fn plan(records: Vec<Record>, applied: &mut AppliedVersions, horizon_
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{DoneEvent, Op};
     use std::num::NonZeroUsize;
 
-    fn event(key: &str, hlc: u64, op: Op) -> Event {
+    fn event(key: &str, hlc: u64, op: Op) -> WriteEvent {
         let version = Version::new(hlc, 1);
         match op {
-            Op::Set => Event::set("ns", key, version, b"1".to_vec()),
-            Op::Delete => Event::delete("ns", key, version),
-            Op::Stale => Event::delete("ns", key, version).into_stale(),
+            Op::Set => WriteEvent::set("ns", key, version, b"1".to_vec()),
+            Op::Delete => WriteEvent::delete("ns", key, version),
+            Op::Stale => unreachable!("a stale marker is not a write"),
         }
     }
 
-    fn record(partition: i32, offset: i64, e: &Event) -> Record {
+    fn done_record(partition: i32, offset: i64, e: &DoneEvent) -> Record {
+        Record {
+            partition,
+            offset,
+            payload: Some(e.encode()),
+        }
+    }
+
+    fn record(partition: i32, offset: i64, e: &WriteEvent) -> Record {
         Record {
             partition,
             offset,
@@ -197,13 +200,15 @@ mod tests {
 
     #[test]
     fn done_topic_only_events_are_malformed_here() {
-        let omitted = Event {
-            value: None,
-            value_omitted: true,
-            ..event("k", 1, Op::Set)
-        };
-        let p = plan(vec![record(0, 0, &omitted)], &mut applied(), u64::MAX);
-        assert_eq!((p.malformed, p.writes.len()), (1, 0));
+        let write = event("k", 1, Op::Set);
+        let omitted = DoneEvent::applied(write.clone(), 0);
+        let stale = DoneEvent::stale(write);
+        let p = plan(
+            vec![done_record(0, 0, &omitted), done_record(0, 1, &stale)],
+            &mut applied(),
+            u64::MAX,
+        );
+        assert_eq!((p.malformed, p.writes.len()), (2, 0));
     }
 
     #[test]

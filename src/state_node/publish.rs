@@ -5,32 +5,23 @@ use crossbeam_channel::bounded;
 
 use super::apply::Fate;
 use crate::bus::producer::EventProducer;
-use crate::event::{Event, TOPIC_DONE};
+use crate::event::{DoneEvent, WriteEvent, TOPIC_DONE};
 use crate::Result;
 
 /// The done event that answers a write with `fate`: an applied write is reported as itself,
-/// every other fate as a stale marker (the write lost, or will never apply): it wakes writers
-/// waiting for the outcome, and local caches drop their copy of the key unless it is newer.
-pub(crate) fn done_report(event: Event, fate: &Fate, inline_limit: usize) -> Event {
+/// every other fate as a stale marker (the write lost, or will never apply).
+pub(crate) fn done_report(write: WriteEvent, fate: &Fate, inline_limit: usize) -> DoneEvent {
     match fate {
-        Fate::Applied => applied(event, inline_limit),
-        Fate::Stale | Fate::Failed { .. } | Fate::Superseded | Fate::Refused => event.into_stale(),
+        Fate::Applied => DoneEvent::applied(write, inline_limit),
+        Fate::Stale | Fate::Failed { .. } | Fate::Superseded | Fate::Refused => {
+            DoneEvent::stale(write)
+        }
     }
-}
-
-/// An applied write's report: same version; the value inlined up to `inline_limit` bytes, else
-/// omitted (listeners then drop their copy and re-read Redis on demand).
-fn applied(mut done: Event, inline_limit: usize) -> Event {
-    if done.value.as_ref().is_some_and(|v| v.len() > inline_limit) {
-        done.value = None;
-        done.value_omitted = true;
-    }
-    done
 }
 
 /// Produces every event and waits for all acknowledgements. Fails if any delivery failed; the
 /// caller then publishes the batch again (listeners apply by version, so repeats are harmless).
-pub(crate) fn publish(producer: &EventProducer, events: &[Event]) -> Result<()> {
+pub(crate) fn publish(producer: &EventProducer, events: &[DoneEvent]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -59,13 +50,13 @@ mod tests {
 
     #[test]
     fn applied_writes_inline_small_values_and_every_other_fate_is_stale() {
-        let e = Event::set("n", "k", Version::new(1, 1), vec![0; 10]);
+        let e = WriteEvent::set("n", "k", Version::new(1, 1), vec![0; 10]);
         let applied = Fate::Applied;
         let small = done_report(e.clone(), &applied, 10);
         assert_eq!(small.value.as_deref(), Some(&[0u8; 10][..]));
         let big = done_report(e.clone(), &applied, 9);
         assert!(big.value.is_none() && big.value_omitted);
-        assert!(Event::decode(&big.encode()).is_ok());
+        assert!(DoneEvent::decode(&big.encode()).is_ok());
         for fate in [
             Fate::Stale,
             Fate::Failed { bad_version: true },
@@ -76,7 +67,7 @@ mod tests {
             assert_eq!(s.op, Op::Stale);
             assert_eq!(s.version, e.version);
             assert!(s.value.is_none() && !s.value_omitted);
-            assert!(Event::decode(&s.encode()).is_ok());
+            assert!(DoneEvent::decode(&s.encode()).is_ok());
         }
     }
 }

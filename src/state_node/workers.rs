@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::metrics::Counters;
-use crate::event::Event;
+use crate::event::WriteEvent;
 
 use crate::redis_store::{
     is_transient_reply, CallReply, Connector, KeyReply, ScriptConn, VersionedWrite, BAD_VERSION,
@@ -72,14 +72,14 @@ pub(crate) struct ApplySettings {
 }
 
 impl ApplySettings {
-    pub(crate) fn redis_key(&self, event: &Event) -> String {
+    pub(crate) fn redis_key(&self, event: &WriteEvent) -> String {
         crate::redis_store::redis_entry_key(&self.prefix, &event.ns, &event.key)
     }
 }
 
 struct Job {
     /// The whole batch, shared with the other workers (no event is copied).
-    events: Arc<Vec<Event>>,
+    events: Arc<Vec<WriteEvent>>,
     /// This worker's share: indexes into `events`.
     share: Vec<usize>,
     reply: Sender<std::result::Result<Vec<(usize, Outcome)>, ApplyFailure>>,
@@ -88,7 +88,7 @@ struct Job {
 /// What a worker does with its share of a batch: [`Worker`] against Redis, a stand-in in tests.
 pub(crate) trait Applier: Send + 'static {
     /// Applies `events[i]` for each `i` of `share`, one `(i, outcome)` per write.
-    fn apply(&mut self, events: &[Event], share: &[usize]) -> Result<Vec<(usize, Outcome)>>;
+    fn apply(&mut self, events: &[WriteEvent], share: &[usize]) -> Result<Vec<(usize, Outcome)>>;
     /// Forgets per-connection state after a panic, so the next job starts afresh.
     fn reset(&mut self);
 }
@@ -146,7 +146,7 @@ impl RedisWorkers {
     /// (every write is idempotent). Every worker has let go of `events` when this returns.
     pub(crate) fn apply(
         &self,
-        events: &Arc<Vec<Event>>,
+        events: &Arc<Vec<WriteEvent>>,
     ) -> std::result::Result<Vec<Outcome>, ApplyFailure> {
         self.dispatch(events)?.wait()
     }
@@ -157,7 +157,7 @@ impl RedisWorkers {
     /// writes of one key. Blocks while a worker still has a job queued (at most one each).
     pub(crate) fn dispatch(
         &self,
-        events: &Arc<Vec<Event>>,
+        events: &Arc<Vec<WriteEvent>>,
     ) -> std::result::Result<InFlight, ApplyFailure> {
         let n = self.senders.len();
         let mut shares: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -282,8 +282,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Applier for Worker {
-    fn apply(&mut self, events: &[Event], share: &[usize]) -> Result<Vec<(usize, Outcome)>> {
-        let writes: Vec<(usize, &Event)> = share.iter().map(|&i| (i, &events[i])).collect();
+    fn apply(&mut self, events: &[WriteEvent], share: &[usize]) -> Result<Vec<(usize, Outcome)>> {
+        let writes: Vec<(usize, &WriteEvent)> = share.iter().map(|&i| (i, &events[i])).collect();
         let writes = &writes[..];
         match self.send(writes)? {
             CallReply::Keys(replies) => Self::outcomes(writes, replies),
@@ -313,7 +313,7 @@ impl Applier for Worker {
 impl Worker {
     /// The outcome of each write from the script's per-key replies.
     fn outcomes(
-        writes: &[(usize, &Event)],
+        writes: &[(usize, &WriteEvent)],
         replies: Vec<KeyReply>,
     ) -> Result<Vec<(usize, Outcome)>> {
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -336,7 +336,7 @@ impl Worker {
     }
 
     /// Runs the apply script for the writes. `Err`: a failure a retry may fix.
-    fn send(&mut self, writes: &[(usize, &Event)]) -> Result<CallReply> {
+    fn send(&mut self, writes: &[(usize, &WriteEvent)]) -> Result<CallReply> {
         let keys: Vec<String> = writes
             .iter()
             .map(|(_, e)| self.settings.redis_key(e))
@@ -369,7 +369,11 @@ mod tests {
     }
 
     impl Applier for Flaky {
-        fn apply(&mut self, events: &[Event], share: &[usize]) -> Result<Vec<(usize, Outcome)>> {
+        fn apply(
+            &mut self,
+            events: &[WriteEvent],
+            share: &[usize],
+        ) -> Result<Vec<(usize, Outcome)>> {
             if share.iter().any(|&i| events[i].key == "boom") {
                 panic!("injected");
             }
@@ -381,8 +385,8 @@ mod tests {
         }
     }
 
-    fn event(key: &str) -> Event {
-        Event::set("ns", key, Version::new(1, 1), b"1".to_vec())
+    fn event(key: &str) -> WriteEvent {
+        WriteEvent::set("ns", key, Version::new(1, 1), b"1".to_vec())
     }
 
     #[test]

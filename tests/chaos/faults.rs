@@ -3,7 +3,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use distcache::event::{Event, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{WriteEvent, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::Version;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
@@ -216,7 +216,7 @@ fn hostile_records(keys: &[String], rng: &mut StdRng) -> Vec<RawRecord> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let event =
-        |version: Version, value: &[u8]| Event::set(NS, key.clone(), version, value.to_vec());
+        |version: Version, value: &[u8]| WriteEvent::set(NS, key.clone(), version, value.to_vec());
     let future = event(
         Version::new((now_ms + 2 * 3600 * 1000) << 16, 0xbad),
         b"\"from the future\"",

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use distcache::event::{now_micros, Event, Op};
+use distcache::event::{now_micros, Event, Op, WriteEvent};
 use distcache::{DistributedCache, StateNode, StateNodeMetrics, Version, WriteOutcome};
 
 use super::{
@@ -301,16 +301,17 @@ pub fn warm_up(a: &DistributedCache<String>) {
 }
 
 pub fn set_event(ns: &str, key: &str, hlc: u64, node: u64, value: &str) -> Event {
-    Event::set(
+    WriteEvent::set(
         ns,
         key,
         Version::new(hlc, node),
         serde_json::to_vec(value).expect("encode"),
     )
+    .into_envelope()
 }
 
 pub fn delete_event(ns: &str, key: &str, hlc: u64, node: u64) -> Event {
-    Event::delete(ns, key, Version::new(hlc, node))
+    WriteEvent::delete(ns, key, Version::new(hlc, node)).into_envelope()
 }
 
 /// The version of an acknowledged write of a core node started with `--reply-versions` (`OK <version>`).

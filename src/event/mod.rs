@@ -1,7 +1,10 @@
 //! The wire format of both topics: a small, versioned, binary envelope.
 //!
-//! Every message on `core-distributed-cache-set-del` (a core node's write) and on
-//! `core-distributed-cache-done` (a state node's report of what it applied) is one [`Event`].
+//! Every message on `core-distributed-cache-set-del` (a core node's write, [`WriteEvent`]) and on
+//! `core-distributed-cache-done` (a state node's report of what became of it, [`DoneEvent`]) is one
+//! envelope, [`Event`]. The two typed views hold only what their topic allows and are built by
+//! their constructors; `Event` with its public fields is the raw envelope, for tools that read or
+//! forge messages.
 //! The Kafka message key is `namespace + "\x1f" + cache key`, so all events of one key share a
 //! partition and stay in order. The value is the envelope below, all integers big-endian:
 //!
@@ -23,10 +26,18 @@
 //!
 //! Nothing may follow the value. A message that breaks any of these rules is rejected by
 //! [`Event::decode`] with [`Error::Codec`]; consumers count it, log it and move on.
+//! [`WriteEvent::decode`] also rejects what only the done topic may carry (a stale marker, an
+//! omitted value).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{Error, Result, Version};
+
+mod done;
+mod write;
+
+pub use done::DoneEvent;
+pub use write::WriteEvent;
 
 /// Name of the topic core nodes write their set/delete events to.
 pub const TOPIC_SET_DEL: &str = "core-distributed-cache-set-del";
@@ -83,7 +94,9 @@ impl Op {
     }
 }
 
-/// One versioned write, as carried on both topics.
+/// The envelope of one versioned write, as carried on both topics. Every field is public so that
+/// tools can read and forge messages; the library itself builds [`WriteEvent`]s and
+/// [`DoneEvent`]s, which keep each topic's rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// Set, delete or stale.
@@ -112,81 +125,6 @@ pub struct Event {
 }
 
 impl Event {
-    /// A synced set as a core node's `set_with_sync` writes it: Redis and every local cache take
-    /// `value` (already encoded by the namespace's codec). No TTLs; stamped by `version.node`,
-    /// produced now. Chain [`plain`](Self::plain) and [`with_ttls`](Self::with_ttls) for the
-    /// other shapes of a write.
-    ///
-    /// ```
-    /// use distcache::event::{Event, Op};
-    /// use distcache::Version;
-    ///
-    /// let write = Event::set("users", "u:1", Version::new(1 << 16, 7), b"\"Ana\"".to_vec());
-    /// let back = Event::decode(&write.encode())?;
-    /// assert_eq!((back.op, back.origin, back.write_redis), (Op::Set, 7, true));
-    /// # Ok::<(), distcache::Error>(())
-    /// ```
-    pub fn set(
-        ns: impl Into<String>,
-        key: impl Into<String>,
-        version: Version,
-        value: Vec<u8>,
-    ) -> Event {
-        Event {
-            op: Op::Set,
-            ns: ns.into(),
-            key: key.into(),
-            version,
-            remote_ttl: None,
-            local_ttl: None,
-            value: Some(value),
-            write_redis: true,
-            value_omitted: false,
-            origin: version.node,
-            produced_at_us: now_micros(),
-        }
-    }
-
-    /// A synced delete as `delete_with_sync` writes it (see [`set`](Self::set)).
-    pub fn delete(ns: impl Into<String>, key: impl Into<String>, version: Version) -> Event {
-        Event {
-            op: Op::Delete,
-            value: None,
-            ..Event::set(ns, key, version, Vec::new())
-        }
-    }
-
-    /// This write as a plain one (`set`/`delete`): only the local caches take it; Redis records
-    /// its version.
-    pub fn plain(self) -> Event {
-        Event {
-            write_redis: false,
-            ..self
-        }
-    }
-
-    /// This write with a Redis TTL and a local TTL.
-    pub fn with_ttls(self, remote: Option<Duration>, local: Option<Duration>) -> Event {
-        Event {
-            remote_ttl: remote,
-            local_ttl: local,
-            ..self
-        }
-    }
-
-    /// The done topic's answer to a write that lost to a newer one, or will never apply: same
-    /// key, version and origin, no value and no TTLs.
-    pub fn into_stale(self) -> Event {
-        Event {
-            op: Op::Stale,
-            value: None,
-            value_omitted: false,
-            remote_ttl: None,
-            local_ttl: None,
-            ..self
-        }
-    }
-
     /// The Kafka message key for this event: `ns + "\x1f" + key`.
     pub fn message_key(&self) -> Vec<u8> {
         message_key(&self.ns, &self.key)
@@ -379,13 +317,14 @@ mod tests {
     fn sample() -> Event {
         Event {
             produced_at_us: 1_700_000_000_000_000,
-            ..Event::set(
+            ..WriteEvent::set(
                 "users",
                 "u:1",
                 Version::new(123 << 16 | 7, 99),
                 b"{\"a\":1}".to_vec(),
             )
             .with_ttls(Some(Duration::from_millis(5000)), None)
+            .into_envelope()
         }
     }
 
@@ -393,9 +332,10 @@ mod tests {
     fn round_trips() {
         let ev = sample();
         assert_eq!(Event::decode(&ev.encode()).unwrap(), ev);
-        let del = Event::delete("users", "u:1", Version::new(5 << 16, 1))
+        let del = WriteEvent::delete("users", "u:1", Version::new(5 << 16, 1))
             .plain()
-            .with_ttls(None, Some(Duration::from_secs(1)));
+            .with_ttls(None, Some(Duration::from_secs(1)))
+            .into_envelope();
         assert_eq!(Event::decode(&del.encode()).unwrap(), del);
     }
 
