@@ -11,7 +11,7 @@
 mod bus;
 mod cache;
 mod codec;
-mod connection_setters;
+mod connection;
 mod distributed;
 mod error;
 pub mod event;

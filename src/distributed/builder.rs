@@ -15,11 +15,9 @@ use super::{load, metrics, registry, waiters, DistributedCache, Inner};
 use crate::bus::admin::ensure_topics;
 use crate::bus::consumer::broadcast_consumer;
 use crate::bus::producer::EventProducer;
-use crate::bus::KafkaConfig;
-use crate::connection_setters::connection_setters;
+use crate::connection::{connection_setters, Connection};
 use crate::event::{TOPIC_DONE, TOPIC_SET_DEL};
-use crate::redis_store::DEFAULT_KEY_PREFIX;
-use crate::redis_store::{redis_namespace_prefix, RedisConfig, RedisStore};
+use crate::redis_store::{redis_namespace_prefix, RedisStore};
 use crate::{Codec, Error, LocalCache, Result};
 
 /// Most keys whose newest applied version `wait_for` remembers apart from the local cache.
@@ -52,9 +50,7 @@ type Weigher<T> = Arc<dyn Fn(&str, &T) -> u64 + Send + Sync>;
 /// One instance runs per (process, namespace): if the namespace already has a live instance,
 /// [`build`](Self::build) returns a handle to it and the rest of this builder is ignored.
 pub struct DistributedCacheBuilder<T> {
-    kafka: KafkaConfig,
-    redis: RedisConfig,
-    key_prefix: String,
+    connection: Connection,
     namespace: Option<String>,
     local_capacity: usize,
     local_ttl: Option<Duration>,
@@ -72,9 +68,7 @@ pub struct DistributedCacheBuilder<T> {
 impl<T> std::fmt::Debug for DistributedCacheBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DistributedCacheBuilder")
-            .field("kafka", &self.kafka)
-            .field("redis", &self.redis)
-            .field("key_prefix", &self.key_prefix)
+            .field("connection", &self.connection)
             .field("namespace", &self.namespace)
             .field("local_capacity", &self.local_capacity)
             .field("local_ttl", &self.local_ttl)
@@ -95,9 +89,7 @@ where
 {
     pub(crate) fn new() -> Self {
         DistributedCacheBuilder {
-            kafka: KafkaConfig::new(""),
-            redis: RedisConfig::new(""),
-            key_prefix: DEFAULT_KEY_PREFIX.into(),
+            connection: Connection::default(),
             namespace: None,
             local_capacity: 10_000,
             local_ttl: None,
@@ -214,11 +206,7 @@ where
     }
 
     fn validate(&self, ns: &str) -> Result<()> {
-        self.kafka.validate()?;
-        if self.redis.url.is_empty() {
-            return Err(Error::Config("a redis url is required".into()));
-        }
-        self.redis.validate()?;
+        self.connection.validate()?;
         if ns.is_empty() || ns.len() > MAX_NAMESPACE_LEN || ns.contains('\x1f') {
             return Err(Error::Config(format!(
                 "namespace {ns:?} must be 1..={MAX_NAMESPACE_LEN} bytes without \\x1f"
@@ -263,12 +251,14 @@ where
             local = local.weigher(move |k, v| weigher(k, v));
         }
         let local = local.build()?;
-        let redis =
-            RedisStore::connect(&self.redis, redis_namespace_prefix(&self.key_prefix, &ns))?;
-        ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
-        let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
+        let redis = RedisStore::connect(
+            &self.connection.redis,
+            redis_namespace_prefix(&self.connection.key_prefix, &ns),
+        )?;
+        ensure_topics(&self.connection.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
+        let producer = EventProducer::new(&self.connection.kafka, Duration::ZERO)?;
         let group = format!("distcache-listener-{:x}-{}", clock.node(), ns);
-        let consumer = broadcast_consumer(&self.kafka, &group, TOPIC_DONE)?;
+        let consumer = broadcast_consumer(&self.connection.kafka, &group, TOPIC_DONE)?;
 
         let seen_capacity = self.local_capacity.clamp(1024, MAX_SEEN_KEYS);
         let waiters = Arc::new(waiters::Waiters::new(self.max_waiters, seen_capacity)?);
@@ -292,7 +282,7 @@ where
             .spawn(move || listener.run())
             .map_err(|e| Error::Config(format!("cannot start the listener thread: {e}")))?;
         log::info!(target: "distcache::core",
-            "core node {:x} serving namespace {ns:?} (brokers {})", clock.node(), self.kafka.brokers);
+            "core node {:x} serving namespace {ns:?} (brokers {})", clock.node(), self.connection.kafka.brokers);
         Ok(Arc::new(Inner {
             ns,
             local,

@@ -35,11 +35,9 @@ use crate::bus::admin::{check_brokers, ensure_topics};
 use crate::bus::consumer::group_consumer;
 use crate::bus::offsets::OffsetTracker;
 use crate::bus::producer::EventProducer;
-use crate::bus::KafkaConfig;
-use crate::connection_setters::connection_setters;
+use crate::connection::{connection_setters, Connection};
 use crate::event::{GROUP_SET_DEL, TOPIC_DONE, TOPIC_SET_DEL};
-use crate::redis_store::DEFAULT_KEY_PREFIX;
-use crate::redis_store::{Connector, PingProbe, RedisConfig, RedisStore};
+use crate::redis_store::{Connector, PingProbe, RedisStore};
 use crate::{Error, Health, MetricsSource, Result};
 pub use metrics::StateNodeMetrics;
 
@@ -201,9 +199,7 @@ impl Drop for StateNode {
 /// Configures and starts a [`StateNode`].
 #[derive(Clone, Debug)]
 pub struct StateNodeBuilder {
-    kafka: KafkaConfig,
-    redis: RedisConfig,
-    key_prefix: String,
+    connection: Connection,
     group: String,
     max_batch: usize,
     max_wait: Duration,
@@ -224,9 +220,7 @@ pub const DEFAULT_MAX_INTAKE_BYTES: usize = 64 * 1024 * 1024;
 impl Default for StateNodeBuilder {
     fn default() -> Self {
         StateNodeBuilder {
-            kafka: KafkaConfig::new(""),
-            redis: RedisConfig::new(""),
-            key_prefix: DEFAULT_KEY_PREFIX.into(),
+            connection: Connection::default(),
             group: GROUP_SET_DEL.into(),
             max_batch: 1024,
             max_wait: Duration::ZERO,
@@ -259,7 +253,7 @@ impl StateNodeBuilder {
 
     /// Partitions of the topics when this node creates them (default 8).
     pub fn partitions(mut self, partitions: i32) -> Self {
-        self.kafka.partitions = partitions;
+        self.connection.kafka.partitions = partitions;
         self
     }
 
@@ -363,12 +357,8 @@ impl StateNodeBuilder {
     }
 
     fn validate(&self) -> Result<()> {
-        self.kafka.validate()?;
+        self.connection.validate()?;
         self.membership.validate()?;
-        if self.redis.url.is_empty() {
-            return Err(Error::Config("state node needs a redis url".into()));
-        }
-        self.redis.validate()?;
         if self.max_batch == 0
             || self.redis_workers == 0
             || self.version_cache == 0
@@ -399,17 +389,18 @@ impl StateNodeBuilder {
     /// [`Error::Timeout`] / [`Error::Rejected`]).
     pub fn check(&self) -> Result<()> {
         self.validate()?;
-        RedisStore::connect(&self.redis, self.key_prefix.clone())?;
-        check_brokers(&self.kafka)
+        RedisStore::connect(&self.connection.redis, self.connection.key_prefix.clone())?;
+        check_brokers(&self.connection.kafka)
     }
 
     /// Checks the configuration, connects to Redis (ping) and Kafka, creates the topics if
     /// missing, joins the consumer group and starts the pipeline threads.
     pub fn start(self) -> Result<StateNode> {
         self.validate()?;
-        let store = RedisStore::connect(&self.redis, self.key_prefix.clone())?;
-        ensure_topics(&self.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
-        let producer = EventProducer::new(&self.kafka, Duration::ZERO)?;
+        let store =
+            RedisStore::connect(&self.connection.redis, self.connection.key_prefix.clone())?;
+        ensure_topics(&self.connection.kafka, &[TOPIC_SET_DEL, TOPIC_DONE])?;
+        let producer = EventProducer::new(&self.connection.kafka, Duration::ZERO)?;
 
         let counters = Arc::new(metrics::Counters::default());
         let life = Arc::new(lifecycle::Lifecycle::default());
@@ -422,7 +413,7 @@ impl StateNodeBuilder {
         let revoke_tx = tx.clone();
         let closing = life.clone();
         let consumer = Arc::new(group_consumer(
-            &self.membership.consumer_config(&self.kafka),
+            &self.membership.consumer_config(&self.connection.kafka),
             &self.group,
             TOPIC_SET_DEL,
             tracker.clone(),
@@ -438,7 +429,7 @@ impl StateNodeBuilder {
         let workers = workers::RedisWorkers::start(
             store.connector().clone(),
             workers::ApplySettings {
-                prefix: self.key_prefix.clone(),
+                prefix: self.connection.key_prefix.clone(),
                 tombstone_ms: self.tombstone_ttl.as_millis().max(1) as u64,
             },
             self.redis_workers,
@@ -471,7 +462,7 @@ impl StateNodeBuilder {
             tx,
             life: life.clone(),
             counters: counters.clone(),
-            kafka: self.kafka.clone(),
+            kafka: self.connection.kafka.clone(),
             tracker,
             budget,
         };
@@ -495,7 +486,7 @@ impl StateNodeBuilder {
         let intake_thread = spawn("distcache-intake", Box::new(move || intake.run()))?;
         log::info!(target: "distcache::state_node",
             "state node started: brokers {}, group {}, {} redis workers, batches of {} / {:?}",
-            self.kafka.brokers, self.group, self.redis_workers, self.max_batch, self.max_wait);
+            self.connection.kafka.brokers, self.group, self.redis_workers, self.max_batch, self.max_wait);
         Ok(StateNode {
             life,
             shutdown_timeout: self.shutdown_timeout,
