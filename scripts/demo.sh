@@ -75,7 +75,7 @@ note "broker: $BROKERS ($BROKER_NAME)"
 
 say "Starting the state node"
 "$BIN/distcache-state-node" --brokers "$BROKERS" --redis "$REDIS" --log-level info \
-	>"$WORK/state-node.log" 2>&1 &
+	--final-metrics-file "$WORK/state-node-final.json" >"$WORK/state-node.log" 2>&1 &
 PIDS+=($!)
 STATE_NODE=$!
 
@@ -212,26 +212,26 @@ PY
 kill -TERM "$STATE_NODE"
 for _ in $(seq 100); do kill -0 "$STATE_NODE" 2>/dev/null || break; sleep 0.1; done
 note "state node (stopped with SIGTERM: drained, committed, exited; latencies in ms):"
-python3 - "$(grep -o 'final metrics: .*' "$WORK/state-node.log" | tail -n 1)" <<'PY'
-import re, sys
-line = sys.argv[1]
-# The binary logs the snapshot's Debug form: `name: 12` and `name: Summary { count: …, p50: … }`.
-pairs = re.findall(r"(\w+): (\d+|Summary \{[^}]*\})", line.split("final metrics:", 1)[-1])
-if not pairs:
-    print(f"   {line[:400]}")
+python3 - "$WORK/state-node-final.json" <<'PY'
+import json, sys
+# The file of --final-metrics-file: one JSON object, counters as numbers, summaries as objects.
+try:
+    with open(sys.argv[1]) as f:
+        metrics = json.load(f)
+except (OSError, ValueError) as e:
+    print(f"   no final metrics file: {e}")
     sys.exit(0)
 print(f"   {'metric':<24} {'value':>12}")
 print(f"   {'-' * 24} {'-' * 12}")
-for name, value in pairs:
-    if value.startswith("Summary"):
-        f = dict(re.findall(r"(\w+): (\d+)", value))
-        if f.get("count", "0") == "0":
+for name, value in metrics.items():
+    if isinstance(value, dict):
+        if value["count"] == 0:
             value = "-"
         elif name.endswith("_us"):
-            ms = {k: int(v) / 1000 for k, v in f.items()}
-            value = f"n={f['count']} p50 {ms['p50']:.3f} p99 {ms['p99']:.3f} max {ms['max']:.3f}"
+            ms = {k: v / 1000 for k, v in value.items()}
+            value = f"n={value['count']} p50 {ms['p50']:.3f} p99 {ms['p99']:.3f} max {ms['max']:.3f}"
         else:
-            value = f"n={f['count']} p50 {f['p50']} p99 {f['p99']} max {f['max']}"
+            value = f"n={value['count']} p50 {value['p50']} p99 {value['p99']} max {value['max']}"
         name = name[:-3] + " (ms)" if name.endswith("_us") else name
     print(f"   {name.replace('_', ' '):<24} {value:>12}")
 PY

@@ -71,7 +71,8 @@ impl Histogram {
 
 /// A snapshot of a distribution (sizes, or durations in microseconds).
 /// Percentiles are upper bounds of power-of-two buckets: within a factor of two.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Serializes (serde) to an object of its five fields (`count`, `sum`, `max`, `p50`, `p99`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     /// Number of recorded values.
     pub count: u64,

@@ -491,7 +491,12 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
     drop(first);
 
     // Second state node: the binary, a fresh process that only knows what Redis knows.
-    let second = cluster.state_node_process("distcache-state-node");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let final_metrics_file = dir.path().join("final-metrics.json");
+    let second = cluster.state_node_process_with(
+        "distcache-state-node",
+        &["--final-metrics-file".as_ref(), final_metrics_file.as_ref()],
+    );
     cluster.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 100, NODE, "v100")]);
     done.wait_for("set@100 stale", |e| is_at(e, 100, Op::Stale));
     assert_eq!(
@@ -522,22 +527,12 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
         "state-node binary exit {status:?}; stderr:\n{}",
         second.stderr_tail(30)
     );
-    let stderr = second.stderr();
-    let field = |name: &str| -> Option<u64> {
-        let at = stderr.rfind("final metrics")?;
-        let rest = &stderr[at..];
-        let from = rest.find(&format!("{name}: "))? + name.len() + 2;
-        rest[from..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
+    let m = support::faults::final_metrics(&final_metrics_file)
+        .unwrap_or_else(|| panic!("no final metrics file; stderr:\n{}", second.stderr_tail(10)));
     assert_eq!(
-        (field("consumed"), field("applied"), field("stale_dropped")),
-        (Some(3), Some(1), Some(2)),
-        "the binary's final metrics (consumed, applied, stale_dropped); stderr:\n{}",
-        second.stderr_tail(10)
+        (m["consumed"], m["applied"], m["stale_dropped"]),
+        (3, 1, 2),
+        "the binary's final metrics (consumed, applied, stale_dropped): {m:?}"
     );
     drop(second);
 

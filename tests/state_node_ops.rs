@@ -11,7 +11,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use distcache::DistributedCache;
-use support::faults::Env;
+use support::faults::{final_metrics, Env};
 use support::{
     free_port, http_get, parse_exposition, unique_name, wait_until, Broker, ChildProcess,
     RedisServer,
@@ -89,12 +89,17 @@ fn metrics_and_health_are_served_and_follow_writes_and_redis() {
     let env = Env::start();
     let (redis, broker) = (&env.redis, &env.broker);
     let addr = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let final_metrics_file = dir.path().join("final.json");
+    // A file of an earlier run must not pass for this one's.
+    std::fs::write(&final_metrics_file, "{}").expect("write a stale file");
     let mut cmd = state_node();
     cmd.args(["--brokers", &broker.bootstrap()])
         .args(["--redis", &redis.url()])
         .args(["--group", &unique_name("ops-group")])
         .args(["--metrics-addr", &addr])
-        .arg("--trace");
+        .arg("--trace")
+        .env("DISTCACHE_FINAL_METRICS_FILE", &final_metrics_file);
     let node = ChildProcess::spawn("state-node", cmd);
 
     let mut health = None;
@@ -172,6 +177,7 @@ fn metrics_and_health_are_served_and_follow_writes_and_redis() {
         http_get(&addr, "/health")
     );
 
+    let last = support::scrape(&addr).expect("metrics answer");
     assert!(node.terminate());
     let status = node.wait_timeout(Duration::from_secs(30));
     assert_eq!(
@@ -183,6 +189,32 @@ fn metrics_and_health_are_served_and_follow_writes_and_redis() {
     assert!(
         http_get(&addr, "/metrics").is_none(),
         "still serving after exit"
+    );
+
+    // SIGTERM wrote the final counters: the five writes, and at least what the last scrape showed.
+    let m = final_metrics(&final_metrics_file)
+        .unwrap_or_else(|| panic!("no final metrics file; stderr:\n{}", node.stderr_tail(20)));
+    assert_eq!(
+        (m["consumed"], m["applied"], m["published"], m["malformed"]),
+        (5, 5, 5, 0),
+        "{m:?}"
+    );
+    for (name, family) in [("batches", "batches_total"), ("commits", "commits_total")] {
+        let scraped = last[&format!("distcache_state_node_{family}")];
+        assert!(
+            m[name] as f64 >= scraped,
+            "{name}: scraped {scraped}, file {m:?}"
+        );
+    }
+    assert_eq!(m["trace_consumed_us.count"], 5, "{m:?}");
+    assert!(m["apply_latency_us.count"] >= 1, "{m:?}");
+    // The stderr reader may lag the exit by a moment.
+    assert!(
+        wait_until(Duration::from_secs(5), || node
+            .stderr()
+            .contains("final metrics: applied=5 ")),
+        "the readable final line:\n{}",
+        node.stderr_tail(5)
     );
 }
 
@@ -235,6 +267,23 @@ fn check_exits_with_a_code_per_failure_class() {
     assert_eq!(status.code(), Some(4), "{err}");
     assert!(err.contains("state node failed to start"), "{err}");
 
+    // A node that started and then stops on an error still writes its final metrics: here its
+    // metrics address is taken (exit 2).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let final_metrics_file = dir.path().join("final.json");
+    let mut cmd = state_node();
+    cmd.args(["--brokers", &broker.bootstrap()])
+        .args(["--redis", &redis.url()])
+        .args(["--metrics-addr", &taken.local_addr().unwrap().to_string()])
+        .arg("--final-metrics-file")
+        .arg(&final_metrics_file);
+    let (status, _, err) = run("start-metrics-addr-taken", cmd, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(2), "{err}");
+    let m = final_metrics(&final_metrics_file)
+        .unwrap_or_else(|| panic!("no final metrics file after exit 2:\n{err}"));
+    assert_eq!(m["applied"], 0, "{m:?}");
+
     // Usage and configuration errors before any connection: exit 2 too.
     let mut cmd = state_node();
     cmd.args(["--check", "--redis", &redis.url()]);
@@ -278,6 +327,7 @@ batch_size = 10
 threads = 2
 group = "from-file"
 log_format = "json"
+final_metrics_file = "/tmp/from-file.json"
 
 [kafka_config]
 "client.id" = "from-file"
@@ -298,6 +348,7 @@ log_format = "json"
     assert_eq!(got["group"], "\"from-file\"");
     assert_eq!(got["redis_cluster"], "true");
     assert_eq!(got["log_format"], "\"json\"");
+    assert_eq!(got["final_metrics_file"], "\"/tmp/from-file.json\"");
     assert_eq!(got["batch_wait_ms"], "0", "default");
     assert_eq!(got["session_timeout_ms"], "6000", "default");
     assert!(got["kafka_config_keys"].contains("client.id"), "{out}");
@@ -341,6 +392,24 @@ log_format = "json"
         run("config-missing", cmd, Duration::from_secs(30)).0.code(),
         Some(2)
     );
+
+    // A final metrics file the node could never write is refused before anything starts.
+    let mut cmd = state_node();
+    cmd.args(["--check", "--brokers", "b:1", "--redis", "redis://r/"])
+        .arg("--final-metrics-file")
+        .arg(dir.path().join("missing").join("final.json"));
+    let (status, out, err) = run("final-metrics-dir-missing", cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains("--final-metrics-file") && err.contains("does not exist"),
+        "{err}"
+    );
+    let mut cmd = state_node();
+    cmd.args(["--check", "--brokers", "b:1", "--redis", "redis://r/"])
+        .env("DISTCACHE_FINAL_METRICS_FILE", dir.path());
+    let (status, _, err) = run("final-metrics-is-dir", cmd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
 }
 
 #[test]

@@ -67,7 +67,18 @@ impl Counters {
 }
 
 /// A snapshot of a state node's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// It serializes (serde) to one flat object, each field under its name: a counter or gauge as a
+/// number, a [`Summary`] as an object of its five fields. The binary's `--final-metrics-file`
+/// writes exactly that, so the field names are a stable interface: fields may be added, none
+/// renamed or removed.
+///
+/// ```
+/// let json = serde_json::to_value(distcache::StateNodeMetrics::default()).unwrap();
+/// assert_eq!(json["consumed"], 0);
+/// assert_eq!(json["batch_size"]["p99"], 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StateNodeMetrics {
     /// Records read from the set-del topic and handed to the pipeline, each once: a record
     /// dropped because it arrived past a hole (and read again later) is not counted.

@@ -3,6 +3,7 @@
 //! binary state nodes (the binary with its `/metrics` address), and what Redis must end up holding.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -81,10 +82,12 @@ impl Env {
             })
     }
 
-    /// The `distcache-state-node` binary in `group`, logging at info level to its stderr and
-    /// serving `/metrics` on a free port.
+    /// The `distcache-state-node` binary in `group`, logging at info level to its stderr,
+    /// serving `/metrics` on a free port and writing its final counters to a file of its own.
     pub fn spawn_state_node(&self, label: &str, group: &str) -> NodeProcess {
         let metrics = format!("127.0.0.1:{}", free_port());
+        let dir = tempfile::tempdir().expect("temp dir for the final metrics");
+        let final_metrics_file = dir.path().join("final-metrics.json");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
         cmd.args(["--brokers", &self.broker.bootstrap()])
             .args(["--redis", &self.redis.url()])
@@ -101,11 +104,15 @@ impl Env {
             .args(["--key-prefix", DEFAULT_KEY_PREFIX])
             .args(["--log-level", "info", "--metrics-interval-s", "0"])
             .args(["--metrics-addr", &metrics])
+            .arg("--final-metrics-file")
+            .arg(&final_metrics_file)
             // Flags win over DISTCACHE_* variables; this one has no flag here.
             .env_remove("DISTCACHE_TOMBSTONE_TTL_S");
         NodeProcess {
             process: ChildProcess::spawn(label, cmd),
             metrics,
+            final_metrics_file,
+            _dir: dir,
         }
     }
 
@@ -268,10 +275,12 @@ pub fn expected(
         .collect()
 }
 
-/// A state-node process and the address of its `/metrics`.
+/// A state-node process, the address of its `/metrics` and the file of its final counters.
 pub struct NodeProcess {
     pub process: ChildProcess,
     pub metrics: String,
+    pub final_metrics_file: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl std::ops::Deref for NodeProcess {
@@ -293,22 +302,45 @@ pub fn split_between(a: &NodeProcess, b: &NodeProcess) -> bool {
     x > 0 && y > 0 && x + y == PARTITIONS as usize
 }
 
-/// The counters a binary state node logs on shutdown ("final metrics: StateNodeMetrics { consumed: X, … }"),
-/// the plain integer ones only.
-pub fn final_metrics(stderr: &str) -> Option<HashMap<String, u64>> {
-    let at = stderr.rfind("final metrics: StateNodeMetrics {")?;
-    let body = &stderr[at + "final metrics: StateNodeMetrics {".len()..];
+/// The counters a binary state node wrote to its `--final-metrics-file` when it stopped: each number of the
+/// JSON object by name, each field of a summary as `name.field` (`batch_size.count`). `None` while there is no
+/// file; panics unless it is the documented shape (numbers, and summaries of count, sum, max, p50, p99).
+pub fn final_metrics(path: &Path) -> Option<HashMap<String, u64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let bad = |why: &str| -> String { format!("{}: {why}:\n{text}", path.display()) };
+    let object = match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(object)) => object,
+        _ => panic!("{}", bad("not one JSON object")),
+    };
     let mut out = HashMap::new();
-    for part in body.split(", ") {
-        let Some((name, value)) = part.trim().split_once(": ") else {
-            break;
-        };
-        let Ok(value) = value.trim().parse::<u64>() else {
-            break;
-        };
-        out.insert(name.to_string(), value);
+    for (name, value) in object {
+        match value {
+            serde_json::Value::Object(summary) => {
+                let mut fields: Vec<&str> = summary.keys().map(String::as_str).collect();
+                fields.sort_unstable();
+                assert_eq!(
+                    fields,
+                    ["count", "max", "p50", "p99", "sum"],
+                    "{}",
+                    bad(&format!("{name} is not a summary"))
+                );
+                for (field, v) in &summary {
+                    let v = v
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("{}", bad(&format!("{name}.{field}"))));
+                    out.insert(format!("{name}.{field}"), v);
+                }
+            }
+            v => {
+                let v = v
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{}", bad(&format!("{name} is not a count"))));
+                out.insert(name, v);
+            }
+        }
     }
-    out.contains_key("consumed").then_some(out)
+    assert!(out.contains_key("consumed"), "{}", bad("no consumed"));
+    Some(out)
 }
 
 /// Waits until `node` holds at least one partition (its metrics say so).
@@ -322,7 +354,7 @@ pub fn wait_assigned(node: &NodeProcess, env: &Env) {
 }
 
 /// SIGTERM, then the exit status and the final metrics; panics unless it exits 0 within `timeout`.
-pub fn terminate(node: &ChildProcess, timeout: Duration) -> (Duration, HashMap<String, u64>) {
+pub fn terminate(node: &NodeProcess, timeout: Duration) -> (Duration, HashMap<String, u64>) {
     let started = Instant::now();
     assert!(
         node.terminate(),
@@ -331,7 +363,6 @@ pub fn terminate(node: &ChildProcess, timeout: Duration) -> (Duration, HashMap<S
     );
     let status = node.wait_timeout(timeout);
     let took = started.elapsed();
-    let stderr = node.stderr();
     let status = status.unwrap_or_else(|| {
         panic!(
             "no exit within {timeout:?} of SIGTERM; stderr:\n{}",
@@ -343,21 +374,11 @@ pub fn terminate(node: &ChildProcess, timeout: Duration) -> (Duration, HashMap<S
         "exit status {status} after SIGTERM; stderr:\n{}",
         node.stderr_tail(30)
     );
-    // The stderr reader thread may lag the exit by a moment.
-    let mut metrics = final_metrics(&stderr);
-    if metrics.is_none() {
-        wait_until(Duration::from_secs(5), || {
-            metrics = final_metrics(&node.stderr());
-            metrics.is_some()
-        });
-    }
-    let metrics = metrics
-        .unwrap_or_else(|| panic!("no final metrics logged; stderr:\n{}", node.stderr_tail(30)));
-    (took, metrics)
+    (took, written_final_metrics(node))
 }
 
 /// Like `terminate` for a node that was already sent SIGTERM.
-pub fn terminate_signalled(node: &ChildProcess) -> (Duration, HashMap<String, u64>) {
+pub fn terminate_signalled(node: &NodeProcess) -> (Duration, HashMap<String, u64>) {
     let started = Instant::now();
     let status = node
         .wait_timeout(Duration::from_secs(15))
@@ -372,12 +393,16 @@ pub fn terminate_signalled(node: &ChildProcess) -> (Duration, HashMap<String, u6
         "exit status {status}; stderr:\n{}",
         node.stderr_tail(30)
     );
-    let mut metrics = None;
-    wait_until(Duration::from_secs(5), || {
-        metrics = final_metrics(&node.stderr());
-        metrics.is_some()
-    });
-    let metrics = metrics
-        .unwrap_or_else(|| panic!("no final metrics logged; stderr:\n{}", node.stderr_tail(30)));
-    (started.elapsed(), metrics)
+    (started.elapsed(), written_final_metrics(node))
+}
+
+/// The final metrics of a node that exited: the file is complete before the exit (written, then renamed).
+fn written_final_metrics(node: &NodeProcess) -> HashMap<String, u64> {
+    final_metrics(&node.final_metrics_file).unwrap_or_else(|| {
+        panic!(
+            "no final metrics file {}; stderr:\n{}",
+            node.final_metrics_file.display(),
+            node.stderr_tail(30)
+        )
+    })
 }

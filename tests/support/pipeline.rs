@@ -3,6 +3,7 @@
 //! and the check that Redis holds the newest of every writer's acknowledged writes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::process::Command;
 use std::sync::Mutex;
 use std::thread;
@@ -75,11 +76,17 @@ impl Cluster {
 
     /// The `distcache-state-node` binary as a child process (its own process memory).
     pub fn state_node_process(&self, label: &str) -> ChildProcess {
+        self.state_node_process_with(label, &[])
+    }
+
+    /// [`state_node_process`](Self::state_node_process) with more arguments.
+    pub fn state_node_process_with(&self, label: &str, extra: &[&OsStr]) -> ChildProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
         cmd.args(["--brokers", &self.broker.bootstrap()])
             .args(["--redis", &self.redis.url()])
             .args(["--key-prefix", &self.prefix])
-            .args(["--threads", "2", "--log-level", "info"]);
+            .args(["--threads", "2", "--log-level", "info"])
+            .args(extra);
         ChildProcess::spawn(label, cmd)
     }
 

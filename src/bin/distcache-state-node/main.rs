@@ -1,11 +1,14 @@
 //! `distcache-state-node`: the production state node. Consumes the set-del topic, applies events
 //! to Redis, publishes done events. Settings come from flags, `DISTCACHE_*` environment variables
 //! and an optional TOML file, in that order (`settings.rs`); `--help` lists them with the exit
-//! codes. SIGINT/SIGTERM drain the current batch, commit and exit 0.
+//! codes. SIGINT/SIGTERM drain the current batch, commit, write the final metrics (`report.rs`)
+//! and exit 0.
 
 mod logging;
+mod report;
 mod settings;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -132,6 +135,13 @@ fn serve(settings: &Settings) -> u8 {
             return exit::INTERNAL;
         }
     }
+    let final_metrics_file = settings.args.final_metrics_file.as_deref();
+    if let Some(path) = final_metrics_file {
+        if let Err(e) = report::prepare(path) {
+            log::error!("--final-metrics-file {}: {e}", path.display());
+            return exit::CONFIG;
+        }
+    }
     let node = match builder(settings).start() {
         Ok(node) => node,
         Err(e) => {
@@ -151,8 +161,7 @@ fn serve(settings: &Settings) -> u8 {
             }
             Err(e) => {
                 log::error!("--metrics-addr {addr}: {e}");
-                node.shutdown();
-                return exit::CONFIG;
+                return stop_node(&node, final_metrics_file, exit::CONFIG);
             }
         },
     };
@@ -165,17 +174,36 @@ fn serve(settings: &Settings) -> u8 {
         if let Some(why) = node.failure() {
             // The node has left its group; exit so a supervisor restarts it.
             log::error!("state node failed: {why}");
-            node.shutdown();
-            log::info!("final metrics: {:?}", node.metrics());
-            return exit::FAILED;
+            return stop_node(&node, final_metrics_file, exit::FAILED);
         }
         if interval > 0 && last_report.elapsed() >= Duration::from_secs(interval) {
-            log::info!("metrics: {:?}", node.metrics());
+            log::info!("metrics: {}", report::line(&node.metrics()));
             last_report = Instant::now();
         }
     }
     log::info!("signal received: draining and committing");
+    stop_node(&node, final_metrics_file, exit::OK)
+}
+
+/// Every stop of a started node: shut it down (drain, commit), log its final counters and write
+/// them to the `--final-metrics-file`. Returns `code`, or `INTERNAL` when a clean stop could not
+/// write the file (whoever reads it must not take its absence for success).
+fn stop_node(node: &StateNode, final_metrics_file: Option<&Path>, code: u8) -> u8 {
     node.shutdown();
-    log::info!("stopped; final metrics: {:?}", node.metrics());
-    exit::OK
+    let metrics = node.metrics();
+    log::info!("stopped; final metrics: {}", report::line(&metrics));
+    let Some(path) = final_metrics_file else {
+        return code;
+    };
+    match report::write_file(path, &metrics) {
+        Ok(()) => code,
+        Err(e) => {
+            log::error!("--final-metrics-file {}: {e}", path.display());
+            if code == exit::OK {
+                exit::INTERNAL
+            } else {
+                code
+            }
+        }
+    }
 }

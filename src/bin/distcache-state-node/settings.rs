@@ -22,12 +22,14 @@ Settings come from, highest first: flags, DISTCACHE_* environment variables, the
 metrics_addr, ...; librdkafka properties in a [kafka_config] table), then the defaults above.
 --brokers and --redis are required from one of them.
 
-SIGINT/SIGTERM drain the current batch, commit and exit 0.
+SIGINT/SIGTERM drain the current batch, commit, write --final-metrics-file (if given) and exit 0.
 
 Exit codes:
   0  clean shutdown, or --check passed
-  1  internal error (e.g. a signal handler could not be installed)
-  2  usage or configuration error (bad flag, config file, value or credentials; metrics address in use)
+  1  internal error (e.g. a signal handler could not be installed, or --final-metrics-file could
+     not be written at the stop)
+  2  usage or configuration error (bad flag, config file, value or credentials; metrics address in
+     use; --final-metrics-file in a directory that is not there or cannot be written)
   3  Redis unreachable (at start or --check)
   4  Kafka unreachable (at start or --check)
   5  the node failed while running and left its group (the Kafka consumer failed for good, e.g.
@@ -180,6 +182,18 @@ pub struct Args {
         default_value_t = 0
     )]
     pub metrics_interval_s: u64,
+    /// When the node stops (SIGINT/SIGTERM, or a failure after it started), write its final
+    /// counters to this file as one JSON object: each counter and gauge by name as a number, each
+    /// summary as an object of count, sum, max, p50 and p99 (README "State node CLI"). Written
+    /// atomically (a temporary file renamed over it); a file of an earlier run is removed at the
+    /// start. Default: none.
+    #[arg(
+        help_heading = "Operations",
+        long,
+        env = "DISTCACHE_FINAL_METRICS_FILE",
+        value_name = "FILE"
+    )]
+    pub final_metrics_file: Option<PathBuf>,
     /// Extra librdkafka property KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL. Applied
     /// after --kafka-config-file. Command lines are visible to other users (ps): put secrets such as
     /// sasl.password in the file instead.
@@ -251,6 +265,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     metrics_addr: Option<String>,
     metrics_interval_s: Option<u64>,
+    final_metrics_file: Option<PathBuf>,
     trace: Option<bool>,
     /// librdkafka properties, applied after `kafka_config_file`'s and before `--kafka-config`'s.
     kafka_config: Option<std::collections::BTreeMap<String, String>>,
@@ -329,6 +344,9 @@ pub fn resolve(mut args: Args, matches: &ArgMatches) -> Result<Settings, String>
     if !given("metrics_addr") && file.metrics_addr.is_some() {
         args.metrics_addr = file.metrics_addr;
     }
+    if !given("final_metrics_file") && file.final_metrics_file.is_some() {
+        args.final_metrics_file = file.final_metrics_file;
+    }
     if !given("instance_id") && file.instance_id.is_some() {
         args.instance_id = file.instance_id;
     }
@@ -349,6 +367,10 @@ pub fn resolve(mut args: Args, matches: &ArgMatches) -> Result<Settings, String>
         .clone()
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| missing("redis", "DISTCACHE_REDIS"))?;
+
+    if let Some(path) = &args.final_metrics_file {
+        check_final_metrics_file(path)?;
+    }
 
     let mut kafka_config = match args.kafka_config_file.as_deref() {
         Some(path) => read_kafka_config_file(path)?,
@@ -400,6 +422,29 @@ fn without_quoted(text: &str) -> String {
         }
     }
     out
+}
+
+/// A `--final-metrics-file` the node can write at its stop: a file name in a directory that
+/// exists (whether it takes new files is checked when the node starts).
+fn check_final_metrics_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!("--final-metrics-file {shown}: is a directory"));
+    }
+    if path.file_name().is_none() {
+        return Err(format!("--final-metrics-file {shown}: names no file"));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!(
+            "--final-metrics-file {shown}: directory {} does not exist",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// `--kafka-config` arguments as (key, value); an error names the argument by position only.
@@ -457,6 +502,8 @@ struct Shown<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_addr: Option<&'a str>,
     metrics_interval_s: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    final_metrics_file: Option<&'a Path>,
     trace: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     instance_id: Option<&'a str>,
@@ -488,6 +535,7 @@ impl Settings {
             log_format: a.log_format,
             metrics_addr: a.metrics_addr.as_deref(),
             metrics_interval_s: a.metrics_interval_s,
+            final_metrics_file: a.final_metrics_file.as_deref(),
             trace: a.trace,
             instance_id: a.instance_id.as_deref(),
             session_timeout_ms: a.session_timeout_ms,
@@ -555,6 +603,7 @@ mod tests {
             "--config",
             "--check",
             "--metrics-addr",
+            "--final-metrics-file",
             "--log-format",
             "Exit codes",
         ] {
