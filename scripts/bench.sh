@@ -149,25 +149,21 @@ section_local() {
 # ends. Each run prints its markdown tables; then one table puts the brokers' headline figures side by side
 # (each broker's ratios are within its own run). A copy of everything goes to target/bench-pipeline.md.
 section_pipeline() {
-  local args=()
-  read -r -a args <<<"${PIPELINE_BENCH_ARGS:-}"
-  brokers_section pipeline "${PIPELINE_BROKERS:-apache tansu}" pipeline_side_by_side "${args[@]}"
+  brokers_section pipeline "${PIPELINE_BROKERS:-apache tansu}" pipeline_side_by_side "${PIPELINE_BENCH_ARGS:-}"
 }
 
 # section_drain: the drain and cost tables of benches/pipeline/capacity.rs (`--sections drain`), against
 # the state-node binary, on each broker of DRAIN_BROKERS. A copy goes to target/bench-drain.md.
 section_drain() {
-  local args=()
-  read -r -a args <<<"${DRAIN_BENCH_ARGS:---n 100000 --rounds 3}"
-  brokers_section pipeline:drain "${DRAIN_BROKERS:-apache}" drain_side_by_side --sections drain "${args[@]}"
+  brokers_section pipeline:drain "${DRAIN_BROKERS:-apache}" drain_side_by_side \
+    "--sections drain ${DRAIN_BENCH_ARGS:---n 100000 --rounds 3}"
 }
 
 # section_scale: benches/pipeline/scale.rs (`--sections scale`) on each broker of SCALE_BROKERS. A copy goes
 # to target/bench-scale.md.
 section_scale() {
-  local args=()
-  read -r -a args <<<"${SCALE_BENCH_ARGS:---n 100000}"
-  brokers_section pipeline:scale "${SCALE_BROKERS:-apache}" scale_side_by_side --sections scale "${args[@]}"
+  brokers_section pipeline:scale "${SCALE_BROKERS:-apache}" scale_side_by_side \
+    "--sections scale ${SCALE_BENCH_ARGS:---n 100000}"
 }
 
 # scale_side_by_side BROKER=SUMMARY...: drain rates per topology, one column per broker.
@@ -217,10 +213,8 @@ PY
 # section_propagation_load: benches/pipeline/'s `load` section on each broker in LOAD_BROKERS (started by
 # bench_on), then the brokers side by side. A copy goes to target/bench-propagation-load.md.
 section_propagation_load() {
-  local args=()
-  read -r -a args <<<"${LOAD_BENCH_ARGS:-}"
   brokers_section pipeline:propagation-load "${LOAD_BROKERS:-${PIPELINE_BROKERS:-apache}}" \
-    propagation_load_side_by_side --sections load "${args[@]}"
+    propagation_load_side_by_side "--sections load ${LOAD_BENCH_ARGS:-}"
 }
 
 # propagation_load_side_by_side BROKER=SUMMARY...: the load run's headline figures, one column per broker.
@@ -273,14 +267,45 @@ broker_title() {
   esac
 }
 
-# brokers_section BENCH[:NAME] BROKERS SIDE_BY_SIDE ARGS...: runs benches/BENCH.rs once per broker of the
-# space-separated BROKERS (apache, tansu) with ARGS, then SIDE_BY_SIDE BROKER=SUMMARY... prints the brokers'
-# headline figures in one table. Everything printed is kept in target/bench-NAME.md (NAME: the section, BENCH
-# when not given), which BENCH_NO_RUN=1 prints again.
+# starts_state_node BENCH ARGS...: whether benches/BENCH with ARGS starts `distcache-state-node` processes
+# itself: benches/pipeline/'s drain and scale sections (its last `--sections` counts, as in its parser).
+# benches/failover.rs gets the binary from cargo, which builds it with the bench.
+starts_state_node() {
+  local bench=$1 sections=""
+  shift
+  [[ $bench == pipeline ]] || return 1
+  while [[ $# -gt 0 ]]; do
+    if [[ $1 == --sections && $# -gt 1 ]]; then
+      sections=$2
+      shift
+    fi
+    shift
+  done
+  [[ ",$sections," == *,drain,* || ",$sections," == *,scale,* ]]
+}
+
+# build_state_node: builds `distcache-state-node` (the bench profile, whose dependencies the benches already
+# built) once per bench.sh run, and names it in DISTCACHE_STATE_NODE_BIN for the benches that start it.
+STATE_NODE_BUILT=0
+build_state_node() {
+  if [[ $STATE_NODE_BUILT == 1 ]]; then
+    return
+  fi
+  ticking "building distcache-state-node" cargo build --profile bench --bin distcache-state-node >&2
+  DISTCACHE_STATE_NODE_BIN=$PWD/target/release/distcache-state-node
+  export DISTCACHE_STATE_NODE_BIN
+  STATE_NODE_BUILT=1
+}
+
+# brokers_section BENCH[:NAME] BROKERS SIDE_BY_SIDE ARGS: runs benches/BENCH.rs once per broker of the
+# space-separated BROKERS (apache, tansu) with ARGS (one string, split on white space as the *_BENCH_ARGS
+# variables are), then SIDE_BY_SIDE BROKER=SUMMARY... prints the brokers' headline figures in one table.
+# Everything printed is kept in target/bench-NAME.md (NAME: the section, BENCH when not given), which
+# BENCH_NO_RUN=1 prints again.
 brokers_section() {
-  local bench=${1%%:*} name=${1#*:} brokers_list=$2 side_by_side=$3 brokers=() broker summaries=()
+  local bench=${1%%:*} name=${1#*:} brokers_list=$2 side_by_side=$3 args=() brokers=() broker summaries=()
   local out="target/bench-$name.md"
-  shift 3
+  read -r -a args <<<"$4"
   if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
     if [[ ! -f $out ]]; then
       echo "no $out yet: run scripts/bench.sh $name" >&2
@@ -293,10 +318,9 @@ brokers_section() {
   # Compile before the services start: nothing else should compete for the cores while measuring.
   echo "building: cargo bench --bench $bench --no-run" >&2
   ticking "building $bench" cargo bench --bench "$bench" --no-run >&2
-  # Benches that run the state node as operators do (same profile: its dependencies are built).
-  ticking "building distcache-state-node" cargo build --profile bench --bin distcache-state-node >&2
-  DISTCACHE_STATE_NODE_BIN=$PWD/target/release/distcache-state-node
-  export DISTCACHE_STATE_NODE_BIN
+  if starts_state_node "$bench" "${args[@]}"; then
+    build_state_node
+  fi
   read -r -a brokers <<<"$brokers_list"
   mkdir -p "$(dirname "$out")"
   : >"$out.tmp"
@@ -304,7 +328,7 @@ brokers_section() {
   for broker in "${brokers[@]}"; do
     i=$((i + 1))
     echo "   $name: broker $i/${#brokers[@]}, $(broker_title "$broker")  ($(elapsed) in)" >&2
-    bench_on "$bench" "$broker" "target/bench-$name-$broker.summary" "$@" | tee -a "$out.tmp"
+    bench_on "$bench" "$broker" "target/bench-$name-$broker.summary" "${args[@]}" | tee -a "$out.tmp"
     summaries+=("$broker=target/bench-$name-$broker.summary")
   done
   "$side_by_side" "${summaries[@]}" | tee -a "$out.tmp"
@@ -382,9 +406,7 @@ PY
 # fresh redis-server and each broker in turn (started by bench_on), prints one table per broker,
 # then the brokers side by side. A copy goes to target/bench-failover.md.
 section_failover() {
-  local args=()
-  read -r -a args <<<"${FAILOVER_BENCH_ARGS:-}"
-  brokers_section failover "${FAILOVER_BROKERS:-apache tansu}" failover_side_by_side "${args[@]}"
+  brokers_section failover "${FAILOVER_BROKERS:-apache tansu}" failover_side_by_side "${FAILOVER_BENCH_ARGS:-}"
 }
 
 # failover_side_by_side BROKER=SUMMARY...: median and max of each scenario, one column per broker.
