@@ -24,24 +24,11 @@ say() {
 }
 note() { printf '   %s\n' "$*"; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/distcache-demo.XXXXXX")
-PIDS=()
-cleanup() {
-	set +e
-	exec 5>&- 6>&- 2>/dev/null
-	for pid in "${PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null
-	done
-	scripts/services.sh stop all "$WORK/services" >/dev/null 2>&1
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=scripts/lib/stack.sh
+source scripts/lib/stack.sh
+# The core nodes' command fifos (fds 5 and 6) close first: a core node whose input ends stops by itself.
+stack_before_stop() { exec 5>&- 6>&- 2>/dev/null; }
+stack_init demo 50
 
 BROKER=apache
 BROKER_NAME="Apache Kafka"
@@ -68,16 +55,12 @@ ticking "building (release)" cargo build --release --quiet --bin distcache-state
 BIN=$REPO/target/release
 
 say "Starting redis-server and the broker ($BROKER_NAME) on free loopback ports"
-REDIS=$(scripts/services.sh start redis "$WORK/services/redis")
-BROKERS=$(DISTCACHE_BROKER=$BROKER scripts/services.sh start kafka "$WORK/services/kafka")
+stack_services "$BROKER"
 note "redis:  $REDIS"
 note "broker: $BROKERS ($BROKER_NAME)"
 
 say "Starting the state node"
-"$BIN/distcache-state-node" --brokers "$BROKERS" --redis "$REDIS" --log-level info \
-	--final-metrics-file "$WORK/state-node-final.json" >"$WORK/state-node.log" 2>&1 &
-PIDS+=($!)
-STATE_NODE=$!
+stack_state_node "$BIN" info --final-metrics-file "$WORK/state-node-final.json"
 
 # A core node reads commands from a fifo and writes one reply line per command to a file.
 start_core() {

@@ -30,34 +30,18 @@ while (($#)); do
 	esac
 done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/distcache-soak.XXXXXX")
-PIDS=()
-cleanup() {
-	set +e
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null
-	done
-	scripts/services.sh stop all "$WORK/services" >/dev/null 2>&1
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=scripts/lib/stack.sh
+source scripts/lib/stack.sh
+stack_init soak 100
 
 echo "soak: building distcache-state-node and examples/core_node" >&2
 nice cargo build --quiet --bin distcache-state-node --example core_node
 BIN=$REPO/target/debug
 
-REDIS=$(scripts/services.sh start redis "$WORK/services/redis")
-BROKERS=$(DISTCACHE_BROKER=$BROKER scripts/services.sh start kafka "$WORK/services/kafka")
+stack_services "$BROKER"
 echo "soak: redis $REDIS, broker $BROKERS ($BROKER), $MINUTES min, a sample every ${INTERVAL}s" >&2
 
-"$BIN/distcache-state-node" --brokers "$BROKERS" --redis "$REDIS" --log-level warn \
-	>"$WORK/state-node.log" 2>&1 &
-PIDS+=($!)
-STATE=$!
+stack_state_node "$BIN" warn
 
 # An endless command stream for one core node (pipe back-pressure sets the pace).
 load() {
@@ -97,11 +81,11 @@ end=$((start + MINUTES * 60))
 printf '%8s %14s %14s %14s %12s\n' elapsed state_kib core1_kib core2_kib replies >&2
 while (($(date +%s) < end)); do
 	sleep "$INTERVAL"
-	for pid in "$STATE" "${CORES[@]}"; do
+	for pid in "$STATE_NODE" "${CORES[@]}"; do
 		kill -0 "$pid" 2>/dev/null || { echo "soak: process $pid died; logs in $WORK" >&2; tail -5 "$WORK"/*.log "$WORK"/*.err >&2; trap - EXIT; exit 1; }
 	done
 	t=$(($(date +%s) - start))
-	s=$(rss "$STATE") c1=$(rss "${CORES[0]}") c2=$(rss "${CORES[1]}")
+	s=$(rss "$STATE_NODE") c1=$(rss "${CORES[0]}") c2=$(rss "${CORES[1]}")
 	replies=$(cat "$WORK"/core*.out | wc -l)
 	echo "$t $s $c1 $c2" >>"$SAMPLES"
 	printf '%7ss %14s %14s %14s %12s\n' "$t" "$s" "$c1" "$c2" "$replies" >&2
