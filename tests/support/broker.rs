@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::process::Command;
@@ -63,9 +64,21 @@ impl BrokerKind {
     }
 }
 
+/// A broker process. Its process handling (`port`, `pid`, `is_running`, `kill`, `pause`, `resume`,
+/// `restart`, `log_tail`) is [`ServerProcess`]'s, through `Deref`; after a `restart` Apache Kafka keeps its
+/// log, tansu has lost every topic, record and committed offset (create the topics again): see
+/// [`BrokerKind::keeps_log_across_restarts`].
 pub struct Broker {
     server: ServerProcess,
     kind: BrokerKind,
+}
+
+impl Deref for Broker {
+    type Target = ServerProcess;
+
+    fn deref(&self) -> &ServerProcess {
+        &self.server
+    }
 }
 
 impl Broker {
@@ -98,47 +111,9 @@ impl Broker {
         self.kind
     }
 
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.server.pid()
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.server.is_running()
-    }
-
-    /// SIGKILL: every connection drops.
-    pub fn kill(&self) {
-        self.server.kill()
-    }
-
-    /// SIGSTOP: the port stays open but nothing is answered (a hung broker) until `resume`.
-    pub fn pause(&self) -> bool {
-        self.server.signal("STOP")
-    }
-
-    /// SIGCONT after `pause`.
-    pub fn resume(&self) -> bool {
-        self.server.signal("CONT")
-    }
-
-    /// Kills it if running and starts it again on the same port. Apache Kafka keeps its log; tansu loses every
-    /// topic, record and committed offset (create the topics again): see `BrokerKind::keeps_log_across_restarts`.
-    pub fn restart(&self) {
-        self.server.restart()
-    }
-
-    /// The last `n` lines of its log.
-    pub fn log_tail(&self, n: usize) -> String {
-        self.server.log_tail(n)
     }
 
     /// Creates `name` with `partitions` partitions; panics if the broker refuses (an existing topic is refused

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::Deref;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -12,8 +13,19 @@ use super::server::ServerProcess;
 
 const IO_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A `redis-server` process. Its process handling (`port`, `pid`, `is_running`, `kill`, `pause`, `resume`,
+/// `restart`, `log_tail`, `dir`) is [`ServerProcess`]'s, through `Deref`: a `kill` loses the data and a
+/// `restart` comes back empty unless it was started with [`start_with_aof`](Self::start_with_aof).
 pub struct RedisServer {
     server: ServerProcess,
+}
+
+impl Deref for RedisServer {
+    type Target = ServerProcess;
+
+    fn deref(&self) -> &ServerProcess {
+        &self.server
+    }
 }
 
 impl RedisServer {
@@ -55,41 +67,9 @@ impl RedisServer {
         RedisServer { server }
     }
 
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
     /// `redis://127.0.0.1:PORT/`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.server.pid()
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.server.is_running()
-    }
-
-    /// SIGKILL: connections drop, data is gone.
-    pub fn kill(&self) {
-        self.server.kill()
-    }
-
-    /// SIGSTOP: the server keeps its port but answers nothing (a hung server) until `resume`.
-    pub fn pause(&self) -> bool {
-        self.server.signal("STOP")
-    }
-
-    /// SIGCONT after `pause`.
-    pub fn resume(&self) -> bool {
-        self.server.signal("CONT")
-    }
-
-    /// Kills it if running, starts it again on the same port (empty) and waits until it answers.
-    pub fn restart(&self) {
-        self.server.restart()
     }
 
     /// Kills it and starts it again on the same port with every persisted file removed: Redis lost its data
@@ -102,16 +82,6 @@ impl RedisServer {
             let _ = std::fs::remove_file(&path);
         }
         self.server.restart()
-    }
-
-    /// The last `n` lines of its log.
-    pub fn log_tail(&self, n: usize) -> String {
-        self.server.log_tail(n)
-    }
-
-    /// Its working directory (a temporary directory removed on drop).
-    pub fn dir(&self) -> &Path {
-        self.server.dir()
     }
 }
 

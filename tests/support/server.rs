@@ -1,6 +1,8 @@
 //! One server process (redis-server, Apache Kafka or tansu) owned by a test: started on a loopback port in its own temporary
 //! directory, with stdout and stderr appended to `<dir>/log`, probed until it serves, and killed on drop.
 //! `kill` and `restart` take `&self`, so a chaos thread can restart a server that other threads are using.
+//! `RedisServer`, `Broker` and `RedisCluster`'s nodes are each one of these with their protocol on top; the
+//! first two reach its process handling (port, pid, kill, pause, resume, restart, log) through `Deref`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -24,7 +26,7 @@ type BuildCommand = Box<dyn Fn(u16, &Path) -> Command + Send + Sync>;
 /// `(port, pid)` → is this process serving on this port?
 type ReadyProbe = Box<dyn Fn(u16, u32) -> bool + Send + Sync>;
 
-pub(crate) struct ServerProcess {
+pub struct ServerProcess {
     name: &'static str,
     not_found: String,
     build: BuildCommand,
@@ -136,6 +138,16 @@ impl ServerProcess {
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
+    }
+
+    /// SIGSTOP: the server keeps its port but answers nothing (a hung server) until `resume`.
+    pub(crate) fn pause(&self) -> bool {
+        self.signal("STOP")
+    }
+
+    /// SIGCONT after `pause`.
+    pub(crate) fn resume(&self) -> bool {
+        self.signal("CONT")
     }
 
     /// Kills the server if it runs, then starts it again on the same port and waits until it serves. Retries
