@@ -287,25 +287,27 @@ fn len_and_clear_cover_every_master_and_only_the_prefix() {
 /// The last write of one key: its version, and the value (`None` for a delete).
 type Expected = HashMap<String, (Version, Option<String>)>;
 
-/// Keys whose Redis entry does not match `expected` yet, with what Redis holds.
+/// The keys of `expected` whose entry in the cluster is not exactly their last value and version (a
+/// delete: no value), with what the cluster holds; `Err` while the cluster does not answer.
 fn unmet(
     conn: &mut redis::cluster::ClusterConnection,
     ns: &str,
     expected: &Expected,
-) -> Vec<String> {
+) -> redis::RedisResult<Vec<String>> {
+    let keys: Vec<&str> = expected.keys().map(String::as_str).collect();
     let mut wrong = Vec::new();
-    for (key, (version, value)) in expected {
-        let (v, ver) = raw_entry(conn, &format!("{DEFAULT_KEY_PREFIX}{ns}:{key}"));
-        let got_value = v.map(|b| serde_json::from_slice::<String>(&b).expect("JSON string"));
-        let got_version = ver.as_deref().and_then(Version::from_hex);
-        if got_value != *value || got_version != Some(*version) {
-            wrong.push(format!(
-                "{key}: want {value:?} at {version}, redis holds {got_value:?} at {got_version:?}"
-            ));
+    for chunk in keys.chunks(1000) {
+        for (key, (value, version)) in chunk.iter().zip(cluster_entries(conn, ns, chunk)?) {
+            let (want_version, want_value) = &expected[*key];
+            if value != *want_value || version != Some(*want_version) {
+                wrong.push(format!(
+                    "{key}: want {want_value:?} at {want_version}, the cluster holds {value:?} at {version:?}"
+                ));
+            }
         }
     }
     wrong.sort();
-    wrong
+    Ok(wrong)
 }
 
 #[test]
@@ -403,7 +405,8 @@ fn state_node_applies_versioned_events_to_a_cluster() {
 
     let mut wrong = Vec::new();
     let converged = wait_until(WAIT, || {
-        wrong = unmet(&mut conn, &ns, &expected);
+        wrong =
+            unmet(&mut conn, &ns, &expected).unwrap_or_else(|e| panic!("read the cluster: {e}"));
         wrong.is_empty()
     });
     assert!(
@@ -483,29 +486,6 @@ fn state_node_applies_versioned_events_to_a_cluster() {
 /// twice, so the backlog holds twice as many events.
 const BACKLOG_KEYS: usize = 5000;
 
-/// The keys of `newest` whose entry in the cluster is not exactly their newest value and version, with
-/// what the cluster holds; `Err` while the cluster does not answer.
-fn unmet_newest(
-    conn: &mut redis::cluster::ClusterConnection,
-    ns: &str,
-    newest: &HashMap<String, (Version, String)>,
-) -> redis::RedisResult<Vec<String>> {
-    let keys: Vec<&str> = newest.keys().map(String::as_str).collect();
-    let mut wrong = Vec::new();
-    for chunk in keys.chunks(1000) {
-        for (key, (value, version)) in chunk.iter().zip(cluster_entries(conn, ns, chunk)?) {
-            let (want_version, want_value) = &newest[*key];
-            if value.as_ref() != Some(want_value) || version != Some(*want_version) {
-                wrong.push(format!(
-                    "{key}: want {want_value:?} at {want_version}, the cluster holds {value:?} at {version:?}"
-                ));
-            }
-        }
-    }
-    wrong.sort();
-    Ok(wrong)
-}
-
 #[test]
 fn a_master_restarted_mid_drain_loses_nothing() {
     init_logs();
@@ -521,7 +501,7 @@ fn a_master_restarted_mid_drain_loses_nothing() {
     // newer version (one clock: versions strictly increase), so the newest is not the only version.
     let clock = HybridClock::new(0x5e7);
     let mut events = Vec::with_capacity(2 * BACKLOG_KEYS);
-    let mut newest: HashMap<String, (Version, String)> = HashMap::new();
+    let mut newest = Expected::new();
     for round in 0..2 {
         for i in 0..BACKLOG_KEYS {
             let key = format!("key-{i}");
@@ -529,7 +509,7 @@ fn a_master_restarted_mid_drain_loses_nothing() {
             let version = clock.now();
             let json = serde_json::to_vec(&value).expect("encode");
             events.push(WriteEvent::set(&ns, &key, version, json).into_envelope());
-            newest.insert(key, (version, value));
+            newest.insert(key, (version, Some(value)));
         }
     }
     let total = events.len() as u64;
@@ -585,7 +565,7 @@ fn a_master_restarted_mid_drain_loses_nothing() {
     let mut conn = cluster.connection();
     let mut last = Ok(Vec::new());
     let converged = wait_until(PATIENCE, || {
-        last = unmet_newest(&mut conn, &ns, &newest);
+        last = unmet(&mut conn, &ns, &newest);
         if last.is_err() {
             conn = cluster.connection();
         }
