@@ -10,25 +10,20 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use distcache::event::{Event, WriteEvent, FORMAT, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     Cache, DistributedCache, Error, KafkaConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
-use support::{entry_field, produce_events, unique_name, wait_until, BrokerKind, RawRecord, Stack};
+use support::{
+    entry_field, produce_events, unique_name, wait_until, wall_millis, BrokerKind, RawRecord, Stack,
+};
 
 /// Generous on a loaded machine, far below "hangs".
 const QUICK: Duration = Duration::from_secs(15);
 /// Longest wait for the pipeline to deliver something.
 const PATIENCE: Duration = Duration::from_secs(40);
-
-fn wall_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A version a little ahead of every version a core node stamped so far (so a hand-made event wins),
 /// well within the state node's clock-skew bound.

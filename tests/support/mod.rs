@@ -68,6 +68,15 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Milliseconds since the Unix epoch by this machine's clock (0 before 1970): the physical part of a
+/// version a test makes by hand, some way ahead of or behind what a cache would stamp now.
+pub fn wall_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A name no other test (in this or a concurrent test process) uses: `prefix-pid-counter-nanos`. Valid as a
 /// Kafka topic or group name and as a cache namespace when `prefix` is.
 pub fn unique_name(prefix: &str) -> String {
