@@ -107,6 +107,20 @@ for threads, name, ops, ns in sorted(rows, key=lambda r: (r[0], -r[2])):
 PY
 }
 
+# print_last_run OUT SECTION: with BENCH_NO_RUN=1, prints OUT (the copy SECTION kept of its last run) and
+# succeeds, or stops the script when there is none; without it, fails: the section runs.
+print_last_run() {
+  local out=$1 section=$2
+  if [[ "${BENCH_NO_RUN:-0}" != 1 ]]; then
+    return 1
+  fi
+  if [[ ! -f $out ]]; then
+    echo "no $out yet: run scripts/bench.sh $section" >&2
+    exit 1
+  fi
+  cat "$out"
+}
+
 # section_local: benches/local_cache.rs (criterion: mixed workload and hit path), then
 # benches/local_capacity.rs, which prints its own tables: the hit path timed in interleaved rounds,
 # heap bytes per entry, hit ratios on a Zipf and a scan-mix trace. A copy of local_capacity's
@@ -129,12 +143,7 @@ section_local() {
   echo
   criterion_table local_hit quick_cache
   echo
-  if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
-    if [[ ! -f $out ]]; then
-      echo "no $out yet: run scripts/bench.sh local" >&2
-      exit 1
-    fi
-    cat "$out"
+  if print_last_run "$out" local; then
     return
   fi
   mkdir -p "$(dirname "$out")"
@@ -306,12 +315,7 @@ brokers_section() {
   local bench=${1%%:*} name=${1#*:} brokers_list=$2 side_by_side=$3 args=() brokers=() broker summaries=()
   local out="target/bench-$name.md"
   read -r -a args <<<"$4"
-  if [[ "${BENCH_NO_RUN:-0}" == 1 ]]; then
-    if [[ ! -f $out ]]; then
-      echo "no $out yet: run scripts/bench.sh $name" >&2
-      exit 1
-    fi
-    cat "$out"
+  if print_last_run "$out" "$name"; then
     return
   fi
   ticking "installing services" scripts/services.sh install >&2
