@@ -179,15 +179,12 @@ section_scale() {
 scale_side_by_side() {
   side_by_side "$(
     cat <<'PY'
-print("## Scale-out, brokers side by side (events/s)")
-print()
-print("| redis, state nodes | " + " | ".join(t for t, _ in runs) + " |")
-print("|---|" + "---:|" * len(runs))
+header("Scale-out, brokers side by side (events/s)", "redis, state nodes")
 for redis in ("single", "cluster"):
     for n in (1, 2, 3):
         key = f"scale_{redis}_{n}"
         label = ("one server" if redis == "single" else "cluster") + f", {n}"
-        print(f"| {label} | " + " | ".join(f"{f[key]:,.0f}" if key in f else "n/a" for _, f in runs) + " |")
+        row(label, (f"{f[key]:,.0f}" if key in f else "n/a" for _, f in runs))
 print()
 PY
   )" "$@"
@@ -202,17 +199,14 @@ section_cost() {
 drain_side_by_side() {
   side_by_side "$(
     cat <<'PY'
-print("## Drain, brokers side by side (events/s; × the Lua ceiling of the same round)")
-print()
-print("| round | " + " | ".join(t for t, _ in runs) + " |")
-print("|---|" + "---:|" * len(runs))
+header("Drain, brokers side by side (events/s; × the Lua ceiling of the same round)", "round")
 r = 1
 while any(f"drain_r{r}" in f for _, f in runs):
     cells = []
     for _, f in runs:
         d, c = f.get(f"drain_r{r}"), f.get(f"drain_ceiling_r{r}")
         cells.append(f"{d:,.0f} ({d / c:.2f}×)" if d and c else "n/a")
-    print(f"| {r} | " + " | ".join(cells) + " |")
+    row(r, cells)
     r += 1
 print()
 PY
@@ -257,12 +251,9 @@ def cell(f, key):
     if "ratio" in key:
         return f"{v:.2f}×"
     return f"{v:,.0f}" if v >= 1000 or "rate" in key or key.endswith(("failed", "misses")) else f"{v:.2f}"
-print("## Propagation under load, brokers side by side (each column is its own run; ratios within it)")
-print()
-print("| figure | " + " | ".join(t for t, _ in runs) + " |")
-print("|---|" + "---:|" * len(runs))
+header("Propagation under load, brokers side by side (each column is its own run; ratios within it)", "figure")
 for label, key in rows:
-    print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
+    row(label, (cell(f, key) for _, f in runs))
 print()
 PY
   )" "$@"
@@ -387,12 +378,9 @@ rows = [
 def cell(figures, key):
     return f"{figures[key]:,.2f}" if key in figures and figures[key] < 1000 else (
         f"{figures[key]:,.0f}" if key in figures else "n/a")
-print("## Brokers side by side (`max_wait=0`, the default; each column is its own run)")
-print()
-print("| figure | " + " | ".join(t for t, _ in runs) + " |")
-print("|---|" + "---:|" * len(runs))
+header("Brokers side by side (`max_wait=0`, the default; each column is its own run)", "figure")
 for label, key in rows:
-    print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
+    row(label, (cell(f, key) for _, f in runs))
 for label, num, den in [
     ("distcache ÷ raw one hop, p50", "distcache_p50_ms_wait0", "one_hop_p50_ms_wait0"),
     ("distcache ÷ raw one hop, p99", "distcache_p99_ms_wait0", "one_hop_p99_ms_wait0"),
@@ -400,7 +388,7 @@ for label, num, den in [
     cells = []
     for _, f in runs:
         cells.append(f"{f[num] / f[den]:.2f}×" if num in f and f.get(den) else "n/a")
-    print(f"| {label} | " + " | ".join(cells) + " |")
+    row(label, cells)
 print()
 PY
   )" "$@"
@@ -427,23 +415,21 @@ rows = [
     ("survivor takes over, no ids: max (s)", "takeover_dynamic_max"),
     ("session timeout (s)", "session_s"),
 ]
-print("## Failover, brokers side by side (SIGKILL until writes made right after it are in Redis)")
-print()
-print("| figure | " + " | ".join(t for t, _ in runs) + " |")
-print("|---|" + "---:|" * len(runs))
+header("Failover, brokers side by side (SIGKILL until writes made right after it are in Redis)", "figure")
 def cell(f, key):
     if key not in f:
         return "n/a"
     return "never (> 30 s)" if f[key] == float("inf") else f"{f[key]:.2f}"
 for label, key in rows:
-    print(f"| {label} | " + " | ".join(cell(f, key) for _, f in runs) + " |")
+    row(label, (cell(f, key) for _, f in runs))
 print()
 PY
   )" "$@"
 }
 
 # side_by_side PYTHON BROKER=SUMMARY...: runs PYTHON with `runs`, a list of (broker title, {figure: value}),
-# read from each SUMMARY file (lines `name=value`; a missing file gives no figures), brokers in order.
+# read from each SUMMARY file (lines `name=value`; a missing file gives no figures), brokers in order, and
+# `header(title, first column)` and `row(label, cells)`, which print a markdown table with a column per broker.
 side_by_side() {
   local body=$1
   shift
@@ -465,6 +451,16 @@ for arg in sys.argv[1:]:
     except OSError:
         pass
     runs.append((titles.get(broker, broker), figures))
+
+def header(title, first):
+    """A table's title, then its header: `first`, then one column per broker."""
+    print(f"## {title}")
+    print()
+    print(f"| {first} | " + " | ".join(t for t, _ in runs) + " |")
+    print("|---|" + "---:|" * len(runs))
+
+def row(label, cells):
+    print(f"| {label} | " + " | ".join(cells) + " |")
 
 PY
   )
