@@ -1,13 +1,15 @@
 //! Two state nodes in one consumer group, against a real redis-server and broker: they split the partitions,
 //! a second node joining mid-stream takes over part of them without losing or double-applying writes, and a
-//! graceful SIGTERM while writes flow drains and commits. The harness is `support::faults`.
+//! graceful SIGTERM while writes flow drains and commits. The harness is `support::Deployment`.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::faults::*;
-use support::{unique_name, wait_until, RedisProbe};
+use support::{
+    expected, plans, split_between, terminate, terminate_signalled, unique_name, wait_until,
+    Deployment, Writers, BATCHED_NODE_ARGS, PARTITIONS, PATIENCE,
+};
 
 // ------------------------------------------------------------------------------------------------
 // 3. Two state nodes in one group
@@ -17,28 +19,28 @@ use support::{unique_name, wait_until, RedisProbe};
 fn two_state_nodes_split_the_partitions() {
     let started = Instant::now();
     // The nodes create the topics (`--partitions 8`), racing each other.
-    let env = Env::start_without_topics();
+    let dep = Deployment::start();
     let ns = unique_name("faults-split");
     let group = unique_name("group");
-    let a = env.spawn_state_node("state-node-a", &group);
-    let b = env.spawn_state_node("state-node-b", &group);
-    let split = wait_until(PATIENCE, || split_between(&a, &b));
+    let a = dep.state_node_process("state-node-a", Some(&group), BATCHED_NODE_ARGS);
+    let b = dep.state_node_process("state-node-b", Some(&group), BATCHED_NODE_ARGS);
+    let split = wait_until(PATIENCE, || split_between(&a, &b, PARTITIONS));
     assert!(
         split,
         "the nodes never split {PARTITIONS} partitions\n--- a:\n{}\n--- b:\n{}\n{}",
         a.stderr_tail(20),
         b.stderr_tail(20),
-        env.diagnostics()
+        dep.logs()
     );
     eprintln!(
         "split test: a holds {:?}, b holds {:?} after {:?}",
-        held(&a),
-        held(&b),
+        a.held(),
+        b.held(),
         started.elapsed()
     );
 
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let cache = dep.cache(&ns);
+    let mut probe = dep.probe();
     let writes = Writers::start(&cache, plans("split", 4, 500, 1)).join();
     assert!(
         writes.iter().all(|w| w.ok),
@@ -51,7 +53,7 @@ fn two_state_nodes_split_the_partitions() {
             "--- a:\n{}\n--- b:\n{}\n{}",
             a.stderr_tail(20),
             b.stderr_tail(20),
-            env.diagnostics()
+            dep.logs()
         )
     });
 
@@ -79,19 +81,19 @@ fn two_state_nodes_split_the_partitions() {
 #[test]
 fn second_state_node_joins_mid_stream() {
     let started = Instant::now();
-    let env = Env::start();
+    let dep = Deployment::start().with_topics(PARTITIONS);
     let ns = unique_name("faults-join");
     let group = unique_name("group");
-    let a = env.spawn_state_node("state-node-a", &group);
-    wait_assigned(&a, &env);
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let a = dep.state_node_process("state-node-a", Some(&group), BATCHED_NODE_ARGS);
+    dep.wait_assigned(&a);
+    let cache = dep.cache(&ns);
+    let mut probe = dep.probe();
 
     // Writes flow before, during and after the rebalance (~3 s); stopped a while after the split.
     let writers = Writers::start(&cache, plans("join", 2, 100_000, 1));
     writers.wait_acked(300);
-    let b = env.spawn_state_node("state-node-b", &group);
-    let split = wait_until(PATIENCE, || split_between(&a, &b));
+    let b = dep.state_node_process("state-node-b", Some(&group), BATCHED_NODE_ARGS);
+    let split = wait_until(PATIENCE, || split_between(&a, &b, PARTITIONS));
     let acked_at_split = writers.acked();
     if split {
         writers.wait_acked(acked_at_split + 500);
@@ -103,7 +105,7 @@ fn second_state_node_joins_mid_stream() {
         "the nodes never split {PARTITIONS} partitions\n--- a:\n{}\n--- b:\n{}\n{}",
         a.stderr_tail(20),
         b.stderr_tail(20),
-        env.diagnostics()
+        dep.logs()
     );
     assert!(
         writes.iter().all(|w| w.ok),
@@ -115,7 +117,7 @@ fn second_state_node_joins_mid_stream() {
             "--- a:\n{}\n--- b:\n{}\n{}",
             a.stderr_tail(20),
             b.stderr_tail(20),
-            env.diagnostics()
+            dep.logs()
         )
     });
 
@@ -143,13 +145,13 @@ fn second_state_node_joins_mid_stream() {
 #[test]
 fn sigterm_drains_and_commits() {
     let started = Instant::now();
-    let env = Env::start();
+    let dep = Deployment::start().with_topics(PARTITIONS);
     let ns = unique_name("faults-sigterm");
     let group = unique_name("group");
-    let first = env.spawn_state_node("state-node-1", &group);
-    wait_assigned(&first, &env);
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let first = dep.state_node_process("state-node-1", Some(&group), BATCHED_NODE_ARGS);
+    dep.wait_assigned(&first);
+    let cache = dep.cache(&ns);
+    let mut probe = dep.probe();
 
     let total = 2000;
     let writers = Writers::start(&cache, plans("term", 2, total / 2, 1));
@@ -166,13 +168,13 @@ fn sigterm_drains_and_commits() {
         "a write failed with a healthy broker"
     );
 
-    let second = env.spawn_state_node("state-node-2", &group);
+    let second = dep.state_node_process("state-node-2", Some(&group), BATCHED_NODE_ARGS);
     let want = expected(&writes, |_| true);
     probe.wait_converged(&ns, &want, PATIENCE, || {
         format!(
             "--- state-node-2:\n{}\n{}",
             second.stderr_tail(30),
-            env.diagnostics()
+            dep.logs()
         )
     });
     let (_, second_metrics) = terminate(&second, Duration::from_secs(10));

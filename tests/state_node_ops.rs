@@ -10,25 +10,10 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use distcache::DistributedCache;
-use support::faults::Env;
 use support::{
-    free_port, http_get, parse_exposition, unique_name, wait_until, Broker, ChildProcess,
-    RedisServer,
+    free_port, http_get, parse_exposition, state_node_command, unique_name, wait_until, Broker,
+    ChildProcess, Deployment, RedisServer, PARTITIONS, PATIENCE,
 };
-
-const PATIENCE: Duration = Duration::from_secs(40);
-
-/// The binary with no DISTCACHE_* setting inherited from the environment of the test run.
-fn state_node() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DISTCACHE_") && key != "DISTCACHE_TEST_RUN" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
 
 /// Runs `cmd` to its end: exit status, stdout, stderr. Panics if it runs longer than `timeout`.
 fn run(label: &str, cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
@@ -86,16 +71,10 @@ fn assert_well_formed(text: &str) {
 
 #[test]
 fn metrics_and_health_are_served_and_follow_writes_and_redis() {
-    let env = Env::start();
-    let (redis, broker) = (&env.redis, &env.broker);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = state_node();
-    cmd.args(["--brokers", &broker.bootstrap()])
-        .args(["--redis", &redis.url()])
-        .args(["--group", &unique_name("ops-group")])
-        .args(["--metrics-addr", &addr])
-        .arg("--trace");
-    let node = ChildProcess::spawn("state-node", cmd);
+    let dep = Deployment::start().with_topics(PARTITIONS);
+    let redis = &dep.redis;
+    let node = dep.state_node_process("state-node", Some(&unique_name("ops-group")), &["--trace"]);
+    let addr = node.metrics.clone();
 
     let mut health = None;
     assert!(
@@ -121,12 +100,7 @@ fn metrics_and_health_are_served_and_follow_writes_and_redis() {
     assert_eq!(http_get(&addr, "/nothing").map(|r| r.0), Some(404));
 
     let ns = unique_name("ops");
-    let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .namespace(&ns)
-        .build()
-        .expect("core node");
+    let cache = dep.cache::<String>(&ns);
     for i in 0..5 {
         cache
             .set_with_sync(&format!("k{i}"), format!("v{i}"), None, None)
@@ -192,7 +166,7 @@ fn check_exits_with_a_code_per_failure_class() {
     let broker = Broker::start();
     let closed = format!("127.0.0.1:{}", free_port());
     let check = |label: &str, brokers: &str, redis_url: &str, extra: &[&str]| {
-        let mut cmd = state_node();
+        let mut cmd = state_node_command();
         cmd.arg("--check")
             .args(["--brokers", brokers])
             .args(["--redis", redis_url])
@@ -224,7 +198,7 @@ fn check_exits_with_a_code_per_failure_class() {
 
     // Starting (not --check) fails the same way, with the same codes.
     let start = |label: &str, brokers: &str, redis_url: &str| {
-        let mut cmd = state_node();
+        let mut cmd = state_node_command();
         cmd.args(["--brokers", brokers])
             .args(["--redis", redis_url]);
         run(label, cmd, Duration::from_secs(60))
@@ -236,12 +210,12 @@ fn check_exits_with_a_code_per_failure_class() {
     assert!(err.contains("state node failed to start"), "{err}");
 
     // Usage and configuration errors before any connection: exit 2 too.
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--redis", &redis.url()]);
     let (status, _, err) = run("check-no-brokers", cmd, Duration::from_secs(30));
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("brokers is required"), "{err}");
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--no-such-flag"]);
     assert_eq!(
         run("check-bad-flag", cmd, Duration::from_secs(30)).0.code(),
@@ -283,7 +257,7 @@ log_format = "json"
 "client.id" = "from-file"
 "#,
     );
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--print-config", "--config", &file, "--partitions", "7"])
         .env("DISTCACHE_PARTITIONS", "5")
         .env("DISTCACHE_BATCH_SIZE", "20")
@@ -308,7 +282,7 @@ log_format = "json"
     assert!(got["redis"].contains("file-redis"), "{out}");
 
     // Without the file, the environment and the defaults alone (existing deployments).
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.arg("--print-config")
         .env("DISTCACHE_BROKERS", "b:1")
         .env("DISTCACHE_REDIS", "redis://r:2/")
@@ -326,7 +300,7 @@ log_format = "json"
         "typo.toml",
         "brokers = \"b:1\"\nredis = \"redis://r/\"\nbatch_sise = 4\n",
     );
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--print-config", "--config", &typo]);
     let (status, _, err) = run("config-typo", cmd, Duration::from_secs(30));
     assert_eq!(status.code(), Some(2), "{err}");
@@ -334,7 +308,7 @@ log_format = "json"
         err.contains("batch_sise") && err.contains("line 3"),
         "{err}"
     );
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--print-config"])
         .env("DISTCACHE_CONFIG", dir.path().join("missing.toml"));
     assert_eq!(
@@ -346,7 +320,7 @@ log_format = "json"
 #[test]
 fn json_log_lines_are_one_object_each() {
     let closed = free_port();
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--log-format", "json", "--log-level", "debug"])
         .args(["--brokers", "127.0.0.1:1"])
         .args(["--redis", &format!("redis://127.0.0.1:{closed}/")]);
