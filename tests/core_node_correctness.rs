@@ -7,23 +7,18 @@ mod support;
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use distcache::event::{Event, WriteEvent, TOPIC_DONE, TOPIC_SET_DEL};
 use distcache::{
     redis_entry_key, redis_namespace_prefix, Cache, DistributedCache, Error, HybridClock,
     RedisCache, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
-use support::{entry_json, unique_name, wait_until, Broker, Deployment, RawRecord, RedisServer};
+use support::{
+    entry_json, unique_name, wait_until, wall_millis, Broker, Deployment, RawRecord, RedisServer,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn wall_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A version `offset_ms` away from now (negative: in the past), from another node.
 fn version_at(offset_ms: i64, node: u64) -> Version {

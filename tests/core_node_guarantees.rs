@@ -11,21 +11,16 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use distcache::event::{Event, Op, WriteEvent, TOPIC_DONE};
 use distcache::{Cache, DistributedCache, KafkaConfig, RedisConfig, Version, WriteOutcome};
-use support::{entry_json, produce_events, unique_name, wait_until, Deployment, DoneWatcher};
+use support::{
+    entry_json, produce_events, unique_name, wait_until, wall_millis, Deployment, DoneWatcher,
+};
 
 /// Longest wait for anything that should happen.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn wall_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A version one second ahead of the wall clock from a node id no cache here uses: newer than every
 /// write the test made, well within the state node's clock-skew bound.

@@ -441,20 +441,11 @@ fn c_core_node() -> PathBuf {
     .clone()
 }
 
-/// The protocol's connection arguments for `dep`.
+/// The protocol's arguments for core node `node` of `dep`.
 fn node_args(dep: &Deployment, node: u64) -> Vec<String> {
-    vec![
-        "--brokers".into(),
-        dep.broker.bootstrap(),
-        "--redis".into(),
-        dep.redis.url(),
-        "--namespace".into(),
-        dep.ns.clone(),
-        "--prefix".into(),
-        dep.prefix.clone(),
-        "--node-id".into(),
-        node.to_string(),
-    ]
+    let mut args = dep.core_node_args(&dep.ns);
+    args.extend(["--node-id".into(), node.to_string()]);
+    args
 }
 
 fn wait_value(node: &CoreNodeProcess, cmd: &str, key: &str, want: Option<&str>) {

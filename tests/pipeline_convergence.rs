@@ -23,10 +23,10 @@ use distcache::{Cache, Version};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use support::wait_until;
 use support::{
     acked_version, check_winner, delete_event, eventually, merge_writes, set_event,
-    state_node_settled, wall_millis, warm_up, Deployment, KeyWrites, Stored, NODE_A, NODE_B, WAIT,
+    state_node_settled, two_core_nodes, wait_until, wall_millis, warm_up, Deployment, KeyWrites,
+    Stored, NODE_A, NODE_B, WAIT,
 };
 
 /// A `set-sync` on one node shows up in the other node's local cache (plain `get`) and in Redis; a
@@ -35,9 +35,7 @@ use support::{
 #[test]
 fn two_core_nodes_converge_on_set_and_delete() {
     let dep = Deployment::named("conv");
-    let state = dep.state_node_with(|b| b.redis_workers(2));
-    let a = dep.core_node(NODE_A);
-    let b = dep.core_node_process_as(NODE_B, &[]);
+    let (state, a, b) = two_core_nodes(&dep, &[]);
     let diag = || dep.report(&state, &a, Some(&b));
 
     // A → B, and Redis.
@@ -176,9 +174,7 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
     const KEYS: usize = 20;
     const WRITES: usize = 300;
     let dep = Deployment::named("storm");
-    let state = dep.state_node_with(|b| b.redis_workers(2));
-    let a = dep.core_node(NODE_A);
-    let b = dep.core_node_process_as(NODE_B, &["--reply-versions"]);
+    let (state, a, b) = two_core_nodes(&dep, &["--reply-versions"]);
     warm_up(&a);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("k{i}")).collect();
     let seed = rand::random::<u64>();

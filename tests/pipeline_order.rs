@@ -26,9 +26,9 @@ use rdkafka::{ClientContext, Message};
 
 use support::{
     acked_version, check_winner, eventually, merge_writes, set_event, state_node_settled,
-    wall_millis, warm_up, Deployment, KeyWrites, NODE_A, NODE_B, WAIT,
+    two_core_nodes, unique_name, wait_until, wall_millis, warm_up, BrokerKind, Deployment,
+    KeyWrites, Outgoing, NODE_A, WAIT,
 };
-use support::{produce_records, unique_name, wait_until, BrokerKind, Outgoing};
 
 /// Re-reads of one hole before distcache passes it (see README, "Brokers").
 const MAX_REREADS: u32 = 8;
@@ -47,9 +47,7 @@ fn per_key_order_holds_under_a_burst() {
     /// Commands queued at the child at once, so it never waits for the test between two writes.
     const B_WINDOW: usize = 8;
     let dep = Deployment::named("burst");
-    let state = dep.state_node_with(|b| b.redis_workers(2));
-    let a = dep.core_node(NODE_A);
-    let b = dep.core_node_process_as(NODE_B, &["--reply-versions"]);
+    let (state, a, b) = two_core_nodes(&dep, &["--reply-versions"]);
     warm_up(&a);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("key-{i}")).collect();
     let seed = rand::random::<u64>();
@@ -438,15 +436,11 @@ fn listener_reads_partitions_added_to_the_done_topic() {
     );
     // An event on a new partition reaches the local cache.
     let event = set_event(&dep.ns, "on-new", wall_millis() << 16, 0x77, "new");
-    produce_records(
-        &dep.broker,
-        &[Outgoing {
-            topic: TOPIC_DONE,
-            partition: Some(9),
-            event: &event,
-        }],
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", dep.logs()));
+    dep.produce_records(&[Outgoing {
+        topic: TOPIC_DONE,
+        partition: Some(9),
+        event: &event,
+    }]);
     eventually(
         "a done event on partition 9 reaches node A",
         || format!("node A: {:?}\n{}", a.metrics(), dep.logs()),
@@ -526,7 +520,7 @@ fn a_hole_that_persists_is_passed_after_bounded_rereads() {
             event,
         })
         .collect();
-    produce_records(&dep.broker, &behind_markers).unwrap_or_else(|e| panic!("{e}\n{}", dep.logs()));
+    dep.produce_records(&behind_markers);
 
     let diag = || dep.report(&state, &a, None);
     eventually("the state node passed the hole", diag, || {

@@ -12,7 +12,8 @@ use distcache::event::{now_micros, Event, Op, WriteEvent, TOPIC_DONE, TOPIC_SET_
 use distcache::{StateNode, Version, WriteOutcome};
 
 use support::{
-    entry_key, produce_events, unique_name, Broker, Deployment, DoneWatcher, RedisServer,
+    entry_key, produce_events, state_node_command, unique_name, Broker, Deployment, DoneWatcher,
+    RedisServer,
 };
 
 /// The cap of every wait; waits end as soon as their condition holds.
@@ -358,7 +359,7 @@ fn max_clock_skew_is_validated_in_the_builder_and_the_binary() {
         matches!(&err, distcache::Error::Config(m) if m.contains("max_clock_skew")),
         "{err:?}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distcache-state-node"))
+    let out = state_node_command()
         .args([
             "--brokers",
             "127.0.0.1:1",

@@ -4,13 +4,26 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use distcache::{DistributedCache, StateNodeMetrics, Version, WriteOutcome};
+use distcache::{DistributedCache, StateNode, StateNodeMetrics, Version, WriteOutcome};
 
-use super::Stored;
+use super::{CoreNodeProcess, Deployment, Stored};
 
 /// Node ids of the two core nodes of a pipeline test (B is the child process, with the higher id).
 pub const NODE_A: u64 = 0xA;
 pub const NODE_B: u64 = 0xB;
+
+/// The nodes of a two-node pipeline test on `dep`: an in-process state node with two Redis
+/// workers, core node [`NODE_A`] in process and core node [`NODE_B`] in its own process, started
+/// with `b_args`.
+pub fn two_core_nodes(
+    dep: &Deployment,
+    b_args: &[&str],
+) -> (StateNode, DistributedCache<String>, CoreNodeProcess) {
+    let state = dep.state_node_with(|b| b.redis_workers(2));
+    let a = dep.core_node(NODE_A);
+    let b = dep.core_node_process_as(NODE_B, b_args);
+    (state, a, b)
+}
 
 /// Every record the state node read is accounted for (applied, stale, deduplicated, malformed or refused),
 /// and at least `expected` were read: the node is idle with nothing in flight.

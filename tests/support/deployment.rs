@@ -190,7 +190,16 @@ impl Deployment {
     /// `examples/core_node` in its own process for namespace `ns`, with `extra` arguments (e.g.
     /// `--reply-versions`), ready for commands.
     pub fn core_node_process(&self, ns: &str, label: &str, extra: &[&str]) -> CoreNodeProcess {
-        let mut args = vec![
+        let mut args = self.core_node_args(ns);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        CoreNodeProcess::start(label, &args, self.wait)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    /// The arguments that put a core-node program speaking `examples/core_node`'s protocol (the
+    /// example, the C and Python core nodes) on this deployment, for namespace `ns`.
+    pub fn core_node_args(&self, ns: &str) -> Vec<String> {
+        vec![
             "--brokers".to_string(),
             self.broker.bootstrap(),
             "--redis".into(),
@@ -199,10 +208,7 @@ impl Deployment {
             ns.to_string(),
             "--prefix".into(),
             self.prefix.clone(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        CoreNodeProcess::start(label, &args, self.wait)
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+        ]
     }
 
     /// Core node `node` of the deployment's namespace in its own process (`--node-id`), with

@@ -41,8 +41,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use broker::{Broker, BrokerKind};
 pub use cluster::RedisCluster;
 pub use convergence::{
-    acked_version, check_winner, merge_writes, state_node_settled, wall_millis, warm_up, KeyWrites,
-    NODE_A, NODE_B,
+    acked_version, check_winner, merge_writes, state_node_settled, two_core_nodes, wall_millis,
+    warm_up, KeyWrites, NODE_A, NODE_B,
 };
 pub use core_node::{core_node_bin, CoreNodeProcess};
 pub use deployment::{

@@ -150,16 +150,27 @@ impl RedisProbe {
             .collect())
     }
 
+    /// Every field of the entry hash of each key of namespace `ns`, in one round trip (empty for
+    /// a key with no entry).
+    pub fn hashes(
+        &mut self,
+        ns: &str,
+        keys: &[String],
+    ) -> Result<Vec<HashMap<String, Vec<u8>>>, String> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("HGETALL").arg(self.key(ns, k));
+        }
+        self.query(|c| pipe.query(c))
+            .map_err(|e| format!("HGETALL: {e}"))
+    }
+
     /// What Redis holds for each key of namespace `ns`, in one round trip; `None` for a key with
     /// no entry for readers. Panics on an entry that breaks the layout (a value that is not a JSON
     /// string, a version that is not 32 hex digits, a field the layout does not have).
     pub fn stored(&mut self, ns: &str, keys: &[String]) -> Result<Vec<Option<Stored>>, String> {
         let full: Vec<String> = keys.iter().map(|k| self.key(ns, k)).collect();
-        let mut pipe = redis::pipe();
-        for k in &full {
-            pipe.cmd("HGETALL").arg(k);
-        }
-        let maps: Vec<HashMap<String, Vec<u8>>> = self.query(|c| pipe.query(c))?;
+        let maps = self.hashes(ns, keys)?;
         Ok(maps
             .into_iter()
             .zip(&full)
