@@ -6,7 +6,8 @@
 //! every local cache and Redis hold the value of the largest version over every writer's acknowledged
 //! writes; a write that lost is corrected at its origin; older versions never overwrite newer ones or
 //! deletes, also across a state-node restart. Ordering under bursts and broker quirks (holes, added
-//! partitions) are in `pipeline_order.rs`; the shared harness is `tests/support/pipeline.rs`.
+//! partitions) are in `pipeline_order.rs`; the shared harness is `tests/support/deployment.rs`, the
+//! checks `tests/support/convergence.rs`.
 //!
 //! Each test starts its own redis-server and broker (topic names are fixed, so isolation is per broker).
 //! `examples/core_node` is built on first use with `cargo build --example core_node` (a no-op when it is

@@ -2,7 +2,7 @@
 //! order under a burst from several writers (Redis and every local cache end on the largest version over
 //! every writer's acknowledged writes, with no sealing writes after the burst), every acknowledged event
 //! applied while raw producers race a tailing state node, partitions added to the done topic, and a hole
-//! that persists being passed after bounded re-reads. The shared harness is `tests/support/pipeline.rs`.
+//! that persists being passed after bounded re-reads. The shared harness is `tests/support/deployment.rs`.
 //!
 //! Each test starts its own redis-server and broker. `examples/core_node` is built on first use (or set
 //! `DISTCACHE_CORE_NODE_BIN`).
