@@ -8,12 +8,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use distcache::event::{now_micros, Event, Op, WriteEvent, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{now_micros, Event, Op, WriteEvent, TOPIC_SET_DEL};
 use distcache::{StateNode, Version, WriteOutcome};
 
 use support::{
     entry_key, produce_events, state_node_command, unique_name, Broker, Deployment, DoneWatcher,
-    RedisServer,
 };
 
 /// The cap of every wait; waits end as soon as their condition holds.
@@ -212,22 +211,16 @@ fn a_refused_version_does_not_move_core_node_clocks() {
 /// writer's `*_and_wait` would wait out its timeout.
 #[test]
 fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
-    for topic in [TOPIC_SET_DEL, TOPIC_DONE] {
-        broker.create_topic(topic, 8);
-    }
+    let dep = Deployment::start().with_topics(8);
+    let broker = &dep.broker;
     let ns = unique_name("dedup");
-    let mut raw = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("redis connection");
+    let mut raw = dep.redis_connection();
     redis::cmd("RPUSH")
         .arg(entry_key(&ns, "list"))
         .arg("a")
         .query::<()>(&mut raw)
         .unwrap();
-    let mut done = DoneWatcher::new(&broker, WAIT);
+    let mut done = DoneWatcher::new(broker, WAIT);
     let base = (now_micros() / 1000) << 16;
     let (older, newer) = (Version::new(base, 0xAB), Version::new(base + 1, 0xAB));
     // Both on the topic before a state node runs: they arrive in its first batch.
@@ -238,12 +231,7 @@ fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
             event(&ns, "list", newer, Some("\"2\""), true),
         ],
     );
-    let node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .group(unique_name("group"))
-        .start()
-        .expect("state node");
+    let node = dep.state_node_with(|b| b.group(unique_name("group")));
     for version in [newer, older] {
         let verdict = done.wait_for("for each of the two writes", |e| e.version == version);
         assert_eq!(verdict.op, Op::Stale, "{version}: {:?}", node.metrics());
@@ -254,21 +242,12 @@ fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
 
 #[test]
 fn plain_writes_are_applied_in_version_order() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
+    let dep = Deployment::start();
+    let broker = &dep.broker;
     // Remembers one key: the fast path forgets, so only Redis can order the writes.
-    let node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .group(unique_name("group"))
-        .version_cache(1)
-        .start()
-        .expect("state node");
-    let mut raw = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("redis connection");
-    let mut done = DoneWatcher::new(&broker, WAIT);
+    let node = dep.state_node_with(|b| b.group(unique_name("group")).version_cache(1));
+    let mut raw = dep.redis_connection();
+    let mut done = DoneWatcher::new(broker, WAIT);
     let ns = unique_name("plain");
     let base = (now_micros() / 1000) << 16;
     let v = |n: u64| Version::new(base + n, 0xAB);
@@ -276,7 +255,7 @@ fn plain_writes_are_applied_in_version_order() {
     // Each write in a batch of its own: wait for its verdict before the next.
     let mut step = |e: Event| {
         let version = e.version;
-        produce(&broker, &[e]);
+        produce(broker, &[e]);
         done.wait_for("for a plain write", |d| d.version == version)
             .op
     };

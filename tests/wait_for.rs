@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use distcache::{Error, StateNode, Version, WriteOutcome};
+use distcache::{Error, Version, WriteOutcome};
 use support::{unique_name, Deployment};
 
 /// Writer A replies a version; B waits for it and then reads the value from its local tier. While
@@ -19,7 +19,6 @@ fn a_version_written_on_one_process_is_waited_for_on_another() {
     let node = dep.state_node();
     node.shutdown();
     let ns = unique_name("wait-for");
-    let (brokers, redis) = (dep.broker.bootstrap(), dep.redis.url());
     let a = dep.core_node_process(&ns, "writer-A", &["--reply-versions"]);
     let b = dep.core_node_process(&ns, "reader-B", &["--reply-versions"]);
 
@@ -33,12 +32,7 @@ fn a_version_written_on_one_process_is_waited_for_on_another() {
     assert!(started.elapsed() >= Duration::from_millis(450), "waited");
     assert_eq!(b.get("cart"), None, "not applied yet");
 
-    let node = StateNode::builder()
-        .kafka_brokers(&brokers)
-        .redis_url(&redis)
-        .group(unique_name("group"))
-        .start()
-        .expect("state node");
+    let node = dep.state_node_with(|b| b.group(unique_name("group")));
     assert_eq!(b.request(&format!("wait-for cart {v1} 30000")), "OK");
     assert_eq!(
         b.get("cart").as_deref(),
