@@ -225,7 +225,7 @@ fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
     let (older, newer) = (Version::new(base, 0xAB), Version::new(base + 1, 0xAB));
     // Both on the topic before a state node runs: they arrive in its first batch.
     produce(
-        &broker,
+        broker,
         &[
             event(&ns, "list", older, Some("\"1\""), true),
             event(&ns, "list", newer, Some("\"2\""), true),
