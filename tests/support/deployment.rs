@@ -52,7 +52,6 @@ impl Deployment {
     /// Both servers, the default key prefix, no topics (the first node creates them); core nodes
     /// wait up to 30 s.
     pub fn start() -> Deployment {
-        init_logs();
         let mut d = Deployment::on(
             RedisServer::start(),
             Broker::start(),
@@ -66,7 +65,6 @@ impl Deployment {
     /// Both servers, a namespace unique to the test and the key prefix `name:`; core nodes wait up
     /// to [`WAIT`].
     pub fn named(name: &str) -> Deployment {
-        init_logs();
         Deployment::on(
             RedisServer::start(),
             Broker::start(),
