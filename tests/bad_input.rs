@@ -17,7 +17,8 @@ use distcache::{
     Cache, DistributedCache, Error, KafkaConfig, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
 use support::{
-    entry_field, produce_events, unique_name, wait_until, wall_millis, BrokerKind, RawRecord, Stack,
+    entry_field, produce_events, unique_name, wait_until, wall_millis, BrokerKind, Deployment,
+    RawRecord,
 };
 
 /// Generous on a loaded machine, far below "hangs".
@@ -35,8 +36,8 @@ fn set_event(ns: &str, key: &str, version: Version, value: &[u8]) -> Event {
     WriteEvent::set(ns, key, version, value.to_vec()).into_envelope()
 }
 
-fn redis_pttl(stack: &Stack, ns: &str, key: &str) -> i64 {
-    let mut conn = stack.redis_connection();
+fn redis_pttl(dep: &Deployment, ns: &str, key: &str) -> i64 {
+    let mut conn = dep.redis_connection();
     redis::cmd("PTTL")
         .arg(distcache::redis_entry_key(DEFAULT_KEY_PREFIX, ns, key))
         .query(&mut conn)
@@ -53,9 +54,10 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 /// listener and skipped; the local cache keeps serving and following real events.
 #[test]
 fn malformed_done_events_are_counted_and_skipped() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("bad-done");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     cache
         .set_with_sync_and_wait("k", "before".into(), None, None)
         .expect("first write");
@@ -88,7 +90,7 @@ fn malformed_done_events_are_counted_and_skipped() {
         })
         .collect();
     let n = records.len() as u64;
-    stack.broker.produce_raw(TOPIC_DONE, &records);
+    dep.broker.produce_raw(TOPIC_DONE, &records);
 
     assert!(
         wait_until(PATIENCE, || cache.metrics().malformed >= n),
@@ -113,9 +115,10 @@ fn malformed_done_events_are_counted_and_skipped() {
 /// key, and the next good write repairs the entry.
 #[test]
 fn undecodable_values_are_a_counted_drop_and_a_codec_error() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("undecodable");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
 
     for (i, value) in [
         &b"\xff not json"[..],
@@ -131,7 +134,7 @@ fn undecodable_values_are_a_counted_drop_and_a_codec_error() {
             .expect("good write");
         let before = cache.metrics().undecodable;
         produce_events(
-            &stack.broker,
+            &dep.broker,
             TOPIC_SET_DEL,
             &[set_event(&ns, &key, fresh_version(9), value)],
         )
@@ -143,7 +146,7 @@ fn undecodable_values_are_a_counted_drop_and_a_codec_error() {
         );
         assert_eq!(cache.get(&key).unwrap(), None, "{key}: local copy dropped");
         assert_eq!(
-            entry_field(&mut stack.redis_connection(), &ns, &key, "v").as_deref(),
+            entry_field(&mut dep.redis_connection(), &ns, &key, "v").as_deref(),
             Some(value),
             "{key}: the state node stores the bytes as they came"
         );
@@ -163,7 +166,7 @@ fn undecodable_values_are_a_counted_drop_and_a_codec_error() {
             Some("repaired")
         );
     }
-    let m = stack.node.metrics();
+    let m = node.metrics();
     assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
 }
 
@@ -171,10 +174,11 @@ fn undecodable_values_are_a_counted_drop_and_a_codec_error() {
 /// `Error::Codec` naming the key, not a panic and not a wrong value.
 #[test]
 fn a_foreign_stored_version_is_a_codec_error_on_read() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("foreign-ver");
-    let cache = stack.cache::<String>(&ns);
-    let mut conn = stack.redis_connection();
+    let cache = dep.cache::<String>(&ns);
+    let mut conn = dep.redis_connection();
     for (key, ver) in [
         ("binary", &b"\xff\xfe\xfd"[..]),
         ("signed", &b"+0000000000000010000000000000001"[..]),
@@ -198,15 +202,16 @@ fn a_foreign_stored_version_is_a_codec_error_on_read() {
 /// The empty key is a key like any other, in every tier.
 #[test]
 fn the_empty_key_round_trips() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("empty-key");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     let outcome = cache
         .set_with_sync_and_wait("", "empty".into(), None, None)
         .expect("set the empty key");
     assert_eq!(outcome, WriteOutcome::Applied);
     assert_eq!(
-        entry_field(&mut stack.redis_connection(), &ns, "", "v").as_deref(),
+        entry_field(&mut dep.redis_connection(), &ns, "", "v").as_deref(),
         Some(&b"\"empty\""[..])
     );
     cache.local().clear().unwrap();
@@ -225,9 +230,10 @@ fn the_empty_key_round_trips() {
 /// once and changes nothing; reads of it are plain misses. A large key that fits works end to end.
 #[test]
 fn a_huge_key_is_refused_at_the_write() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("huge-key");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     let huge = "k".repeat(1 << 20);
 
     for sync in [false, true] {
@@ -263,7 +269,7 @@ fn a_huge_key_is_refused_at_the_write() {
         cache.get_with_sync(&large, None).unwrap().as_deref(),
         Some("fits")
     );
-    let m = stack.node.metrics();
+    let m = node.metrics();
     assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
 }
 
@@ -273,9 +279,10 @@ fn a_huge_key_is_refused_at_the_write() {
 /// limit goes all the way (its done event omits it: listeners drop their copy).
 #[test]
 fn a_value_over_the_message_limit_is_refused_at_set() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("big-value");
-    let cache = stack.cache::<Vec<u8>>(&ns);
+    let cache = dep.cache::<Vec<u8>>(&ns);
     // JSON encodes bytes as numbers: 2 MiB of zeros is 4 MiB on the wire.
     let (written, took) = timed(|| cache.set_with_sync("big", vec![0; 2 << 20], None, None));
     assert!(matches!(written, Err(Error::Rejected(_))), "{written:?}");
@@ -294,18 +301,18 @@ fn a_value_over_the_message_limit_is_refused_at_set() {
     cache.local().clear().unwrap();
     assert_eq!(cache.get_with_sync("near", None).unwrap(), Some(near));
 
-    if stack.broker.kind() == BrokerKind::Kafka {
+    if dep.broker.kind() == BrokerKind::Kafka {
         // The client would take 8 MB; Apache Kafka's default limit is 1 MiB per batch.
         let ns2 = unique_name("big-value-broker");
         let lax: DistributedCache<Vec<u8>> = DistributedCache::builder()
             .kafka(
                 KafkaConfig {
                     produce_timeout: Duration::from_secs(5),
-                    ..KafkaConfig::new(stack.broker.bootstrap())
+                    ..KafkaConfig::new(dep.broker.bootstrap())
                 }
                 .set("message.max.bytes", "8000000"),
             )
-            .redis_url(stack.redis.url())
+            .redis_url(dep.redis.url())
             .namespace(&ns2)
             .wait_timeout(Duration::from_secs(30))
             .build()
@@ -319,7 +326,7 @@ fn a_value_over_the_message_limit_is_refused_at_set() {
             .expect("the producer is not stuck after the broker refused");
         assert_eq!(outcome, WriteOutcome::Applied);
     }
-    let m = stack.node.metrics();
+    let m = node.metrics();
     assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
 }
 
@@ -327,9 +334,10 @@ fn a_value_over_the_message_limit_is_refused_at_set() {
 /// an overflow: the value is stored, readable, and expires far in the future.
 #[test]
 fn zero_and_maximal_ttls_neither_overflow_nor_expire() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("ttl-extremes");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     let max_ms = Duration::from_millis(u64::MAX);
     let cases = [
         ("zero", Some(Duration::ZERO), Some(Duration::ZERO)),
@@ -344,7 +352,7 @@ fn zero_and_maximal_ttls_neither_overflow_nor_expire() {
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(outcome, WriteOutcome::Applied, "{key}");
         assert_eq!(cache.get(key).unwrap().as_deref(), Some(key), "{key}");
-        let pttl = redis_pttl(&stack, &ns, key);
+        let pttl = redis_pttl(&dep, &ns, key);
         let expires = remote.is_some_and(|t| !t.is_zero());
         if expires {
             assert!(pttl > 1_000 * 3600 * 24 * 365, "{key}: PTTL {pttl}");
@@ -376,15 +384,15 @@ fn zero_and_maximal_ttls_neither_overflow_nor_expire() {
     let mut event = set_event(&ns, "wire", fresh_version(11), b"\"wire\"");
     event.remote_ttl = Some(max_ms);
     event.local_ttl = Some(max_ms);
-    produce_events(&stack.broker, TOPIC_SET_DEL, &[event]).expect("produce");
+    produce_events(&dep.broker, TOPIC_SET_DEL, &[event]).expect("produce");
     assert!(
         wait_until(PATIENCE, || cache.get("wire").unwrap().as_deref()
             == Some("wire")),
         "the hand-made event never reached the local cache: {:?}",
         cache.metrics()
     );
-    assert!(redis_pttl(&stack, &ns, "wire") > 0);
-    let m = stack.node.metrics();
+    assert!(redis_pttl(&dep, &ns, "wire") > 0);
+    let m = node.metrics();
     assert_eq!((m.malformed, m.failed, m.retries), (0, 0, 0), "{m:?}");
 }
 
@@ -395,14 +403,15 @@ fn zero_and_maximal_ttls_neither_overflow_nor_expire() {
 /// back writes are applied again end to end.
 #[test]
 fn a_topic_deleted_under_running_nodes() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("deleted-topic");
     let cache: DistributedCache<String> = DistributedCache::builder()
         .kafka(KafkaConfig {
             produce_timeout: Duration::from_secs(5),
-            ..KafkaConfig::new(stack.broker.bootstrap())
+            ..KafkaConfig::new(dep.broker.bootstrap())
         })
-        .redis_url(stack.redis.url())
+        .redis_url(dep.redis.url())
         .namespace(&ns)
         .wait_timeout(Duration::from_secs(10))
         .build()
@@ -416,8 +425,7 @@ fn a_topic_deleted_under_running_nodes() {
 
     let mut acked = Vec::new();
     for topic in [TOPIC_SET_DEL, TOPIC_DONE] {
-        stack
-            .broker
+        dep.broker
             .delete_topic(topic)
             .unwrap_or_else(|e| panic!("delete {topic}: {e}"));
         eprintln!("deleted {topic}");
@@ -432,7 +440,7 @@ fn a_topic_deleted_under_running_nodes() {
             outcomes.push(format!("{written:?} in {took:?}"));
         }
         eprintln!("{topic} deleted: writes {outcomes:?}");
-        if stack.broker.try_create_topic(topic, 8).is_err() {
+        if dep.broker.try_create_topic(topic, 8).is_err() {
             eprintln!("{topic} was re-created by the broker");
         }
         let mut last = String::new();
@@ -448,19 +456,14 @@ fn a_topic_deleted_under_running_nodes() {
         assert!(
             back,
             "{topic}: writes never applied again; last {last}; node {:?}; cache {:?}",
-            stack.node.metrics(),
+            node.metrics(),
             cache.metrics()
         );
-        assert!(stack.node.failure().is_none(), "{:?}", stack.node.failure());
+        assert!(node.failure().is_none(), "{:?}", node.failure());
     }
-    let present =
-        |key: &String| entry_field(&mut stack.redis_connection(), &ns, key, "v").is_some();
+    let present = |key: &String| entry_field(&mut dep.redis_connection(), &ns, key, "v").is_some();
     wait_until(Duration::from_secs(20), || acked.iter().all(present));
     let missing: Vec<&String> = acked.iter().filter(|k| !present(k)).collect();
     eprintln!("acknowledged during the deletion but not in redis: {missing:?}");
-    eprintln!(
-        "node {:?}\ncache {:?}",
-        stack.node.metrics(),
-        cache.metrics()
-    );
+    eprintln!("node {:?}\ncache {:?}", node.metrics(), cache.metrics());
 }

@@ -15,7 +15,7 @@ use distcache::{
     RedisCache, Version, WriteOutcome, DEFAULT_KEY_PREFIX,
 };
 use support::{
-    entry_json, unique_name, wait_until, wall_millis, Broker, RawRecord, RedisServer, Stack,
+    entry_json, unique_name, wait_until, wall_millis, Broker, Deployment, RawRecord, RedisServer,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -61,11 +61,12 @@ fn store_in_redis(
 /// entries, and `len`/`clear` of one namespace's prefix never touch the other.
 #[test]
 fn namespaces_with_a_colon_do_not_share_redis_keys() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("ns");
     let ns_a = format!("{ns}:a");
-    let first = stack.cache::<String>(&ns);
-    let second = stack.cache::<String>(&ns_a);
+    let first = dep.cache::<String>(&ns);
+    let second = dep.cache::<String>(&ns_a);
     let applied = first
         .set_with_sync_and_wait("a:b", "of ns".into(), None, None)
         .unwrap();
@@ -79,7 +80,7 @@ fn namespaces_with_a_colon_do_not_share_redis_keys() {
         redis_entry_key(DEFAULT_KEY_PREFIX, &ns, "a:b"),
         redis_entry_key(DEFAULT_KEY_PREFIX, &ns_a, "b")
     );
-    let mut conn = stack.redis_connection();
+    let mut conn = dep.redis_connection();
     assert_eq!(entry_json(&mut conn, &ns, "a:b").as_deref(), Some("of ns"));
     assert_eq!(
         entry_json(&mut conn, &ns_a, "b").as_deref(),
@@ -97,7 +98,7 @@ fn namespaces_with_a_colon_do_not_share_redis_keys() {
     );
 
     let of = |ns: &str| -> RedisCache<String> {
-        RedisCache::builder(stack.redis.url())
+        RedisCache::builder(dep.redis.url())
             .key_prefix(redis_namespace_prefix(DEFAULT_KEY_PREFIX, ns))
             .build()
             .expect("redis cache")
@@ -182,17 +183,18 @@ fn reads_never_return_something_older_than_the_local_state() {
 /// overwrite that write: `get_or_load` stamps its version before calling the loader.
 #[test]
 fn get_or_load_loses_to_a_write_made_while_loading() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("load");
-    let cache = stack.cache::<String>(&ns);
-    let mut conn = stack.redis_connection();
+    let cache = dep.cache::<String>(&ns);
+    let mut conn = dep.redis_connection();
     let loaded = cache
         .get_or_load("k", None, None, |key| {
             // The database is read here ("before"); then another node writes the key.
             thread::sleep(Duration::from_millis(20));
             let newer = HybridClock::new(0x07e5_7000_0001).now();
             produce(
-                &stack.broker,
+                &dep.broker,
                 TOPIC_SET_DEL,
                 &[set_event(&ns, key, newer, "newer")],
             );
@@ -220,10 +222,11 @@ fn get_or_load_loses_to_a_write_made_while_loading() {
 /// writer applied the write locally; the losing value must still not stay in its cache.
 #[test]
 fn a_correction_arriving_before_the_local_apply_still_wins() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("own-stale");
-    let cache = stack.cache::<String>(&ns);
-    let mut conn = stack.redis_connection();
+    let cache = dep.cache::<String>(&ns);
+    let mut conn = dep.redis_connection();
     // A newer write this node never heard of is already in Redis.
     store_in_redis(&mut conn, &ns, "k", "winner", version_at(60_000, 0x0077));
 
@@ -255,12 +258,13 @@ fn a_correction_arriving_before_the_local_apply_still_wins() {
 /// means another process uses the id: counted, and writes with it fail with `Error::Config`.
 #[test]
 fn another_process_with_our_node_id_is_detected() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("dup");
     let node = rand::random::<u64>() | 1;
     let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(stack.broker.bootstrap())
-        .redis_url(stack.redis.url())
+        .kafka_brokers(dep.broker.bootstrap())
+        .redis_url(dep.redis.url())
         .namespace(&ns)
         .node_id(node)
         .build()
@@ -276,7 +280,7 @@ fn another_process_with_our_node_id_is_detected() {
     // The other process stamps with our id; its done event reaches us.
     let foreign = Version::new(mine.hlc + 3, node);
     produce(
-        &stack.broker,
+        &dep.broker,
         TOPIC_DONE,
         &[set_event(&ns, "k2", foreign, "theirs")],
     );
@@ -292,8 +296,8 @@ fn another_process_with_our_node_id_is_detected() {
     assert!(matches!(cache.delete_with_sync("k"), Err(Error::Config(_))));
     // Versions issued by one process never repeat, whatever the namespace or node id.
     let other = DistributedCache::<String>::builder()
-        .kafka_brokers(stack.broker.bootstrap())
-        .redis_url(stack.redis.url())
+        .kafka_brokers(dep.broker.bootstrap())
+        .redis_url(dep.redis.url())
         .namespace(unique_name("dup-other"))
         .build()
         .expect("core node");

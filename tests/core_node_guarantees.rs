@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use distcache::event::{Event, Op, WriteEvent, TOPIC_DONE};
 use distcache::{Cache, DistributedCache, KafkaConfig, RedisConfig, Version, WriteOutcome};
 use support::{
-    entry_json, produce_events, unique_name, wait_until, wall_millis, DoneWatcher, Stack,
+    entry_json, produce_events, unique_name, wait_until, wall_millis, Deployment, DoneWatcher,
 };
 
 /// Longest wait for anything that should happen.
@@ -42,9 +42,10 @@ fn done_set(ns: &str, key: &str, version: Version, value: Option<Vec<u8>>) -> Ev
 /// (`undecodable`), and the local copy of that key is dropped (it may be stale now); other keys stay.
 #[test]
 fn an_undecodable_done_event_drops_the_local_copy() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("undecodable");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     for key in ["k", "other"] {
         let outcome = cache
             .set_with_sync_and_wait(key, "v".into(), None, None)
@@ -65,7 +66,7 @@ fn an_undecodable_done_event_drops_the_local_copy() {
             assert_eq!(cache.get("k").unwrap().as_deref(), Some("v"));
         }
         let event = done_set(&ns, "k", newer_version(), Some(bad));
-        produce_events(&stack.broker, TOPIC_DONE, &[event]).unwrap();
+        produce_events(&dep.broker, TOPIC_DONE, &[event]).unwrap();
         assert!(
             wait_until(WAIT, || cache.metrics().undecodable == i as u64 + 1),
             "undecodable not counted: {:?}",
@@ -86,11 +87,12 @@ fn an_undecodable_done_event_drops_the_local_copy() {
 /// older copy drops it and reads the new value from Redis.
 #[test]
 fn a_value_over_the_inline_limit_is_read_from_redis_by_other_nodes() {
-    let stack = Stack::start_with(|node| node.inline_value_limit(1024));
+    let dep = Deployment::start();
+    let _node = dep.state_node_with(|node| node.inline_value_limit(1024));
     let ns = unique_name("inline");
-    let a = stack.cache::<String>(&ns);
-    let b = stack.core_node_process(&ns, "core_node b", &[]);
-    let mut done = DoneWatcher::new(&stack.broker, WAIT);
+    let a = dep.cache::<String>(&ns);
+    let b = dep.core_node_process(&ns, "core_node b", &[]);
+    let mut done = DoneWatcher::new(&dep.broker, WAIT);
 
     assert_eq!(b.request("set-sync-wait k small"), "OK applied");
     assert_eq!(b.get("k").as_deref(), Some("small"));
@@ -136,13 +138,14 @@ fn a_value_over_the_inline_limit_is_read_from_redis_by_other_nodes() {
 /// keep it in the local tier: the next read goes to Redis and sees the newer value.
 #[test]
 fn a_fill_racing_a_newer_write_is_not_kept() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("stale-fill");
     // A read may wait on the paused server for a while on a busy machine.
-    let mut redis = RedisConfig::new(stack.redis.url());
+    let mut redis = RedisConfig::new(dep.redis.url());
     redis.io_timeout = WAIT;
     let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(stack.broker.bootstrap())
+        .kafka_brokers(dep.broker.bootstrap())
         .redis(redis)
         .namespace(&ns)
         .wait_timeout(WAIT)
@@ -155,7 +158,7 @@ fn a_fill_racing_a_newer_write_is_not_kept() {
     cache.clear().unwrap();
 
     let reads = cache.metrics().redis_reads;
-    assert!(stack.redis.pause(), "SIGSTOP redis-server");
+    assert!(dep.redis.pause(), "SIGSTOP redis-server");
     let reader = {
         let cache = cache.clone();
         thread::spawn(move || cache.get_with_sync("k", None))
@@ -169,14 +172,14 @@ fn a_fill_racing_a_newer_write_is_not_kept() {
         // node applied it), and its done event carries no value.
         let events = cache.metrics().events;
         let newer = done_set(&ns, "k", newer_version(), None);
-        produce_events(&stack.broker, TOPIC_DONE, &[newer]).unwrap();
+        produce_events(&dep.broker, TOPIC_DONE, &[newer]).unwrap();
         assert!(
             wait_until(WAIT, || cache.metrics().events > events),
             "the done event never arrived: {:?}",
             cache.metrics()
         );
     }));
-    assert!(stack.redis.resume(), "SIGCONT redis-server");
+    assert!(dep.redis.resume(), "SIGCONT redis-server");
     if let Err(panic) = resumed {
         std::panic::resume_unwind(panic);
     }
@@ -199,14 +202,15 @@ fn a_fill_racing_a_newer_write_is_not_kept() {
 #[test]
 fn a_full_producer_queue_fails_writes_within_the_produce_timeout() {
     const WRITERS: usize = 3;
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("queue");
     let mut kafka =
-        KafkaConfig::new(stack.broker.bootstrap()).set("queue.buffering.max.messages", "1");
+        KafkaConfig::new(dep.broker.bootstrap()).set("queue.buffering.max.messages", "1");
     kafka.produce_timeout = Duration::from_secs(2);
     let cache = DistributedCache::<String>::builder()
         .kafka(kafka)
-        .redis_url(stack.redis.url())
+        .redis_url(dep.redis.url())
         .namespace(&ns)
         .build()
         .unwrap();
@@ -214,7 +218,7 @@ fn a_full_producer_queue_fails_writes_within_the_produce_timeout() {
         .set_with_sync("warm", "up".into(), None, None)
         .unwrap();
 
-    assert!(stack.broker.pause(), "SIGSTOP the broker");
+    assert!(dep.broker.pause(), "SIGSTOP the broker");
     let start = Arc::new(Barrier::new(WRITERS));
     let results: Vec<(Duration, distcache::Result<Version>)> = thread::scope(|s| {
         let handles: Vec<_> = (0..WRITERS)
@@ -230,7 +234,7 @@ fn a_full_producer_queue_fails_writes_within_the_produce_timeout() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(stack.broker.resume(), "SIGCONT the broker");
+    assert!(dep.broker.resume(), "SIGCONT the broker");
 
     eprintln!("queue test: {results:?}");
     for (took, result) in &results {
@@ -271,9 +275,10 @@ fn a_full_producer_queue_fails_writes_within_the_produce_timeout() {
 #[test]
 fn concurrent_get_or_load_calls_the_loader_once() {
     const CALLERS: usize = 8;
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("single-flight");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     let calls = AtomicUsize::new(0);
     let start = Barrier::new(CALLERS);
     let misses = |c: &DistributedCache<String>| c.metrics().local.misses;
@@ -309,7 +314,7 @@ fn concurrent_get_or_load_calls_the_loader_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one loader call");
     assert_eq!(cache.metrics().loads, 1);
     assert!(
-        wait_until(WAIT, || entry_json(&mut stack.redis_connection(), &ns, "k")
+        wait_until(WAIT, || entry_json(&mut dep.redis_connection(), &ns, "k")
             .as_deref()
             == Some("loaded")),
         "the loaded value never reached Redis"
@@ -321,10 +326,11 @@ fn concurrent_get_or_load_calls_the_loader_once() {
 /// once, and every tier ends on one of the two values.
 #[test]
 fn get_or_load_across_processes() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("load-across");
-    let a = stack.cache::<String>(&ns);
-    let b = stack.core_node_process(&ns, "core_node b", &[]);
+    let a = dep.cache::<String>(&ns);
+    let b = dep.core_node_process(&ns, "core_node b", &[]);
 
     assert_eq!(
         a.get_or_load("k", None, None, |_| Ok(Some("from-a".into())))
@@ -333,7 +339,7 @@ fn get_or_load_across_processes() {
         Some("from-a")
     );
     assert!(
-        wait_until(WAIT, || entry_json(&mut stack.redis_connection(), &ns, "k")
+        wait_until(WAIT, || entry_json(&mut dep.redis_connection(), &ns, "k")
             .as_deref()
             == Some("from-a")),
         "A's load never reached Redis"
@@ -359,7 +365,7 @@ fn get_or_load_across_processes() {
     assert!(b.metrics()["loads"] <= 1, "{:?}", b.metrics());
     let mut last = (None, None, None);
     let agree = wait_until(WAIT, || {
-        let stored = entry_json(&mut stack.redis_connection(), &ns, "both");
+        let stored = entry_json(&mut dep.redis_connection(), &ns, "both");
         let (la, lb) = (a.get("both").unwrap(), b.get("both"));
         let ok = stored.is_some()
             && la.as_ref().is_none_or(|v| Some(v) == stored.as_ref())
@@ -378,9 +384,10 @@ fn get_or_load_across_processes() {
 fn a_listener_resets_when_the_done_topic_loses_its_log() {
     const PARTITIONS: i32 = 8;
     let started = Instant::now();
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("reset");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     // Several applied writes, so the listener expects offsets past 0 on some partitions.
     for i in 0..16 {
         let outcome = cache
@@ -392,11 +399,11 @@ fn a_listener_resets_when_the_done_topic_loses_its_log() {
     assert_eq!(cache.get("k0").unwrap().as_deref(), Some("v"));
 
     eprintln!("reset test: writes applied after {:?}", started.elapsed());
-    stack.broker.delete_topic(TOPIC_DONE).unwrap();
+    dep.broker.delete_topic(TOPIC_DONE).unwrap();
     // Deletion completes in the background; creating the topic again is refused until it has.
     let mut last = String::new();
     let created = wait_until(WAIT, || {
-        match stack.broker.try_create_topic(TOPIC_DONE, PARTITIONS as u32) {
+        match dep.broker.try_create_topic(TOPIC_DONE, PARTITIONS as u32) {
             Ok(()) => true,
             Err(e) => {
                 last = e;
@@ -430,7 +437,7 @@ fn a_listener_resets_when_the_done_topic_loses_its_log() {
             event,
         })
         .collect();
-    support::produce_records(&stack.broker, &records).unwrap();
+    support::produce_records(&dep.broker, &records).unwrap();
     assert!(
         wait_until(WAIT, || cache.metrics().resets >= 1),
         "no reset after the done topic's offsets went back: {:?}",
@@ -445,7 +452,7 @@ fn a_listener_resets_when_the_done_topic_loses_its_log() {
     assert!(
         wait_until(WAIT, || {
             let again = done_set(&ns, "after", newer_version(), Some(b"\"a\"".to_vec()));
-            produce_events(&stack.broker, TOPIC_DONE, &[again]).unwrap();
+            produce_events(&dep.broker, TOPIC_DONE, &[again]).unwrap();
             wait_until(Duration::from_secs(2), || {
                 cache.get("after").unwrap().as_deref() == Some("a")
             })

@@ -13,124 +13,77 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use distcache::event::{TOPIC_DONE, TOPIC_SET_DEL};
-use distcache::{DistributedCache, DEFAULT_KEY_PREFIX};
-use support::faults::Env;
+use distcache::DEFAULT_KEY_PREFIX;
 use support::{
-    assigned_partitions, free_port, unique_name, wait_until, Broker, BrokerKind, ChildProcess,
-    RedisServer,
+    split_between, unique_name, wait_until, Broker, BrokerKind, Deployment, NodeProcess,
+    RedisProbe, RedisServer, PARTITIONS, PATIENCE,
 };
 
-const PARTITIONS: u32 = 8;
 const SESSION_TIMEOUT_MS: u64 = 10_000;
 /// How soon the restarted static member must have applied the writes made right after the kill.
 const RESTART_BOUND: Duration = Duration::from_secs(8);
-const PATIENCE: Duration = Duration::from_secs(40);
 
-/// A state node process and the address of its `/metrics` and `/health`.
-struct Node {
-    process: ChildProcess,
-    metrics: String,
-}
-
-impl std::ops::Deref for Node {
-    type Target = ChildProcess;
-    fn deref(&self) -> &ChildProcess {
-        &self.process
-    }
-}
-
-/// Partitions the node holds, from its `distcache_state_node_assigned_partitions` gauge.
-fn held(node: &Node) -> usize {
-    assigned_partitions(&node.metrics)
-}
-
+/// A state node process in `group` with the test's session timeout, a static member when it has
+/// an `instance_id`.
 fn spawn_state_node(
+    dep: &Deployment,
     label: &str,
-    broker: &Broker,
-    redis: &RedisServer,
     group: &str,
     instance_id: Option<&str>,
-) -> Node {
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
-    cmd.args(["--brokers", &broker.bootstrap()])
-        .args(["--redis", &redis.url()])
-        .args(["--group", group])
-        .args(["--partitions", &PARTITIONS.to_string()])
-        .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
-        .args(["--heartbeat-interval-ms", "1000"])
-        .args(["--log-level", "info"])
-        .args(["--metrics-addr", &metrics])
-        .env_remove("DISTCACHE_INSTANCE_ID");
+) -> NodeProcess {
+    let (partitions, session) = (PARTITIONS.to_string(), SESSION_TIMEOUT_MS.to_string());
+    let mut args = vec![
+        "--partitions",
+        &partitions,
+        "--session-timeout-ms",
+        &session,
+        "--heartbeat-interval-ms",
+        "1000",
+    ];
     if let Some(id) = instance_id {
-        cmd.args(["--instance-id", id]);
+        args.extend(["--instance-id", id]);
     }
-    Node {
-        process: ChildProcess::spawn(label, cmd),
-        metrics,
-    }
+    dep.state_node_process(label, Some(group), &args)
 }
 
-/// The keys of `ns` that Redis holds with exactly the expected value.
-fn present(conn: &mut redis::Connection, ns: &str, keys: &[(String, String)]) -> usize {
-    let mut pipe = redis::pipe();
-    for (key, _) in keys {
-        pipe.cmd("HGET")
-            .arg(distcache::redis_entry_key(DEFAULT_KEY_PREFIX, ns, key))
-            .arg("v");
-    }
-    let raw: Vec<Option<Vec<u8>>> = pipe.query(conn).unwrap_or_default();
-    raw.iter()
+/// The keys of `ns` that Redis holds with exactly the expected value (none while Redis does not
+/// answer).
+fn present(probe: &mut RedisProbe, ns: &str, keys: &[(String, String)]) -> usize {
+    let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    let got = probe.values(ns, &names).unwrap_or_default();
+    got.iter()
         .zip(keys)
-        .filter(|(got, (_, want))| {
-            got.as_deref()
-                .and_then(|b| serde_json::from_slice::<String>(b).ok())
-                .is_some_and(|v| &v == want)
-        })
+        .filter(|(got, (_, want))| got.as_ref() == Some(want))
         .count()
 }
 
 #[test]
 fn restarted_static_member_applies_new_writes_within_seconds() {
-    let env = Env::start();
-    let (redis, broker) = (&env.redis, &env.broker);
+    let dep = Deployment::start().with_topics(PARTITIONS);
+    let broker = &dep.broker;
     let ns = unique_name("failover");
     let group = unique_name("failover-group");
-    let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .namespace(&ns)
-        .wait_timeout(PATIENCE)
-        .build()
-        .expect("core node");
-    let mut conn = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("redis connection");
+    let cache = dep.cache::<String>(&ns);
+    let mut probe = dep.probe();
 
-    let first = spawn_state_node("state-node-1", broker, redis, &group, Some("node-a"));
-    assert!(
-        wait_until(PATIENCE, || held(&first) > 0),
-        "no partitions within {PATIENCE:?}:\n{}",
-        first.stderr_tail(30)
-    );
+    let first = spawn_state_node(&dep, "state-node-1", &group, Some("node-a"));
+    dep.wait_assigned(&first);
     // Warm up: one write applied end to end, so the group and offsets are settled.
     let warm = vec![("warm".to_string(), "0".to_string())];
     cache
         .set_with_sync("warm", "0".to_string(), None, None)
         .expect("warm-up write");
     assert!(
-        wait_until(PATIENCE, || present(&mut conn, &ns, &warm) == 1),
+        wait_until(PATIENCE, || present(&mut probe, &ns, &warm) == 1),
         "warm-up write not applied:\n{}",
         first.stderr_tail(30)
     );
 
     first.kill();
     let killed_at = Instant::now();
-    let second = spawn_state_node("state-node-2", broker, redis, &group, Some("node-a"));
+    let second = spawn_state_node(&dep, "state-node-2", &group, Some("node-a"));
     // Writes right after the kill, one per key on every partition (16 keys over 8 partitions).
     let writes: Vec<(String, String)> = (0..16)
         .map(|i| (format!("after-kill-{i}"), format!("v{i}")))
@@ -147,7 +100,7 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
         RESTART_BOUND
     };
     let applied = wait_until(bound.saturating_sub(killed_at.elapsed()), || {
-        present(&mut conn, &ns, &writes) == writes.len()
+        present(&mut probe, &ns, &writes) == writes.len()
     });
     let took = killed_at.elapsed();
     eprintln!(
@@ -159,7 +112,7 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
         applied,
         "only {} of {} writes applied {took:?} after the kill (bound {bound:?});\n\
          --- restarted node:\n{}\n--- broker log:\n{}",
-        present(&mut conn, &ns, &writes),
+        present(&mut probe, &ns, &writes),
         writes.len(),
         second.stderr_tail(30),
         broker.log_tail(15)
@@ -170,25 +123,16 @@ fn restarted_static_member_applies_new_writes_within_seconds() {
 /// survivor applies writes on its partitions well before the (10 s) session timeout could expire.
 #[test]
 fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
-    let env = Env::start();
-    let (redis, broker) = (&env.redis, &env.broker);
+    let dep = Deployment::start().with_topics(PARTITIONS);
+    let broker = &dep.broker;
     let ns = unique_name("failover-term");
     let group = unique_name("failover-term-group");
-    let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .namespace(&ns)
-        .build()
-        .expect("core node");
-    let mut conn = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("redis connection");
-    let a = spawn_state_node("state-node-a", broker, redis, &group, None);
-    let b = spawn_state_node("state-node-b", broker, redis, &group, None);
+    let cache = dep.cache::<String>(&ns);
+    let mut probe = dep.probe();
+    let a = spawn_state_node(&dep, "state-node-a", &group, None);
+    let b = spawn_state_node(&dep, "state-node-b", &group, None);
     assert!(
-        wait_until(PATIENCE, || held(&a) > 0
-            && held(&b) > 0
-            && held(&a) + held(&b) == PARTITIONS as usize),
+        wait_until(PATIENCE, || split_between(&a, &b, PARTITIONS)),
         "partitions not split within {PATIENCE:?}:\n--- a:\n{}\n--- b:\n{}",
         a.stderr_tail(20),
         b.stderr_tail(20)
@@ -216,7 +160,7 @@ fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
         BrokerKind::Tansu => Duration::from_millis(SESSION_TIMEOUT_MS),
     };
     let applied = wait_until(bound.saturating_sub(stopped_at.elapsed()), || {
-        present(&mut conn, &ns, &writes) == writes.len()
+        present(&mut probe, &ns, &writes) == writes.len()
     });
     let took = stopped_at.elapsed();
     eprintln!(
@@ -226,7 +170,7 @@ fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
     assert!(
         applied,
         "{} of {} writes applied {took:?} after SIGTERM (bound {bound:?});\n--- survivor:\n{}",
-        present(&mut conn, &ns, &writes),
+        present(&mut probe, &ns, &writes),
         writes.len(),
         b.stderr_tail(30)
     );
@@ -238,19 +182,17 @@ fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
 /// it, instead of running on while holding nothing.
 #[test]
 fn a_fenced_static_member_exits_and_says_why() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start_kafka();
-    broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
-    broker.create_topic(TOPIC_DONE, PARTITIONS);
+    let dep = Deployment::on(
+        RedisServer::start(),
+        Broker::start_kafka(),
+        &unique_name("ns"),
+        DEFAULT_KEY_PREFIX,
+    )
+    .with_topics(PARTITIONS);
     let group = unique_name("failover-fenced-group");
-    let first = spawn_state_node("state-node-1", &broker, &redis, &group, Some("same-id"));
-    assert!(
-        wait_until(PATIENCE, || held(&first) > 0),
-        "no partitions within {PATIENCE:?}:\n{}",
-        first.stderr_tail(30)
-    );
-    let second = spawn_state_node("state-node-2", &broker, &redis, &group, Some("same-id"));
+    let first = spawn_state_node(&dep, "state-node-1", &group, Some("same-id"));
+    dep.wait_assigned(&first);
+    let second = spawn_state_node(&dep, "state-node-2", &group, Some("same-id"));
     let status = first.wait_timeout(PATIENCE);
     // Exit code 5: failed while running, restart me (README "State node CLI").
     assert!(
@@ -266,7 +208,7 @@ fn a_fenced_static_member_exits_and_says_why() {
         first.stderr_tail(30)
     );
     assert!(
-        wait_until(PATIENCE, || held(&second) > 0),
+        wait_until(PATIENCE, || second.held() > 0),
         "the new member holds nothing:\n{}",
         second.stderr_tail(30)
     );

@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use distcache::ffi::*;
-use support::pipeline::{Cluster, WAIT};
 use support::{python3, run_with_timeout, wait_until, CoreNodeProcess};
+use support::{Deployment, WAIT};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -441,20 +441,11 @@ fn c_core_node() -> PathBuf {
     .clone()
 }
 
-/// The protocol's connection arguments for `cluster`.
-fn node_args(cluster: &Cluster, node: u64) -> Vec<String> {
-    vec![
-        "--brokers".into(),
-        cluster.broker.bootstrap(),
-        "--redis".into(),
-        cluster.redis.url(),
-        "--namespace".into(),
-        cluster.ns.clone(),
-        "--prefix".into(),
-        cluster.prefix.clone(),
-        "--node-id".into(),
-        node.to_string(),
-    ]
+/// The protocol's arguments for core node `node` of `dep`.
+fn node_args(dep: &Deployment, node: u64) -> Vec<String> {
+    let mut args = dep.core_node_args(&dep.ns);
+    args.extend(["--node-id".into(), node.to_string()]);
+    args
 }
 
 fn wait_value(node: &CoreNodeProcess, cmd: &str, key: &str, want: Option<&str>) {
@@ -474,8 +465,8 @@ fn wait_value(node: &CoreNodeProcess, cmd: &str, key: &str, want: Option<&str>) 
 }
 
 /// `foreign` (the C or Python node) and a Rust core node (`--codec raw`) see each other's writes.
-fn shares_values_with_a_rust_node(cluster: &Cluster, foreign: &CoreNodeProcess) {
-    let rust = cluster.core_node_process_with(0x2, &["--codec", "raw"]);
+fn shares_values_with_a_rust_node(dep: &Deployment, foreign: &CoreNodeProcess) {
+    let rust = dep.core_node_process_as(0x2, &["--codec", "raw"]);
     let other = foreign.label();
 
     // Foreign → Rust, through Redis and through the done topic.
@@ -511,40 +502,40 @@ fn shares_values_with_a_rust_node(cluster: &Cluster, foreign: &CoreNodeProcess) 
 #[test]
 fn c_core_node_shares_values_with_a_rust_core_node() {
     let bin = c_core_node();
-    let cluster = Cluster::start("ffi-c");
-    let _state = cluster.state_node();
+    let dep = Deployment::named("ffi-c");
+    let _state = dep.state_node_with(|b| b.redis_workers(2));
     let mut cmd = Command::new(bin);
-    cmd.args(node_args(&cluster, 0x1));
+    cmd.args(node_args(&dep, 0x1));
     let c = CoreNodeProcess::start_command("c core node", cmd, WAIT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
-    shares_values_with_a_rust_node(&cluster, &c);
+        .unwrap_or_else(|e| panic!("{e}\n{}", dep.logs()));
+    shares_values_with_a_rust_node(&dep, &c);
 }
 
 #[test]
 fn python_core_node_shares_values_with_a_rust_core_node() {
     let (cdylib, _) = c_libraries();
-    let cluster = Cluster::start("ffi-py");
-    let _state = cluster.state_node();
+    let dep = Deployment::named("ffi-py");
+    let _state = dep.state_node_with(|b| b.redis_workers(2));
     let mut cmd = python3();
     cmd.arg(Path::new(ROOT).join("examples/python/core_node.py"))
         .arg("--lib")
         .arg(cdylib)
-        .args(node_args(&cluster, 0x1));
+        .args(node_args(&dep, 0x1));
     let py = CoreNodeProcess::start_command("python core node", cmd, WAIT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
-    shares_values_with_a_rust_node(&cluster, &py);
+        .unwrap_or_else(|e| panic!("{e}\n{}", dep.logs()));
+    shares_values_with_a_rust_node(&dep, &py);
 }
 
 // ---- the handle in process: threads, buffers, argument checks --------------------------------
 
-/// Opens a handle on `cluster` through the C ABI.
-fn open(cluster: &Cluster) -> *mut DistcacheCache {
+/// Opens a handle on `dep` through the C ABI.
+fn open(dep: &Deployment) -> *mut DistcacheCache {
     let c = |s: String| std::ffi::CString::new(s).expect("no NUL");
     let (brokers, redis, ns, prefix) = (
-        c(cluster.broker.bootstrap()),
-        c(cluster.redis.url()),
-        c(cluster.ns.clone()),
-        c(cluster.prefix.clone()),
+        c(dep.broker.bootstrap()),
+        c(dep.redis.url()),
+        c(dep.ns.clone()),
+        c(dep.prefix.clone()),
     );
     let (key, value) = (c"client.id".as_ptr(), c"ffi-test".as_ptr());
     let mut cfg = config(&brokers, &redis, &ns);
@@ -556,13 +547,7 @@ fn open(cluster: &Cluster) -> *mut DistcacheCache {
     let mut cache = ptr::null_mut();
     // SAFETY: every pointer in cfg is valid for the call; cache is writable.
     let code = unsafe { distcache_open(&cfg, &mut cache) };
-    assert_eq!(
-        code,
-        DISTCACHE_OK,
-        "open: {}\n{}",
-        last_error(),
-        cluster.logs()
-    );
+    assert_eq!(code, DISTCACHE_OK, "open: {}\n{}", last_error(), dep.logs());
     assert!(!cache.is_null());
     cache
 }
@@ -596,9 +581,9 @@ fn get(cache: *const DistcacheCache, key: &CStr, sync: bool) -> (i32, Option<Vec
 
 #[test]
 fn one_handle_serves_many_threads_and_checks_its_arguments() {
-    let cluster = Cluster::start("ffi-inproc");
-    let _state = cluster.state_node();
-    let cache = open(&cluster);
+    let dep = Deployment::named("ffi-inproc");
+    let _state = dep.state_node_with(|b| b.redis_workers(2));
+    let cache = open(&dep);
     let shared = cache as usize; // the handle is thread-safe; usize to move it into threads
 
     std::thread::scope(|s| {
@@ -622,9 +607,9 @@ fn one_handle_serves_many_threads_and_checks_its_arguments() {
     });
     // Every write reaches Redis, stored as the caller's bytes (Codec::Raw).
     let raw_value = |key: &str| {
-        cluster.with_redis(|c| {
+        dep.with_redis(|c| {
             redis::cmd("HGET")
-                .arg(cluster.redis_key(key))
+                .arg(dep.redis_key(key))
                 .arg("v")
                 .query::<Option<Vec<u8>>>(c)
         })

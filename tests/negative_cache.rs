@@ -10,19 +10,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use distcache::{Cache, DistributedCache};
-use support::{unique_name, Stack};
+use support::{unique_name, Deployment};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn cache_with(
-    stack: &Stack,
+    dep: &Deployment,
     ns: &str,
     absent_ttl: Duration,
     capacity: usize,
 ) -> DistributedCache<String> {
     DistributedCache::<String>::builder()
-        .kafka_brokers(stack.broker.bootstrap())
-        .redis_url(stack.redis.url())
+        .kafka_brokers(dep.broker.bootstrap())
+        .redis_url(dep.redis.url())
         .namespace(ns)
         .local_capacity(capacity)
         .absent_ttl(absent_ttl)
@@ -33,10 +33,11 @@ fn cache_with(
 
 #[test]
 fn a_missing_key_is_read_from_redis_and_loaded_once_until_a_write_replaces_the_marker() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
 
     // Off by default: every read of a missing key goes to Redis.
-    let plain = stack.cache::<String>(&unique_name("negative-off"));
+    let plain = dep.cache::<String>(&unique_name("negative-off"));
     for _ in 0..3 {
         assert_eq!(plain.get_with_sync("missing", None).unwrap(), None);
     }
@@ -44,7 +45,7 @@ fn a_missing_key_is_read_from_redis_and_loaded_once_until_a_write_replaces_the_m
     assert_eq!(plain.metrics().negative_hits, 0);
 
     let ns = unique_name("negative");
-    let cache = cache_with(&stack, &ns, Duration::from_secs(60), 10_000);
+    let cache = cache_with(&dep, &ns, Duration::from_secs(60), 10_000);
     for _ in 0..5 {
         assert_eq!(cache.get_with_sync("missing", None).unwrap(), None);
     }
@@ -75,7 +76,7 @@ fn a_missing_key_is_read_from_redis_and_loaded_once_until_a_write_replaces_the_m
     );
 
     // A write from another process replaces the marker as soon as its done event arrives.
-    let other = stack.core_node_process(&ns, "writer", &["--reply-versions"]);
+    let other = dep.core_node_process(&ns, "writer", &["--reply-versions"]);
     let v = other.write_version("set-sync missing here");
     cache.wait_for("missing", &v, WAIT).unwrap();
     assert_eq!(
@@ -115,10 +116,11 @@ fn a_missing_key_is_read_from_redis_and_loaded_once_until_a_write_replaces_the_m
 /// and are dropped by a done event whose value was too large to inline.
 #[test]
 fn markers_expire_are_bounded_and_yield_to_omitted_values() {
-    let stack = Stack::start_with(|node| node.inline_value_limit(1));
+    let dep = Deployment::start();
+    let _node = dep.state_node_with(|node| node.inline_value_limit(1));
 
     let ns = unique_name("negative-ttl");
-    let cache = cache_with(&stack, &ns, Duration::from_millis(300), 10_000);
+    let cache = cache_with(&dep, &ns, Duration::from_millis(300), 10_000);
     assert_eq!(cache.get_with_sync("k", None).unwrap(), None);
     assert_eq!(cache.get_with_sync("k", None).unwrap(), None);
     assert_eq!(cache.metrics().redis_reads, 1);
@@ -127,7 +129,7 @@ fn markers_expire_are_bounded_and_yield_to_omitted_values() {
     assert_eq!(cache.metrics().redis_reads, 2, "the marker expired");
 
     let ns = unique_name("negative-bounded");
-    let small = cache_with(&stack, &ns, Duration::from_secs(60), 64);
+    let small = cache_with(&dep, &ns, Duration::from_secs(60), 64);
     for i in 0..1000 {
         assert_eq!(small.get_with_sync(&format!("k{i}"), None).unwrap(), None);
     }
@@ -147,9 +149,9 @@ fn markers_expire_are_bounded_and_yield_to_omitted_values() {
 
     // Every done event omits its value here: the marker must go all the same.
     let ns = unique_name("negative-omitted");
-    let cache = cache_with(&stack, &ns, Duration::from_secs(60), 10_000);
+    let cache = cache_with(&dep, &ns, Duration::from_secs(60), 10_000);
     assert_eq!(cache.get_with_sync("big", None).unwrap(), None);
-    let other = stack.core_node_process(&ns, "writer", &["--reply-versions"]);
+    let other = dep.core_node_process(&ns, "writer", &["--reply-versions"]);
     let v = other.write_version("set-sync big value");
     cache.wait_for("big", &v, WAIT).unwrap();
     assert_eq!(

@@ -17,7 +17,7 @@ use distcache::{Cache, DistributedCache, Error};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use support::{unique_name, wait_until, Broker, Stack};
+use support::{unique_name, wait_until, Broker, Deployment};
 
 /// Generous bound for anything that should take a second or two (a loaded 2-core machine).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -173,10 +173,11 @@ fn thread_ticks() -> BTreeMap<String, u64> {
 #[test]
 fn redis_down_state_node_commits_nothing_unapplied_and_resumes() {
     let group = unique_name("group");
-    let stack = Stack::start_with(|b| b.group(group.clone()));
+    let dep = Deployment::start();
+    let node = dep.state_node_with(|b| b.group(group.clone()));
     let ns = unique_name("outage-redis");
-    let cache: DistributedCache<String> = stack.cache(&ns);
-    let offsets = Offsets::new(&stack.broker, &group);
+    let cache: DistributedCache<String> = dep.cache(&ns);
+    let offsets = Offsets::new(&dep.broker, &group);
 
     cache
         .set_with_sync_and_wait("warm", "0".into(), None, None)
@@ -192,7 +193,7 @@ fn redis_down_state_node_commits_nothing_unapplied_and_resumes() {
     let committed_before = offsets.committed();
     let done_before = offsets.ends(TOPIC_DONE);
 
-    stack.redis.kill();
+    dep.redis.kill();
     let killed_at = Instant::now();
     const N: usize = 50;
     let keys: Vec<String> = (0..N).map(|i| format!("pending-{i}")).collect();
@@ -217,7 +218,7 @@ fn redis_down_state_node_commits_nothing_unapplied_and_resumes() {
             committed_before,
             "offsets committed while Redis was down ({:?} after the kill): {:?}",
             killed_at.elapsed(),
-            stack.node.metrics()
+            node.metrics()
         );
         let done = offsets.ends(TOPIC_DONE);
         assert_eq!(
@@ -225,11 +226,11 @@ fn redis_down_state_node_commits_nothing_unapplied_and_resumes() {
             "done events published while Redis was down"
         );
         if retries_at_4s.is_none() && killed_at.elapsed() >= Duration::from_secs(4) {
-            retries_at_4s = Some(stack.node.metrics().retries);
+            retries_at_4s = Some(node.metrics().retries);
         }
         thread::sleep(Duration::from_millis(250));
     }
-    let m = stack.node.metrics();
+    let m = node.metrics();
     let late_retries = m.retries - retries_at_4s.expect("sampled at 4 s");
     eprintln!(
         "redis outage: {} retries in 10 s, {late_retries} in the last 6 s; {m:?}",
@@ -248,15 +249,15 @@ fn redis_down_state_node_commits_nothing_unapplied_and_resumes() {
         );
     }
 
-    stack.redis.restart();
+    dep.redis.restart();
     let restarted_at = Instant::now();
-    let url = stack.redis.url();
+    let url = dep.redis.url();
     assert!(
         wait_until(PATIENCE, || keys.iter().enumerate().all(
             |(i, k)| redis_value(&url, &ns, k) == Some(format!("value-{i}"))
         )),
         "pending writes not applied after Redis returned: {:?}",
-        stack.node.metrics()
+        node.metrics()
     );
     let applied_after = restarted_at.elapsed();
     assert!(
@@ -281,12 +282,13 @@ fn redis_down_state_node_commits_nothing_unapplied_and_resumes() {
 /// (connection refused), `Timeout` after the request timeout for a hung one (SIGSTOP).
 #[test]
 fn get_with_sync_with_redis_down_answers_local_hits_and_fails_misses_in_time() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = unique_name("outage-read");
     let io_timeout = Duration::from_secs(3);
     let cache: DistributedCache<String> = DistributedCache::builder()
-        .kafka_brokers(stack.broker.bootstrap())
-        .redis_url(stack.redis.url())
+        .kafka_brokers(dep.broker.bootstrap())
+        .redis_url(dep.redis.url())
         .namespace(&ns)
         .wait_timeout(Duration::from_secs(30))
         .redis_timeouts(Duration::from_millis(500), io_timeout)
@@ -297,7 +299,7 @@ fn get_with_sync_with_redis_down_answers_local_hits_and_fails_misses_in_time() {
         .expect("write");
 
     // A dead server.
-    stack.redis.kill();
+    dep.redis.kill();
     let started = Instant::now();
     assert_eq!(
         cache.get_with_sync("held", None).unwrap().as_deref(),
@@ -325,9 +327,9 @@ fn get_with_sync_with_redis_down_answers_local_hits_and_fails_misses_in_time() {
     );
 
     // A hung server: the connection stays open, nothing is answered.
-    stack.redis.restart();
+    dep.redis.restart();
     assert_eq!(cache.get_with_sync("missing", None).unwrap(), None);
-    assert!(stack.redis.pause(), "SIGSTOP redis-server");
+    assert!(dep.redis.pause(), "SIGSTOP redis-server");
     let started = Instant::now();
     assert_eq!(
         cache.get_with_sync("held", None).unwrap().as_deref(),
@@ -339,7 +341,7 @@ fn get_with_sync_with_redis_down_answers_local_hits_and_fails_misses_in_time() {
         .get_with_sync("missing", None)
         .expect_err("a hung Redis answers nothing");
     let miss_took = started.elapsed();
-    assert!(stack.redis.resume(), "SIGCONT redis-server");
+    assert!(dep.redis.resume(), "SIGCONT redis-server");
     assert!(err.is_transient(), "{err:?}");
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     // The configured 3 s, not the 2 s default, and not much more.
@@ -369,12 +371,13 @@ fn get_with_sync_with_redis_down_answers_local_hits_and_fails_misses_in_time() {
 /// (Apache Kafka keeps its log), writes succeed and are applied again.
 #[test]
 fn broker_down_writes_fail_in_time_and_change_nothing_locally() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("outage-broker");
     let produce_timeout = Duration::from_secs(2);
     let cache: DistributedCache<String> = DistributedCache::builder()
-        .kafka_brokers(stack.broker.bootstrap())
-        .redis_url(stack.redis.url())
+        .kafka_brokers(dep.broker.bootstrap())
+        .redis_url(dep.redis.url())
         .namespace(&ns)
         .wait_timeout(Duration::from_secs(30))
         .produce_timeout(produce_timeout)
@@ -390,7 +393,7 @@ fn broker_down_writes_fail_in_time_and_change_nothing_locally() {
         .set_and_wait("plain", "old".into(), None)
         .expect("write");
 
-    stack.broker.kill();
+    dep.broker.kill();
     // A write's deadline is the produce timeout plus 2 s for the delivery report; allow as much again.
     let bound = produce_timeout * 2 + Duration::from_secs(4);
     let mut took = Vec::new();
@@ -445,7 +448,7 @@ fn broker_down_writes_fail_in_time_and_change_nothing_locally() {
 
     // Recovery: the broker comes back with its log; the same node writes again.
     let restart_called = Instant::now();
-    stack.broker.restart();
+    dep.broker.restart();
     let serving = Instant::now();
     let mut outcome = None;
     assert!(
@@ -454,10 +457,10 @@ fn broker_down_writes_fail_in_time_and_change_nothing_locally() {
             matches!(outcome, Some(Ok(_)))
         }),
         "no write applied after the broker returned: {outcome:?}; {:?}",
-        stack.node.metrics()
+        node.metrics()
     );
     assert_eq!(
-        redis_value(&stack.redis.url(), &ns, "synced").as_deref(),
+        redis_value(&dep.redis.url(), &ns, "synced").as_deref(),
         Some("after")
     );
     eprintln!(
@@ -471,13 +474,14 @@ fn broker_down_writes_fail_in_time_and_change_nothing_locally() {
 /// connection. (A behaviour check with a generous bound, not a speed target.)
 #[test]
 fn broker_down_no_thread_spins() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("outage-cpu");
-    let cache: DistributedCache<String> = stack.cache(&ns);
+    let cache: DistributedCache<String> = dep.cache(&ns);
     cache
         .set_with_sync_and_wait("k", "v".into(), None, None)
         .expect("write");
-    stack.broker.kill();
+    dep.broker.kill();
     // Let every client notice and settle into its reconnect backoff.
     thread::sleep(Duration::from_secs(3));
 
@@ -511,11 +515,7 @@ fn broker_down_no_thread_spins() {
     // Shutting down against the dead broker ends within the bounds (state node: its 10 s shutdown
     // timeout, then a final commit bounded by the 10 s request timeout; core node: its producer's flush),
     // on a thread so that a hang fails the test instead of stalling it.
-    let Stack {
-        node,
-        broker,
-        redis,
-    } = stack;
+    let Deployment { broker, redis, .. } = dep;
     let (tx, rx) = std::sync::mpsc::channel();
     let started = Instant::now();
     thread::spawn(move || {

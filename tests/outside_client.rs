@@ -9,17 +9,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use distcache::event::TOPIC_DONE;
 use distcache::WriteOutcome;
 use serde_json::Value;
-use support::{python3, run_with_timeout, Stack};
+use support::{python3, run_with_timeout, Deployment};
 
-/// Runs the example decoder against the stack's broker until it printed `count` records.
-fn read_done_topic(stack: &Stack, count: usize) -> Vec<Value> {
+/// Runs the example decoder against the deployment's broker until it printed `count` records.
+fn read_done_topic(dep: &Deployment, count: usize) -> Vec<Value> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/python/done_events.py"
     );
     let mut cmd = python3();
     cmd.arg(script)
-        .args(["--brokers", &stack.broker.bootstrap()])
+        .args(["--brokers", &dep.broker.bootstrap()])
         .args(["--topic", TOPIC_DONE])
         .args(["--count", &count.to_string(), "--timeout", "60"]);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(120))
@@ -32,9 +32,10 @@ fn read_done_topic(stack: &Stack, count: usize) -> Vec<Value> {
 
 #[test]
 fn kafka_python_decodes_done_events_from_the_documented_envelope() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let _node = dep.state_node();
     let ns = support::unique_name("outside");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
     let remote_ttl = Duration::from_secs(120);
     let local_ttl = Duration::from_secs(60);
     assert_eq!(
@@ -53,7 +54,7 @@ fn kafka_python_decodes_done_events_from_the_documented_envelope() {
         WriteOutcome::Applied
     );
 
-    let events = read_done_topic(&stack, 2);
+    let events = read_done_topic(&dep, 2);
     assert_eq!(events.len(), 2, "{events:?}");
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -6,7 +6,8 @@
 //! every local cache and Redis hold the value of the largest version over every writer's acknowledged
 //! writes; a write that lost is corrected at its origin; older versions never overwrite newer ones or
 //! deletes, also across a state-node restart. Ordering under bursts and broker quirks (holes, added
-//! partitions) are in `pipeline_order.rs`; the shared harness is `tests/support/pipeline.rs`.
+//! partitions) are in `pipeline_order.rs`; the shared harness is `tests/support/deployment.rs`, the
+//! checks `tests/support/convergence.rs`.
 //!
 //! Each test starts its own redis-server and broker (topic names are fixed, so isolation is per broker).
 //! `examples/core_node` is built on first use with `cargo build --example core_node` (a no-op when it is
@@ -23,22 +24,20 @@ use distcache::{Cache, Version};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use support::pipeline::{
+use support::{
     acked_version, check_winner, delete_event, eventually, merge_writes, set_event,
-    state_node_settled, wall_millis, warm_up, Cluster, KeyWrites, Stored, NODE_A, NODE_B, WAIT,
+    state_node_settled, two_core_nodes, wait_until, wall_millis, warm_up, Deployment, KeyWrites,
+    Stored, NODE_A, NODE_B, WAIT,
 };
-use support::wait_until;
 
 /// A `set-sync` on one node shows up in the other node's local cache (plain `get`) and in Redis; a
 /// `del-sync` invalidates every node and leaves a tombstone; plain `set`/`delete` replicate to local caches
 /// without touching Redis.
 #[test]
 fn two_core_nodes_converge_on_set_and_delete() {
-    let cluster = Cluster::start("conv");
-    let state = cluster.state_node();
-    let a = cluster.core_node(NODE_A);
-    let b = cluster.core_node_process(NODE_B);
-    let diag = || cluster.report(&state, &a, Some(&b));
+    let dep = Deployment::named("conv");
+    let (state, a, b) = two_core_nodes(&dep, &[]);
+    let diag = || dep.report(&state, &a, Some(&b));
 
     // A → B, and Redis.
     let v1 = a
@@ -55,7 +54,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
             other => Err(format!("B get greeting = {other:?}")),
         }
     });
-    let stored = cluster.stored("greeting");
+    let stored = dep.stored("greeting");
     assert_eq!(
         stored,
         Some(Stored {
@@ -75,7 +74,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
         }
     });
     let tomb = eventually("redis holds a tombstone", diag, || {
-        match cluster.stored("greeting") {
+        match dep.stored("greeting") {
             Some(Stored {
                 value: None,
                 version: Some(v),
@@ -88,11 +87,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
         "tombstone {tomb} must be newer than the set {v1}"
     );
     assert_eq!(tomb.node, NODE_B, "the tombstone is B's delete");
-    let ttl: i64 = cluster.with_redis(|c| {
-        redis::cmd("PTTL")
-            .arg(cluster.redis_key("greeting"))
-            .query(c)
-    });
+    let ttl: i64 = dep.with_redis(|c| redis::cmd("PTTL").arg(dep.redis_key("greeting")).query(c));
     assert!(ttl > 0, "a tombstone expires (PTTL {ttl})");
     assert_eq!(
         a.get_with_sync("greeting", None).unwrap(),
@@ -109,7 +104,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
             other => Err(format!("A get colour = {other:?}")),
         }
     });
-    let stored = cluster.stored("colour").expect("redis has colour");
+    let stored = dep.stored("colour").expect("redis has colour");
     assert_eq!(stored.value.as_deref(), Some("blue"));
     assert_eq!(stored.version.map(|v| v.node), Some(NODE_B));
 
@@ -122,7 +117,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
         }
     });
     eventually("redis holds A's tombstone", diag, || {
-        match cluster.stored("colour") {
+        match dep.stored("colour") {
             Some(Stored {
                 value: None,
                 version: Some(v),
@@ -140,7 +135,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
         }
     });
     assert_eq!(
-        cluster.stored("plain"),
+        dep.stored("plain"),
         None,
         "a plain set must not write a value to Redis"
     );
@@ -152,7 +147,7 @@ fn two_core_nodes_converge_on_set_and_delete() {
         }
     });
     assert_eq!(
-        cluster.stored("plain"),
+        dep.stored("plain"),
         None,
         "a plain delete must not write a value to Redis"
     );
@@ -179,10 +174,8 @@ fn two_core_nodes_converge_on_set_and_delete() {
 fn local_caches_converge_to_redis_after_a_concurrent_storm() {
     const KEYS: usize = 20;
     const WRITES: usize = 300;
-    let cluster = Cluster::start("storm");
-    let state = cluster.state_node();
-    let a = cluster.core_node(NODE_A);
-    let b = cluster.core_node_process_replying_versions(NODE_B);
+    let dep = Deployment::named("storm");
+    let (state, a, b) = two_core_nodes(&dep, &["--reply-versions"]);
     warm_up(&a);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("k{i}")).collect();
     let seed = rand::random::<u64>();
@@ -250,12 +243,12 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
     merge_writes(&mut all_writes, b_writes);
     eprintln!("storm: {} writes in {:?}", 2 * WRITES, started.elapsed());
 
-    let diag = || cluster.report(&state, &a, Some(&b));
+    let diag = || dep.report(&state, &a, Some(&b));
     // The writes and the warm-up.
     let expected = (2 * WRITES + 1) as u64;
     eventually("redis and both local caches agree", diag, || {
         state_node_settled(&state.metrics(), expected)?;
-        let stored = cluster.stored_many(&keys);
+        let stored = dep.stored_many(&keys);
         for (key, stored) in keys.iter().zip(&stored) {
             check_winner(key, stored, all_writes.get(key))?;
             let value = stored.as_ref().and_then(|s| s.value.clone());
@@ -276,7 +269,7 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
     });
 
     // The decisive read path agrees too.
-    for (key, stored) in keys.iter().zip(cluster.stored_many(&keys)) {
+    for (key, stored) in keys.iter().zip(dep.stored_many(&keys)) {
         let value = stored.and_then(|s| s.value);
         assert_eq!(
             a.get_with_sync(key, None).unwrap(),
@@ -301,9 +294,9 @@ fn local_caches_converge_to_redis_after_a_concurrent_storm() {
 /// cache — which held its own "old" — is brought to "new" by the done event (`set_if_newer`).
 #[test]
 fn origin_is_corrected_when_its_write_loses() {
-    let cluster = Cluster::start("origin");
-    let a = cluster.core_node(NODE_A);
-    let b = cluster.core_node_process(NODE_B);
+    let dep = Deployment::named("origin");
+    let a = dep.core_node(NODE_A);
+    let b = dep.core_node_process_as(NODE_B, &[]);
     let va = a
         .set_with_sync("contested", "old".into(), None, None)
         .expect("set on A");
@@ -320,15 +313,15 @@ fn origin_is_corrected_when_its_write_loses() {
         "B reads its own write"
     );
     assert_eq!(
-        cluster.stored("contested"),
+        dep.stored("contested"),
         None,
         "no state node yet: redis untouched"
     );
 
-    let state = cluster.state_node();
-    let diag = || cluster.report(&state, &a, Some(&b));
+    let state = dep.state_node_with(|b| b.redis_workers(2));
+    let diag = || dep.report(&state, &a, Some(&b));
     let stored = eventually("redis holds B's newer write", diag, || {
-        match cluster.stored("contested") {
+        match dep.stored("contested") {
             Some(s) if s.value.as_deref() == Some("new") => Ok(s),
             other => Err(format!("redis contested = {other:?}")),
         }
@@ -361,23 +354,23 @@ fn origin_is_corrected_when_its_write_loses() {
 /// it and reports it stale. A's local cache must not go on serving "old" while Redis and B hold "new".
 #[test]
 fn origin_drops_a_write_that_lost_before_it_started_listening() {
-    let cluster = Cluster::start("skew");
-    let state = cluster.state_node();
-    let b = cluster.core_node_process(NODE_B);
+    let dep = Deployment::named("skew");
+    let state = dep.state_node_with(|b| b.redis_workers(2));
+    let b = dep.core_node_process_as(NODE_B, &[]);
     let diag_b = || {
         format!(
             "state node: {:?}\nnode B: {:?}\n{}",
             state.metrics(),
             b.metrics(),
-            cluster.logs()
+            dep.logs()
         )
     };
 
     // A write from a node whose clock is two minutes ahead; B observes its done event.
     let fast = (wall_millis() + 120_000) << 16;
-    cluster.produce(
+    dep.produce(
         TOPIC_SET_DEL,
-        &[set_event(&cluster.ns, "skew-marker", fast, 0x5, "fast")],
+        &[set_event(&dep.ns, "skew-marker", fast, 0x5, "fast")],
     );
     eventually("B observes the fast node's write", diag_b, || {
         match b.metrics()["events"] {
@@ -389,7 +382,7 @@ fn origin_drops_a_write_that_lost_before_it_started_listening() {
     b.ok("set-sync contested-del new");
     b.ok("del-sync contested-del");
     let vb = eventually("redis holds B's writes", diag_b, || {
-        match (cluster.stored("contested"), cluster.stored("contested-del")) {
+        match (dep.stored("contested"), dep.stored("contested-del")) {
             (Some(s), Some(d)) if s.value.as_deref() == Some("new") && d.value.is_none() => {
                 Ok(s.version.expect("versioned"))
             }
@@ -405,8 +398,8 @@ fn origin_drops_a_write_that_lost_before_it_started_listening() {
     });
 
     // A starts now, listening from the current end of the done topic: it never sees those events.
-    let a = cluster.core_node(NODE_A);
-    let diag = || cluster.report(&state, &a, Some(&b));
+    let a = dep.core_node(NODE_A);
+    let diag = || dep.report(&state, &a, Some(&b));
     let va = a
         .set_with_sync("contested", "old".into(), None, None)
         .expect("set on A");
@@ -424,7 +417,7 @@ fn origin_drops_a_write_that_lost_before_it_started_listening() {
         }
     });
     assert_eq!(
-        cluster.stored("contested").and_then(|s| s.value).as_deref(),
+        dep.stored("contested").and_then(|s| s.value).as_deref(),
         Some("new"),
         "the older write must not overwrite redis"
     );
@@ -434,10 +427,7 @@ fn origin_drops_a_write_that_lost_before_it_started_listening() {
         || {
             for key in ["contested", "contested-del"] {
                 if let Some(v) = a.get(key).unwrap().filter(|v| v == "old") {
-                    return Err(format!(
-                        "A get {key} = {v:?}, redis {:?}",
-                        cluster.stored(key)
-                    ));
+                    return Err(format!("A get {key} = {v:?}, redis {:?}", dep.stored(key)));
                 }
             }
             Ok(())
@@ -458,8 +448,8 @@ fn origin_drops_a_write_that_lost_before_it_started_listening() {
 #[test]
 fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
     const NODE: u64 = 0x7;
-    let cluster = Cluster::start("order");
-    let ns = cluster.ns.clone();
+    let dep = Deployment::named("order");
+    let ns = dep.ns.clone();
     let key = "k";
     let stored = |hlc: u64, value: Option<&str>| {
         Some(Stored {
@@ -472,14 +462,14 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
     };
 
     // First state node (in-process): v200 applies, v180 is stale.
-    let first = cluster.state_node();
-    let mut done = cluster.done_watcher();
-    cluster.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 200, NODE, "v200")]);
+    let first = dep.state_node_with(|b| b.redis_workers(2));
+    let mut done = dep.done_watcher();
+    dep.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 200, NODE, "v200")]);
     done.wait_for("set@200 applied", |e| is_at(e, 200, Op::Set));
-    assert_eq!(cluster.stored(key), stored(200, Some("v200")));
-    cluster.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 180, NODE, "v180")]);
+    assert_eq!(dep.stored(key), stored(200, Some("v200")));
+    dep.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 180, NODE, "v180")]);
     done.wait_for("set@180 stale", |e| is_at(e, 180, Op::Stale));
-    assert_eq!(cluster.stored(key), stored(200, Some("v200")));
+    assert_eq!(dep.stored(key), stored(200, Some("v200")));
     first.shutdown();
     let m = first.metrics();
     assert_eq!(
@@ -491,34 +481,29 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
     drop(first);
 
     // Second state node: the binary, a fresh process that only knows what Redis knows.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let final_metrics_file = dir.path().join("final-metrics.json");
-    let second = cluster.state_node_process_with(
-        "distcache-state-node",
-        &["--final-metrics-file".as_ref(), final_metrics_file.as_ref()],
-    );
-    cluster.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 100, NODE, "v100")]);
+    let second = dep.state_node_process("distcache-state-node", None, &["--threads", "2"]);
+    dep.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 100, NODE, "v100")]);
     done.wait_for("set@100 stale", |e| is_at(e, 100, Op::Stale));
     assert_eq!(
-        cluster.stored(key),
+        dep.stored(key),
         stored(200, Some("v200")),
         "set@100 must not overwrite set@200"
     );
-    cluster.produce(TOPIC_SET_DEL, &[delete_event(&ns, key, 150, NODE)]);
+    dep.produce(TOPIC_SET_DEL, &[delete_event(&ns, key, 150, NODE)]);
     done.wait_for("delete@150 stale", |e| is_at(e, 150, Op::Stale));
     assert_eq!(
-        cluster.stored(key),
+        dep.stored(key),
         stored(200, Some("v200")),
         "delete@150 must not remove set@200"
     );
-    cluster.produce(TOPIC_SET_DEL, &[delete_event(&ns, key, 300, NODE)]);
+    dep.produce(TOPIC_SET_DEL, &[delete_event(&ns, key, 300, NODE)]);
     done.wait_for("delete@300 applied", |e| is_at(e, 300, Op::Delete));
     assert_eq!(
-        cluster.stored(key),
+        dep.stored(key),
         stored(300, None),
         "delete@300 leaves a tombstone"
     );
-    let ttl: i64 = cluster.with_redis(|c| redis::cmd("PTTL").arg(cluster.redis_key(key)).query(c));
+    let ttl: i64 = dep.with_redis(|c| redis::cmd("PTTL").arg(dep.redis_key(key)).query(c));
     assert!(ttl > 0, "the tombstone expires (PTTL {ttl})");
     assert!(second.terminate(), "SIGTERM the state-node binary");
     let status = second.wait_timeout(WAIT);
@@ -527,7 +512,7 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
         "state-node binary exit {status:?}; stderr:\n{}",
         second.stderr_tail(30)
     );
-    let m = support::faults::final_metrics(&final_metrics_file)
+    let m = support::final_metrics(&second.final_metrics_file)
         .unwrap_or_else(|| panic!("no final metrics file; stderr:\n{}", second.stderr_tail(10)));
     assert_eq!(
         (m["consumed"], m["applied"], m["stale_dropped"]),
@@ -537,20 +522,20 @@ fn older_versions_never_overwrite_newer_ones_across_state_node_restarts() {
     drop(second);
 
     // Third state node (in-process, fresh): an older set must not resurrect the deleted key.
-    let third = cluster.state_node();
-    cluster.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 250, NODE, "v250")]);
+    let third = dep.state_node_with(|b| b.redis_workers(2));
+    dep.produce(TOPIC_SET_DEL, &[set_event(&ns, key, 250, NODE, "v250")]);
     done.wait_for("set@250 stale", |e| is_at(e, 250, Op::Stale));
     assert_eq!(
-        cluster.stored(key),
+        dep.stored(key),
         stored(300, None),
         "set@250 must not resurrect the key"
     );
     // The same delete delivered again (a replay after a crash between apply and commit, or a
     // producer retry) is the same write: applied again, its done event published again — not
     // reported stale, which would leave nodes that missed the first done event uninformed.
-    cluster.produce(TOPIC_SET_DEL, &[delete_event(&ns, key, 300, NODE)]);
+    dep.produce(TOPIC_SET_DEL, &[delete_event(&ns, key, 300, NODE)]);
     done.wait_for_next("delete@300 replayed", |e| is_at(e, 300, Op::Delete));
-    assert_eq!(cluster.stored(key), stored(300, None));
+    assert_eq!(dep.stored(key), stored(300, None));
     // A batch's counters are updated by the thread that delivers its done events, after publishing: on a
     // broker that answers at once (Apache Kafka) the done event can be seen first.
     let counted = wait_until(WAIT, || {

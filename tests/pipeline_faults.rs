@@ -1,6 +1,6 @@
 //! Faults around the state node, against real redis-server and broker processes: malformed records on the
 //! set-del topic, a state node killed with SIGKILL mid-stream, and Redis restarting (empty) under a running
-//! state node. Two nodes in one group and SIGTERM: `state_node_group.rs`; the harness: `support::faults`.
+//! state node. Two nodes in one group and SIGTERM: `state_node_group.rs`; the harness: `support::Deployment`.
 //!
 //! Every test starts its own redis-server and broker. Writers are in-process `DistributedCache<String>`
 //! instances (one unique namespace per test: one instance per process and namespace); state nodes are either
@@ -14,9 +14,23 @@ use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use distcache::event::{Event, Op, WriteEvent, TOPIC_SET_DEL};
+use distcache::StateNode;
 use distcache::{DistributedCache, StateNodeMetrics, Version};
-use support::faults::*;
-use support::{unique_name, wait_until, RawRecord, RedisProbe};
+use support::{
+    expected, plans, terminate, unique_name, wait_until, Deployment, RawRecord, WriteRecord,
+    Writers, BATCHED_NODE_ARGS, PARTITIONS, PATIENCE,
+};
+
+/// An in-process state node in `group`, with small batches that go out at once and two Redis
+/// workers (as the binary's [`BATCHED_NODE_ARGS`]).
+fn state_node(dep: &Deployment, group: &str) -> StateNode {
+    dep.state_node_with(|b| {
+        b.group(group)
+            .max_batch(256)
+            .max_wait(Duration::from_millis(2))
+            .redis_workers(2)
+    })
+}
 
 // ------------------------------------------------------------------------------------------------
 // 1. Malformed records
@@ -60,7 +74,7 @@ fn malformed_records(ns: &str, victim: &str, first_partition: i32) -> Vec<RawRec
 /// Produces one set of `marker-P` in namespace `ns` straight into every partition P of the set-del topic, and
 /// returns what Redis holds once they are applied. A marker applied means its partition was consumed up to
 /// it: proof that nothing before it is still to come, without sleeping.
-fn markers_in_every_partition(env: &Env, ns: &str) -> BTreeMap<String, Vec<String>> {
+fn markers_in_every_partition(dep: &Deployment, ns: &str) -> BTreeMap<String, Vec<String>> {
     let version = distcache::HybridClock::new(0x3a7).now();
     let records: Vec<RawRecord> = (0..PARTITIONS as i32)
         .map(|p| {
@@ -81,7 +95,7 @@ fn markers_in_every_partition(env: &Env, ns: &str) -> BTreeMap<String, Vec<Strin
             }
         })
         .collect();
-    env.broker.produce_raw(TOPIC_SET_DEL, &records);
+    dep.broker.produce_raw(TOPIC_SET_DEL, &records);
     (0..PARTITIONS)
         .map(|p| (format!("marker-{p}"), vec![format!("marker at {version}")]))
         .collect()
@@ -98,12 +112,12 @@ fn write_all(cache: &DistributedCache<String>, writes: &[(String, String)]) {
 #[test]
 fn malformed_records_are_counted_skipped_and_committed() {
     let started = Instant::now();
-    let env = Env::start();
+    let dep = Deployment::start().with_topics(PARTITIONS);
     let ns = unique_name("faults-malformed");
     let group = unique_name("group");
-    let node = env.state_node(&group);
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let node = state_node(&dep, &group);
+    let cache = dep.cache(&ns);
+    let mut probe = dep.probe();
 
     let round = |r: usize| -> Vec<(String, String)> {
         (0..30)
@@ -115,18 +129,18 @@ fn malformed_records_are_counted_skipped_and_committed() {
     write_all(&cache, &round(0));
     let batch = malformed_records(&ns, "k0", 0);
     bad += batch.len();
-    env.broker.produce_raw(TOPIC_SET_DEL, &batch);
+    dep.broker.produce_raw(TOPIC_SET_DEL, &batch);
     write_all(&cache, &round(1));
     let batch = malformed_records(&ns, "k1", 4);
     bad += batch.len();
-    env.broker.produce_raw(TOPIC_SET_DEL, &batch);
+    dep.broker.produce_raw(TOPIC_SET_DEL, &batch);
     write_all(&cache, &round(2));
     let good = 3 * 30;
 
     let want: BTreeMap<String, Vec<String>> =
         round(2).into_iter().map(|(k, v)| (k, vec![v])).collect();
     probe.wait_converged(&ns, &want, PATIENCE, || {
-        format!("metrics {:?}\n{}", node.metrics(), env.diagnostics())
+        format!("metrics {:?}\n{}", node.metrics(), dep.logs())
     });
     assert!(
         wait_until(PATIENCE, || node.metrics().malformed >= bad as u64),
@@ -144,7 +158,7 @@ fn malformed_records_are_counted_skipped_and_committed() {
         .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
         .collect();
     probe.wait_converged(&ns, &after, PATIENCE, || {
-        format!("metrics {:?}\n{}", node.metrics(), env.diagnostics())
+        format!("metrics {:?}\n{}", node.metrics(), dep.logs())
     });
     assert!(
         wait_until(PATIENCE, || node.metrics().consumed
@@ -170,18 +184,18 @@ fn malformed_records_are_counted_skipped_and_committed() {
     drop(node);
 
     // A new node in the same group starts after the committed offsets: nothing of the above comes back.
-    let restarted = env.state_node(&group);
+    let restarted = state_node(&dep, &group);
     write_all(&cache, &[("k2".into(), "restarted".into())]);
     let last: BTreeMap<String, Vec<String>> =
         [("k2".to_string(), vec!["restarted".to_string()])].into();
     probe.wait_converged(&ns, &last, PATIENCE, || {
-        format!("metrics {:?}\n{}", restarted.metrics(), env.diagnostics())
+        format!("metrics {:?}\n{}", restarted.metrics(), dep.logs())
     });
     // Once a marker behind everything else in every partition is applied, the node has consumed all it
     // ever will of what came before: what it counted is final.
-    let markers = markers_in_every_partition(&env, &ns);
+    let markers = markers_in_every_partition(&dep, &ns);
     probe.wait_converged(&ns, &markers, PATIENCE, || {
-        format!("metrics {:?}\n{}", restarted.metrics(), env.diagnostics())
+        format!("metrics {:?}\n{}", restarted.metrics(), dep.logs())
     });
     let m = restarted.metrics();
     assert_eq!(
@@ -207,21 +221,21 @@ fn malformed_records_are_counted_skipped_and_committed() {
 #[test]
 fn state_node_killed_mid_stream_loses_no_acknowledged_write() {
     let started = Instant::now();
-    let env = Env::start();
+    let dep = Deployment::start().with_topics(PARTITIONS);
     let ns = unique_name("faults-kill");
     let group = unique_name("group");
-    let first = env.spawn_state_node("state-node-1", &group);
-    wait_assigned(&first, &env);
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
-    let mut done = support::DoneWatcher::new(&env.broker, PATIENCE);
+    let first = dep.state_node_process("state-node-1", Some(&group), BATCHED_NODE_ARGS);
+    dep.wait_assigned(&first);
+    let cache = dep.cache(&ns);
+    let mut probe = dep.probe();
+    let mut done = support::DoneWatcher::new(&dep.broker, PATIENCE);
 
     // 3000 writes of 3000 distinct keys (4 threads × 750); the kill comes after 1000 acknowledgements.
     let writers = Writers::start(&cache, plans("kill", 4, 750, 1));
     writers.wait_acked(1000);
     let killed_at = Instant::now();
     first.kill();
-    let second = env.spawn_state_node("state-node-2", &group);
+    let second = dep.state_node_process("state-node-2", Some(&group), BATCHED_NODE_ARGS);
     let writes = writers.join();
     let acked: Vec<&WriteRecord> = writes.iter().filter(|w| w.ok).collect();
     let before_kill = acked
@@ -243,7 +257,7 @@ fn state_node_killed_mid_stream_loses_no_acknowledged_write() {
             "--- state-node-1 (killed):\n{}\n--- state-node-2:\n{}\n{}",
             first.stderr_tail(15),
             second.stderr_tail(30),
-            env.diagnostics()
+            dep.logs()
         )
     };
     probe.wait_converged(&ns, &want, PATIENCE, diagnostics);
@@ -290,12 +304,12 @@ fn state_node_killed_mid_stream_loses_no_acknowledged_write() {
 #[test]
 fn redis_restart_under_the_state_node() {
     let started = Instant::now();
-    let env = Env::start();
+    let dep = Deployment::start().with_topics(PARTITIONS);
     let ns = unique_name("faults-redis");
     let group = unique_name("group");
-    let node = env.state_node(&group);
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let node = state_node(&dep, &group);
+    let cache = dep.cache(&ns);
+    let mut probe = dep.probe();
 
     // One long plan; stopped once enough was written after the restart.
     let writers = Writers::start(&cache, plans("redis", 1, 100_000, 1));
@@ -303,9 +317,9 @@ fn redis_restart_under_the_state_node() {
         wait_until(PATIENCE, || node.metrics().applied >= 200),
         "nothing applied before the fault: {:?}\n{}",
         node.metrics(),
-        env.diagnostics()
+        dep.logs()
     );
-    env.redis.kill();
+    dep.redis.kill();
     let killed_at = Instant::now();
     assert!(
         wait_until(PATIENCE, || node.metrics().retries > 0),
@@ -314,7 +328,7 @@ fn redis_restart_under_the_state_node() {
     );
     let outage_writes = writers.acked();
     thread::sleep(Duration::from_millis(300));
-    env.redis.restart();
+    dep.redis.restart();
     let restarted_at = writers.acked();
     writers.wait_acked(restarted_at + 300);
     writers.stop();
@@ -330,7 +344,7 @@ fn redis_restart_under_the_state_node() {
     let want = expected(&writes, |w| w.started > killed_at);
     assert!(want.len() >= 300, "{}", want.len());
     probe.wait_converged(&ns, &want, PATIENCE, || {
-        format!("metrics {:?}\n{}", node.metrics(), env.diagnostics())
+        format!("metrics {:?}\n{}", node.metrics(), dep.logs())
     });
     let m = node.metrics();
     assert!(m.retries > 0, "{m:?}");

@@ -2,7 +2,7 @@
 //! order under a burst from several writers (Redis and every local cache end on the largest version over
 //! every writer's acknowledged writes, with no sealing writes after the burst), every acknowledged event
 //! applied while raw producers race a tailing state node, partitions added to the done topic, and a hole
-//! that persists being passed after bounded re-reads. The shared harness is `tests/support/pipeline.rs`.
+//! that persists being passed after bounded re-reads. The shared harness is `tests/support/deployment.rs`.
 //!
 //! Each test starts its own redis-server and broker. `examples/core_node` is built on first use (or set
 //! `DISTCACHE_CORE_NODE_BIN`).
@@ -24,11 +24,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message};
 
-use support::pipeline::{
+use support::{
     acked_version, check_winner, eventually, merge_writes, set_event, state_node_settled,
-    wall_millis, warm_up, Cluster, KeyWrites, NODE_A, NODE_B, WAIT,
+    two_core_nodes, unique_name, wait_until, wall_millis, warm_up, BrokerKind, Deployment,
+    KeyWrites, Outgoing, NODE_A, WAIT,
 };
-use support::{produce_records, unique_name, wait_until, BrokerKind, Outgoing};
 
 /// Re-reads of one hole before distcache passes it (see README, "Brokers").
 const MAX_REREADS: u32 = 8;
@@ -46,10 +46,8 @@ fn per_key_order_holds_under_a_burst() {
     const TOTAL: usize = 10_000;
     /// Commands queued at the child at once, so it never waits for the test between two writes.
     const B_WINDOW: usize = 8;
-    let cluster = Cluster::start("burst");
-    let state = cluster.state_node();
-    let a = cluster.core_node(NODE_A);
-    let b = cluster.core_node_process_replying_versions(NODE_B);
+    let dep = Deployment::named("burst");
+    let (state, a, b) = two_core_nodes(&dep, &["--reply-versions"]);
     warm_up(&a);
     let keys: Vec<String> = (0..KEYS).map(|i| format!("key-{i}")).collect();
     let seed = rand::random::<u64>();
@@ -147,13 +145,13 @@ fn per_key_order_holds_under_a_burst() {
     merge_writes(&mut all_writes, a_writes);
     merge_writes(&mut all_writes, b_log);
 
-    let diag = || cluster.report(&state, &a, Some(&b));
+    let diag = || dep.report(&state, &a, Some(&b));
     eventually(
         "redis and both local caches hold every key's newest write",
         diag,
         || {
             state_node_settled(&state.metrics(), total + 1)?;
-            let stored = cluster.stored_many(&keys);
+            let stored = dep.stored_many(&keys);
             for (key, stored) in keys.iter().zip(&stored) {
                 check_winner(key, stored, all_writes.get(key))?;
                 let value = stored.as_ref().and_then(|s| s.value.clone());
@@ -190,7 +188,7 @@ fn per_key_order_holds_under_a_burst() {
         "{m:?}"
     );
     assert_eq!((m.malformed, m.failed), (0, 0), "{m:?}");
-    let winners_a = cluster
+    let winners_a = dep
         .stored_many(&keys)
         .iter()
         .filter(|s| {
@@ -310,31 +308,25 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
     const PRODUCERS: u64 = 3;
     const EACH: usize = 6_000;
     const BURST: usize = 8;
-    let cluster = Cluster::start("race");
-    let state = cluster.state_node();
+    let dep = Deployment::named("race");
+    let state = dep.state_node_with(|b| b.redis_workers(2));
     // The state node has joined its group and tails the topic before the race starts.
-    cluster.produce(
+    dep.produce(
         TOPIC_SET_DEL,
-        &[set_event(
-            &cluster.ns,
-            "warm-up",
-            wall_millis() << 16,
-            1,
-            "w",
-        )],
+        &[set_event(&dep.ns, "warm-up", wall_millis() << 16, 1, "w")],
     );
     eventually(
         "the warm-up write is applied",
-        || cluster.logs(),
-        || cluster.stored("warm-up").ok_or("not yet".to_string()),
+        || dep.logs(),
+        || dep.stored("warm-up").ok_or("not yet".to_string()),
     );
     let started = Instant::now();
-    let bootstrap = cluster.broker.bootstrap();
+    let bootstrap = dep.broker.bootstrap();
     let mut failed: Vec<String> = Vec::new();
     let acked: Vec<(String, i32, i64)> = thread::scope(|s| {
         let producers: Vec<_> = (0..PRODUCERS)
             .map(|p| {
-                let (bootstrap, ns) = (&bootstrap, &cluster.ns);
+                let (bootstrap, ns) = (&bootstrap, &dep.ns);
                 s.spawn(move || race_producer(bootstrap, ns, 0x100 + p, EACH, BURST))
             })
             .collect();
@@ -373,11 +365,11 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
     );
 
     let keys: Vec<String> = acked.iter().map(|(k, _, _)| k.clone()).collect();
-    let diag = || format!("state node: {:?}\n{}", state.metrics(), cluster.logs());
+    let diag = || format!("state node: {:?}\n{}", state.metrics(), dep.logs());
     eventually("every acknowledged write is in redis", diag, || {
         let mut missing = Vec::new();
         for (chunk, acks) in keys.chunks(2000).zip(acked.chunks(2000)) {
-            for (stored, (key, p, o)) in cluster.stored_many(chunk).iter().zip(acks) {
+            for (stored, (key, p, o)) in dep.stored_many(chunk).iter().zip(acks) {
                 if stored.is_none() {
                     missing.push(format!("{key} at {p}:{o}"));
                 }
@@ -409,25 +401,25 @@ fn every_acknowledged_event_is_applied_while_raw_producers_race() {
 /// events so far were never seen, so the local cache is cleared (`resets`).
 #[test]
 fn listener_reads_partitions_added_to_the_done_topic() {
-    let cluster = Cluster::start("grow");
-    let _state = cluster.state_node();
-    let a = cluster.core_node(NODE_A);
+    let dep = Deployment::named("grow");
+    let _state = dep.state_node_with(|b| b.redis_workers(2));
+    let a = dep.core_node(NODE_A);
     warm_up(&a);
     // Applied and its done event seen: nothing re-fills the entry after the reset.
     a.set_with_sync_and_wait("cached", "before".into(), None, None)
         .expect("write applied");
     assert_eq!(a.get("cached").unwrap().as_deref(), Some("before"));
     let before = a.metrics();
-    if let Err(e) = cluster.broker.add_partitions(TOPIC_DONE, 10) {
-        if cluster.broker.kind() == BrokerKind::Tansu {
+    if let Err(e) = dep.broker.add_partitions(TOPIC_DONE, 10) {
+        if dep.broker.kind() == BrokerKind::Tansu {
             eprintln!("skipped: this broker does not add partitions: {e}");
             return;
         }
-        panic!("adding partitions: {e}\n{}", cluster.logs());
+        panic!("adding partitions: {e}\n{}", dep.logs());
     }
     eventually(
         "the listener found the new partitions and counted a gap",
-        || format!("node A: {:?}\n{}", a.metrics(), cluster.logs()),
+        || format!("node A: {:?}\n{}", a.metrics(), dep.logs()),
         || {
             let m = a.metrics();
             if m.resets > before.resets {
@@ -443,19 +435,15 @@ fn listener_reads_partitions_added_to_the_done_topic() {
         "the gap cleared the local cache"
     );
     // An event on a new partition reaches the local cache.
-    let event = set_event(&cluster.ns, "on-new", wall_millis() << 16, 0x77, "new");
-    produce_records(
-        &cluster.broker,
-        &[Outgoing {
-            topic: TOPIC_DONE,
-            partition: Some(9),
-            event: &event,
-        }],
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let event = set_event(&dep.ns, "on-new", wall_millis() << 16, 0x77, "new");
+    dep.produce_records(&[Outgoing {
+        topic: TOPIC_DONE,
+        partition: Some(9),
+        event: &event,
+    }]);
     eventually(
         "a done event on partition 9 reaches node A",
-        || format!("node A: {:?}\n{}", a.metrics(), cluster.logs()),
+        || format!("node A: {:?}\n{}", a.metrics(), dep.logs()),
         || match a.get("on-new").unwrap() {
             Some(v) if v == "new" => Ok(()),
             other => Err(format!("node A holds {other:?}")),
@@ -469,23 +457,23 @@ fn listener_reads_partitions_added_to_the_done_topic() {
 /// Kafka only: tansu does not implement transactions.)
 #[test]
 fn a_hole_that_persists_is_passed_after_bounded_rereads() {
-    let cluster = Cluster::start("txn");
-    if cluster.broker.kind() == BrokerKind::Tansu {
+    let dep = Deployment::named("txn");
+    if dep.broker.kind() == BrokerKind::Tansu {
         eprintln!("skipped: needs Kafka transactions");
         return;
     }
-    let state = cluster.state_node();
-    let a = cluster.core_node(NODE_A);
+    let state = dep.state_node_with(|b| b.redis_workers(2));
+    let a = dep.core_node(NODE_A);
     warm_up(&a);
     let txn: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.broker.bootstrap())
+        .set("bootstrap.servers", dep.broker.bootstrap())
         .set("transactional.id", unique_name("txn"))
         .create()
         .expect("transactional producer");
     txn.init_transactions(Duration::from_secs(30))
         .expect("init transactions");
     let watermarks: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.broker.bootstrap())
+        .set("bootstrap.servers", dep.broker.bootstrap())
         .create()
         .expect("watermark reader");
     let high = |topic: &str| {
@@ -497,8 +485,8 @@ fn a_hole_that_persists_is_passed_after_bounded_rereads() {
     let start = [high(TOPIC_SET_DEL), high(TOPIC_DONE)];
     txn.begin_transaction().expect("begin");
     let hlc = wall_millis() << 16;
-    let in_txn = set_event(&cluster.ns, "in-txn", hlc, 0x77, "t");
-    let done_in_txn = set_event(&cluster.ns, "done-in-txn", hlc, 0x77, "t");
+    let in_txn = set_event(&dep.ns, "in-txn", hlc, 0x77, "t");
+    let done_in_txn = set_event(&dep.ns, "done-in-txn", hlc, 0x77, "t");
     for (topic, event) in [(TOPIC_SET_DEL, &in_txn), (TOPIC_DONE, &done_in_txn)] {
         let (key, payload) = (event.message_key(), event.encode());
         txn.send(
@@ -522,8 +510,8 @@ fn a_hole_that_persists_is_passed_after_bounded_rereads() {
         high(TOPIC_DONE)
     );
     // Behind each commit marker: one more record on partition 0 of each topic.
-    let after = set_event(&cluster.ns, "after-txn", hlc + 1, 0x77, "a");
-    let done_after = set_event(&cluster.ns, "done-after-txn", hlc + 1, 0x77, "a");
+    let after = set_event(&dep.ns, "after-txn", hlc + 1, 0x77, "a");
+    let done_after = set_event(&dep.ns, "done-after-txn", hlc + 1, 0x77, "a");
     let behind_markers: Vec<Outgoing<'_>> = [(TOPIC_SET_DEL, &after), (TOPIC_DONE, &done_after)]
         .into_iter()
         .map(|(topic, event)| Outgoing {
@@ -532,13 +520,12 @@ fn a_hole_that_persists_is_passed_after_bounded_rereads() {
             event,
         })
         .collect();
-    produce_records(&cluster.broker, &behind_markers)
-        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    dep.produce_records(&behind_markers);
 
-    let diag = || cluster.report(&state, &a, None);
+    let diag = || dep.report(&state, &a, None);
     eventually("the state node passed the hole", diag, || {
         let m = state.metrics();
-        match (cluster.stored("in-txn"), cluster.stored("after-txn")) {
+        match (dep.stored("in-txn"), dep.stored("after-txn")) {
             (Some(_), Some(_)) if m.holes_skipped >= 1 => Ok(m),
             other => Err(format!("redis {other:?}, state node {m:?}")),
         }

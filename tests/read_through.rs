@@ -5,12 +5,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use distcache::{Cache, WriteOutcome};
-use support::{unique_name, wait_until, Stack};
+use support::{unique_name, wait_until, Deployment};
 
 #[test]
 fn a_filled_copy_expires_with_the_redis_entry() {
-    let stack = Stack::start();
-    let cache = stack.cache::<String>(&unique_name("fill"));
+    let dep = Deployment::start();
+    let _node = dep.state_node();
+    let cache = dep.cache::<String>(&unique_name("fill"));
 
     // Long enough that the fill below always happens before the entry expires (no check is skipped on a
     // slow run), short enough to wait out.

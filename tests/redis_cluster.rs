@@ -19,9 +19,9 @@ use distcache::{
 };
 use serde::{Deserialize, Serialize};
 
-use support::faults::{PARTITIONS, PATIENCE};
 use support::{
     cluster_entries, produce_events, unique_name, wait_until, Broker, DoneWatcher, RedisCluster,
+    PARTITIONS, PATIENCE,
 };
 
 /// The cap of every wait: generous for a loaded 2-core machine; waits end as soon as their condition holds.

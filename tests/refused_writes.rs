@@ -6,16 +6,17 @@ mod support;
 use std::time::Duration;
 
 use distcache::{Cache, WriteOutcome};
-use support::{unique_name, wait_until, Stack};
+use support::{unique_name, wait_until, Deployment};
 
 #[test]
 fn refused_write_is_skipped_counted_and_reported() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("refused");
-    let cache = stack.cache::<String>(&ns);
+    let cache = dep.cache::<String>(&ns);
 
     // Something else owns this key as a plain string.
-    let mut raw = stack.redis_connection();
+    let mut raw = dep.redis_connection();
     let foreign = distcache::redis_entry_key(distcache::DEFAULT_KEY_PREFIX, &ns, "taken");
     redis::cmd("SET")
         .arg(&foreign)
@@ -50,7 +51,7 @@ fn refused_write_is_skipped_counted_and_reported() {
             .is_none()),
         "the writer drops the copy Redis refused"
     );
-    let m = stack.node.metrics();
+    let m = node.metrics();
     assert_eq!(m.failed, 2, "{m:?}");
     let stored: String = redis::cmd("GET").arg(&foreign).query(&mut raw).unwrap();
     assert_eq!(stored, "not ours", "the foreign key is untouched");

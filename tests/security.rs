@@ -5,14 +5,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use distcache::{
     DistributedCache, Error, KafkaConfig, RedisCache, RedisConfig, StateNode, WriteOutcome,
 };
-use support::{free_port, unique_name, Broker, RedisServer};
+use support::{free_port, state_node_command, unique_name, Broker, RedisServer};
 
 /// Generous on a loaded machine, far below "hangs".
 const QUICK: Duration = Duration::from_secs(20);
@@ -407,7 +406,6 @@ fn kafka_security_settings_pass_through_both_builders() {
 #[test]
 fn the_state_node_binary_passes_kafka_settings_and_keeps_secrets_out_of_its_output() {
     let redis = RedisServer::start();
-    let bin = env!("CARGO_BIN_EXE_distcache-state-node");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kafka.properties");
     std::fs::write(
@@ -420,7 +418,7 @@ fn the_state_node_binary_passes_kafka_settings_and_keeps_secrets_out_of_its_outp
     let secret_redis = format!("redis://:{REDIS_SECRET}@127.0.0.1:{}/", free_port());
 
     let run = |args: &[&str], redis_url: &str| -> String {
-        let mut cmd = Command::new(bin);
+        let mut cmd = state_node_command();
         cmd.args(["--brokers", "127.0.0.1:1"])
             .env("DISTCACHE_REDIS", redis_url)
             .env("DISTCACHE_LOG_LEVEL", "debug")

@@ -8,10 +8,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use distcache::event::{now_micros, Event, Op, WriteEvent, TOPIC_DONE, TOPIC_SET_DEL};
+use distcache::event::{now_micros, Event, Op, WriteEvent, TOPIC_SET_DEL};
 use distcache::{StateNode, Version, WriteOutcome};
 
-use support::{entry_key, produce_events, unique_name, Broker, DoneWatcher, RedisServer, Stack};
+use support::{
+    entry_key, produce_events, state_node_command, unique_name, Broker, Deployment, DoneWatcher,
+};
 
 /// The cap of every wait; waits end as soon as their condition holds.
 const WAIT: Duration = Duration::from_secs(60);
@@ -26,10 +28,11 @@ fn hget(conn: &mut redis::Connection, key: &str, field: &str) -> Option<String> 
 
 #[test]
 fn foreign_stored_version_is_skipped_not_retried() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("badver");
-    let cache = stack.cache::<String>(&ns);
-    let mut raw = stack.redis_connection();
+    let cache = dep.cache::<String>(&ns);
+    let mut raw = dep.redis_connection();
 
     // A hash under our prefix whose version is not ours: a hand edit, another tool.
     let foreign = entry_key(&ns, "corrupt");
@@ -84,7 +87,7 @@ fn foreign_stored_version_is_skipped_not_retried() {
     assert_eq!(outcome, WriteOutcome::Superseded);
     assert_eq!(hget(&mut raw, &half, "pver").as_deref(), Some("zz"));
 
-    let m = stack.node.metrics();
+    let m = node.metrics();
     assert_eq!(m.bad_versions, 3, "{m:?}");
     assert_eq!(m.failed, 3, "{m:?}");
     assert_eq!(
@@ -97,10 +100,11 @@ fn foreign_stored_version_is_skipped_not_retried() {
 
 #[test]
 fn wrong_type_key_is_skipped_for_plain_writes_too() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("wrongtype");
-    let cache = stack.cache::<String>(&ns);
-    let mut raw = stack.redis_connection();
+    let cache = dep.cache::<String>(&ns);
+    let mut raw = dep.redis_connection();
     let foreign = entry_key(&ns, "list");
     redis::cmd("RPUSH")
         .arg(&foreign)
@@ -117,7 +121,7 @@ fn wrong_type_key_is_skipped_for_plain_writes_too() {
     let outcome = cache.set_and_wait("fine", "plain".into(), None).unwrap();
     assert_eq!(outcome, WriteOutcome::Applied);
 
-    let m = stack.node.metrics();
+    let m = node.metrics();
     assert_eq!((m.failed, m.bad_versions), (2, 0), "{m:?}");
     let len: u64 = redis::cmd("LLEN").arg(&foreign).query(&mut raw).unwrap();
     assert_eq!(len, 1, "the foreign list is untouched");
@@ -125,17 +129,18 @@ fn wrong_type_key_is_skipped_for_plain_writes_too() {
 
 #[test]
 fn write_stamped_far_ahead_is_refused() {
-    let stack = Stack::start();
+    let dep = Deployment::start();
+    let node = dep.state_node();
     let ns = unique_name("future");
-    let cache = stack.cache::<String>(&ns);
-    let mut raw = stack.redis_connection();
-    let mut done = DoneWatcher::new(&stack.broker, WAIT);
+    let cache = dep.cache::<String>(&ns);
+    let mut raw = dep.redis_connection();
+    let mut done = DoneWatcher::new(&dep.broker, WAIT);
 
     // A node with a broken clock, or a hand-made message: three days ahead.
     let ahead = Duration::from_secs(3 * 24 * 3600).as_millis() as u64;
     let future = Version::new(((now_micros() / 1000) + ahead) << 16, 0xF0F0);
     produce(
-        &stack.broker,
+        &dep.broker,
         &[event(&ns, "k", future, Some("\"future\""), true)],
     );
     let verdict = done.wait_for("for the future write", |e| e.version == future);
@@ -154,7 +159,7 @@ fn write_stamped_far_ahead_is_refused() {
         hget(&mut raw, &entry_key(&ns, "k"), "v").as_deref(),
         Some("\"now\"")
     );
-    let m = stack.node.metrics();
+    let m = node.metrics();
     assert_eq!(m.future_refused, 1, "{m:?}");
 }
 
@@ -163,16 +168,17 @@ fn write_stamped_far_ahead_is_refused() {
 /// (one broken clock would block every key, not one write).
 #[test]
 fn a_refused_version_does_not_move_core_node_clocks() {
-    let stack = Stack::start_with(|node| node.max_clock_skew(Duration::from_secs(5)));
+    let dep = Deployment::start();
+    let node = dep.state_node_with(|node| node.max_clock_skew(Duration::from_secs(5)));
     let ns = unique_name("refused-clock");
-    let cache = stack.cache::<String>(&ns);
-    let mut done = DoneWatcher::new(&stack.broker, WAIT);
+    let cache = dep.cache::<String>(&ns);
+    let mut done = DoneWatcher::new(&dep.broker, WAIT);
 
     // Ten minutes ahead: within what a core node follows (1 h), beyond this state node's 5 s.
     let ahead = Duration::from_secs(600).as_millis() as u64;
     let future = Version::new(((now_micros() / 1000) + ahead) << 16, 0xF0F0);
     produce(
-        &stack.broker,
+        &dep.broker,
         &[event(&ns, "fast", future, Some("\"fast\""), true)],
     );
     assert_eq!(
@@ -195,9 +201,9 @@ fn a_refused_version_does_not_move_core_node_clocks() {
         outcome,
         WriteOutcome::Applied,
         "a correct write after the refusal is applied, not refused too: {:?}",
-        stack.node.metrics()
+        node.metrics()
     );
-    assert_eq!(stack.node.metrics().future_refused, 1);
+    assert_eq!(node.metrics().future_refused, 1);
 }
 
 /// Two writes of one key in one batch: the state node applies only the newer. When that one fails
@@ -205,38 +211,27 @@ fn a_refused_version_does_not_move_core_node_clocks() {
 /// writer's `*_and_wait` would wait out its timeout.
 #[test]
 fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
-    for topic in [TOPIC_SET_DEL, TOPIC_DONE] {
-        broker.create_topic(topic, 8);
-    }
+    let dep = Deployment::start().with_topics(8);
+    let broker = &dep.broker;
     let ns = unique_name("dedup");
-    let mut raw = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("redis connection");
+    let mut raw = dep.redis_connection();
     redis::cmd("RPUSH")
         .arg(entry_key(&ns, "list"))
         .arg("a")
         .query::<()>(&mut raw)
         .unwrap();
-    let mut done = DoneWatcher::new(&broker, WAIT);
+    let mut done = DoneWatcher::new(broker, WAIT);
     let base = (now_micros() / 1000) << 16;
     let (older, newer) = (Version::new(base, 0xAB), Version::new(base + 1, 0xAB));
     // Both on the topic before a state node runs: they arrive in its first batch.
     produce(
-        &broker,
+        broker,
         &[
             event(&ns, "list", older, Some("\"1\""), true),
             event(&ns, "list", newer, Some("\"2\""), true),
         ],
     );
-    let node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .group(unique_name("group"))
-        .start()
-        .expect("state node");
+    let node = dep.state_node_with(|b| b.group(unique_name("group")));
     for version in [newer, older] {
         let verdict = done.wait_for("for each of the two writes", |e| e.version == version);
         assert_eq!(verdict.op, Op::Stale, "{version}: {:?}", node.metrics());
@@ -247,21 +242,12 @@ fn a_deduplicated_write_is_answered_when_the_kept_one_fails() {
 
 #[test]
 fn plain_writes_are_applied_in_version_order() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let redis = RedisServer::start();
-    let broker = Broker::start();
+    let dep = Deployment::start();
+    let broker = &dep.broker;
     // Remembers one key: the fast path forgets, so only Redis can order the writes.
-    let node = StateNode::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .group(unique_name("group"))
-        .version_cache(1)
-        .start()
-        .expect("state node");
-    let mut raw = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("redis connection");
-    let mut done = DoneWatcher::new(&broker, WAIT);
+    let node = dep.state_node_with(|b| b.group(unique_name("group")).version_cache(1));
+    let mut raw = dep.redis_connection();
+    let mut done = DoneWatcher::new(broker, WAIT);
     let ns = unique_name("plain");
     let base = (now_micros() / 1000) << 16;
     let v = |n: u64| Version::new(base + n, 0xAB);
@@ -269,7 +255,7 @@ fn plain_writes_are_applied_in_version_order() {
     // Each write in a batch of its own: wait for its verdict before the next.
     let mut step = |e: Event| {
         let version = e.version;
-        produce(&broker, &[e]);
+        produce(broker, &[e]);
         done.wait_for("for a plain write", |d| d.version == version)
             .op
     };
@@ -352,7 +338,7 @@ fn max_clock_skew_is_validated_in_the_builder_and_the_binary() {
         matches!(&err, distcache::Error::Config(m) if m.contains("max_clock_skew")),
         "{err:?}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distcache-state-node"))
+    let out = state_node_command()
         .args([
             "--brokers",
             "127.0.0.1:1",

@@ -1,13 +1,78 @@
 //! Two state nodes in one consumer group, against a real redis-server and broker: they split the partitions,
 //! a second node joining mid-stream takes over part of them without losing or double-applying writes, and a
-//! graceful SIGTERM while writes flow drains and commits. The harness is `support::faults`.
+//! graceful SIGTERM while writes flow drains and commits. The harness is `support::Deployment`.
 
 mod support;
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use support::faults::*;
-use support::{unique_name, wait_until, RedisProbe};
+use distcache::DistributedCache;
+use support::{
+    expected, plans, split_between, terminate, terminate_signalled, unique_name, wait_until,
+    Deployment, NodeProcess, Writers, BATCHED_NODE_ARGS, PARTITIONS, PATIENCE,
+};
+
+/// One test's deployment, with a namespace and a consumer group of its own.
+struct Scene {
+    dep: Deployment,
+    ns: String,
+    group: String,
+}
+
+impl Scene {
+    fn new(dep: Deployment, tag: &str) -> Scene {
+        Scene {
+            dep,
+            ns: unique_name(tag),
+            group: unique_name("group"),
+        }
+    }
+
+    /// A state-node process in the test's group.
+    fn node(&self, label: &str) -> NodeProcess {
+        self.dep
+            .state_node_process(label, Some(&self.group), BATCHED_NODE_ARGS)
+    }
+
+    /// The writer of the test's namespace.
+    fn cache(&self) -> DistributedCache<String> {
+        self.dep.cache(&self.ns)
+    }
+
+    /// What a failed check prints: the named nodes' stderr tails and the servers' logs.
+    fn diagnostics(&self, nodes: &[(&str, &NodeProcess)]) -> String {
+        let mut out = String::new();
+        for (name, node) in nodes {
+            out.push_str(&format!("--- {name}:\n{}\n", node.stderr_tail(20)));
+        }
+        out + &self.dep.logs()
+    }
+
+    /// Fails the test unless `split` (`a` and `b` came to hold all partitions between them).
+    fn assert_split(&self, split: bool, a: &NodeProcess, b: &NodeProcess) {
+        assert!(
+            split,
+            "the nodes never split {PARTITIONS} partitions\n{}",
+            self.diagnostics(&[("a", a), ("b", b)])
+        );
+    }
+
+    /// Waits until Redis holds what `want` allows for every key of the test's namespace.
+    fn wait_converged(&self, want: &BTreeMap<String, Vec<String>>, nodes: &[(&str, &NodeProcess)]) {
+        self.dep
+            .probe()
+            .wait_converged(&self.ns, want, PATIENCE, || self.diagnostics(nodes));
+    }
+}
+
+/// SIGTERM to both nodes, then each one's exit and final metrics.
+fn stop_both(a: &NodeProcess, b: &NodeProcess) -> (HashMap<String, u64>, HashMap<String, u64>) {
+    assert!(a.terminate() && b.terminate());
+    let (_, ma) = terminate_signalled(a);
+    let (_, mb) = terminate_signalled(b);
+    (ma, mb)
+}
 
 // ------------------------------------------------------------------------------------------------
 // 3. Two state nodes in one group
@@ -17,28 +82,19 @@ use support::{unique_name, wait_until, RedisProbe};
 fn two_state_nodes_split_the_partitions() {
     let started = Instant::now();
     // The nodes create the topics (`--partitions 8`), racing each other.
-    let env = Env::start_without_topics();
-    let ns = unique_name("faults-split");
-    let group = unique_name("group");
-    let a = env.spawn_state_node("state-node-a", &group);
-    let b = env.spawn_state_node("state-node-b", &group);
-    let split = wait_until(PATIENCE, || split_between(&a, &b));
-    assert!(
-        split,
-        "the nodes never split {PARTITIONS} partitions\n--- a:\n{}\n--- b:\n{}\n{}",
-        a.stderr_tail(20),
-        b.stderr_tail(20),
-        env.diagnostics()
-    );
+    let scene = Scene::new(Deployment::start(), "faults-split");
+    let a = scene.node("state-node-a");
+    let b = scene.node("state-node-b");
+    let split = wait_until(PATIENCE, || split_between(&a, &b, PARTITIONS));
+    scene.assert_split(split, &a, &b);
     eprintln!(
         "split test: a holds {:?}, b holds {:?} after {:?}",
-        held(&a),
-        held(&b),
+        a.held(),
+        b.held(),
         started.elapsed()
     );
 
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let cache = scene.cache();
     let writes = Writers::start(&cache, plans("split", 4, 500, 1)).join();
     assert!(
         writes.iter().all(|w| w.ok),
@@ -46,18 +102,9 @@ fn two_state_nodes_split_the_partitions() {
     );
     let want = expected(&writes, |_| true);
     assert_eq!(want.len(), 2000);
-    probe.wait_converged(&ns, &want, PATIENCE, || {
-        format!(
-            "--- a:\n{}\n--- b:\n{}\n{}",
-            a.stderr_tail(20),
-            b.stderr_tail(20),
-            env.diagnostics()
-        )
-    });
+    scene.wait_converged(&want, &[("a", &a), ("b", &b)]);
 
-    assert!(a.terminate() && b.terminate());
-    let (_, ma) = terminate_signalled(&a);
-    let (_, mb) = terminate_signalled(&b);
+    let (ma, mb) = stop_both(&a, &b);
     eprintln!("split test: a {ma:?}\nb {mb:?}\n{:?}", started.elapsed());
     assert!(
         ma["consumed"] > 0 && mb["consumed"] > 0,
@@ -79,49 +126,31 @@ fn two_state_nodes_split_the_partitions() {
 #[test]
 fn second_state_node_joins_mid_stream() {
     let started = Instant::now();
-    let env = Env::start();
-    let ns = unique_name("faults-join");
-    let group = unique_name("group");
-    let a = env.spawn_state_node("state-node-a", &group);
-    wait_assigned(&a, &env);
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let scene = Scene::new(Deployment::start().with_topics(PARTITIONS), "faults-join");
+    let a = scene.node("state-node-a");
+    scene.dep.wait_assigned(&a);
+    let cache = scene.cache();
 
     // Writes flow before, during and after the rebalance (~3 s); stopped a while after the split.
     let writers = Writers::start(&cache, plans("join", 2, 100_000, 1));
     writers.wait_acked(300);
-    let b = env.spawn_state_node("state-node-b", &group);
-    let split = wait_until(PATIENCE, || split_between(&a, &b));
+    let b = scene.node("state-node-b");
+    let split = wait_until(PATIENCE, || split_between(&a, &b, PARTITIONS));
     let acked_at_split = writers.acked();
     if split {
         writers.wait_acked(acked_at_split + 500);
     }
     writers.stop();
     let writes = writers.join();
-    assert!(
-        split,
-        "the nodes never split {PARTITIONS} partitions\n--- a:\n{}\n--- b:\n{}\n{}",
-        a.stderr_tail(20),
-        b.stderr_tail(20),
-        env.diagnostics()
-    );
+    scene.assert_split(split, &a, &b);
     assert!(
         writes.iter().all(|w| w.ok),
         "a write failed with a healthy broker"
     );
     let want = expected(&writes, |_| true);
-    probe.wait_converged(&ns, &want, PATIENCE, || {
-        format!(
-            "--- a:\n{}\n--- b:\n{}\n{}",
-            a.stderr_tail(20),
-            b.stderr_tail(20),
-            env.diagnostics()
-        )
-    });
+    scene.wait_converged(&want, &[("a", &a), ("b", &b)]);
 
-    assert!(a.terminate() && b.terminate());
-    let (_, ma) = terminate_signalled(&a);
-    let (_, mb) = terminate_signalled(&b);
+    let (ma, mb) = stop_both(&a, &b);
     let total = writes.len() as u64;
     eprintln!(
         "join test: split after {acked_at_split} of {total} writes\na {ma:?}\nb {mb:?}\n{:?}",
@@ -143,13 +172,13 @@ fn second_state_node_joins_mid_stream() {
 #[test]
 fn sigterm_drains_and_commits() {
     let started = Instant::now();
-    let env = Env::start();
-    let ns = unique_name("faults-sigterm");
-    let group = unique_name("group");
-    let first = env.spawn_state_node("state-node-1", &group);
-    wait_assigned(&first, &env);
-    let cache = env.cache(&ns);
-    let mut probe = RedisProbe::new(&env.redis.url());
+    let scene = Scene::new(
+        Deployment::start().with_topics(PARTITIONS),
+        "faults-sigterm",
+    );
+    let first = scene.node("state-node-1");
+    scene.dep.wait_assigned(&first);
+    let cache = scene.cache();
 
     let total = 2000;
     let writers = Writers::start(&cache, plans("term", 2, total / 2, 1));
@@ -166,15 +195,9 @@ fn sigterm_drains_and_commits() {
         "a write failed with a healthy broker"
     );
 
-    let second = env.spawn_state_node("state-node-2", &group);
+    let second = scene.node("state-node-2");
     let want = expected(&writes, |_| true);
-    probe.wait_converged(&ns, &want, PATIENCE, || {
-        format!(
-            "--- state-node-2:\n{}\n{}",
-            second.stderr_tail(30),
-            env.diagnostics()
-        )
-    });
+    scene.wait_converged(&want, &[("state-node-2", &second)]);
     let (_, second_metrics) = terminate(&second, Duration::from_secs(10));
     let (c1, c2) = (first_metrics["consumed"], second_metrics["consumed"]);
     eprintln!(

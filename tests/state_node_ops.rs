@@ -10,25 +10,11 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use distcache::DistributedCache;
-use support::faults::{final_metrics, Env};
+use support::final_metrics;
 use support::{
-    free_port, http_get, parse_exposition, unique_name, wait_until, Broker, ChildProcess,
-    RedisServer,
+    free_port, http_get, parse_exposition, state_node_command, unique_name, wait_until, Broker,
+    ChildProcess, Deployment, RedisServer, PARTITIONS, PATIENCE,
 };
-
-const PATIENCE: Duration = Duration::from_secs(40);
-
-/// The binary with no DISTCACHE_* setting inherited from the environment of the test run.
-fn state_node() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DISTCACHE_") && key != "DISTCACHE_TEST_RUN" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
 
 /// Runs `cmd` to its end: exit status, stdout, stderr. Panics if it runs longer than `timeout`.
 fn run(label: &str, cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
@@ -86,14 +72,16 @@ fn assert_well_formed(text: &str) {
 
 #[test]
 fn metrics_and_health_are_served_and_follow_writes_and_redis() {
-    let env = Env::start();
-    let (redis, broker) = (&env.redis, &env.broker);
+    let dep = Deployment::start().with_topics(PARTITIONS);
+    let (redis, broker) = (&dep.redis, &dep.broker);
     let addr = format!("127.0.0.1:{}", free_port());
     let dir = tempfile::tempdir().expect("temp dir");
     let final_metrics_file = dir.path().join("final.json");
     // A file of an earlier run must not pass for this one's.
     std::fs::write(&final_metrics_file, "{}").expect("write a stale file");
-    let mut cmd = state_node();
+    // Started by hand rather than by `dep.state_node_process`: this test gives the file through
+    // the environment variable, which the launcher's own `--final-metrics-file` would override.
+    let mut cmd = state_node_command();
     cmd.args(["--brokers", &broker.bootstrap()])
         .args(["--redis", &redis.url()])
         .args(["--group", &unique_name("ops-group")])
@@ -126,12 +114,7 @@ fn metrics_and_health_are_served_and_follow_writes_and_redis() {
     assert_eq!(http_get(&addr, "/nothing").map(|r| r.0), Some(404));
 
     let ns = unique_name("ops");
-    let cache = DistributedCache::<String>::builder()
-        .kafka_brokers(broker.bootstrap())
-        .redis_url(redis.url())
-        .namespace(&ns)
-        .build()
-        .expect("core node");
+    let cache = dep.cache::<String>(&ns);
     for i in 0..5 {
         cache
             .set_with_sync(&format!("k{i}"), format!("v{i}"), None, None)
@@ -224,7 +207,7 @@ fn check_exits_with_a_code_per_failure_class() {
     let broker = Broker::start();
     let closed = format!("127.0.0.1:{}", free_port());
     let check = |label: &str, brokers: &str, redis_url: &str, extra: &[&str]| {
-        let mut cmd = state_node();
+        let mut cmd = state_node_command();
         cmd.arg("--check")
             .args(["--brokers", brokers])
             .args(["--redis", redis_url])
@@ -256,7 +239,7 @@ fn check_exits_with_a_code_per_failure_class() {
 
     // Starting (not --check) fails the same way, with the same codes.
     let start = |label: &str, brokers: &str, redis_url: &str| {
-        let mut cmd = state_node();
+        let mut cmd = state_node_command();
         cmd.args(["--brokers", brokers])
             .args(["--redis", redis_url]);
         run(label, cmd, Duration::from_secs(60))
@@ -272,7 +255,7 @@ fn check_exits_with_a_code_per_failure_class() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dir = tempfile::tempdir().expect("temp dir");
     let final_metrics_file = dir.path().join("final.json");
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--brokers", &broker.bootstrap()])
         .args(["--redis", &redis.url()])
         .args(["--metrics-addr", &taken.local_addr().unwrap().to_string()])
@@ -285,12 +268,12 @@ fn check_exits_with_a_code_per_failure_class() {
     assert_eq!(m["applied"], 0, "{m:?}");
 
     // Usage and configuration errors before any connection: exit 2 too.
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--redis", &redis.url()]);
     let (status, _, err) = run("check-no-brokers", cmd, Duration::from_secs(30));
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("brokers is required"), "{err}");
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--no-such-flag"]);
     assert_eq!(
         run("check-bad-flag", cmd, Duration::from_secs(30)).0.code(),
@@ -333,7 +316,7 @@ final_metrics_file = "/tmp/from-file.json"
 "client.id" = "from-file"
 "#,
     );
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--print-config", "--config", &file, "--partitions", "7"])
         .env("DISTCACHE_PARTITIONS", "5")
         .env("DISTCACHE_BATCH_SIZE", "20")
@@ -359,7 +342,7 @@ final_metrics_file = "/tmp/from-file.json"
     assert!(got["redis"].contains("file-redis"), "{out}");
 
     // Without the file, the environment and the defaults alone (existing deployments).
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.arg("--print-config")
         .env("DISTCACHE_BROKERS", "b:1")
         .env("DISTCACHE_REDIS", "redis://r:2/")
@@ -377,7 +360,7 @@ final_metrics_file = "/tmp/from-file.json"
         "typo.toml",
         "brokers = \"b:1\"\nredis = \"redis://r/\"\nbatch_sise = 4\n",
     );
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--print-config", "--config", &typo]);
     let (status, _, err) = run("config-typo", cmd, Duration::from_secs(30));
     assert_eq!(status.code(), Some(2), "{err}");
@@ -385,7 +368,7 @@ final_metrics_file = "/tmp/from-file.json"
         err.contains("batch_sise") && err.contains("line 3"),
         "{err}"
     );
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--print-config"])
         .env("DISTCACHE_CONFIG", dir.path().join("missing.toml"));
     assert_eq!(
@@ -394,7 +377,7 @@ final_metrics_file = "/tmp/from-file.json"
     );
 
     // A final metrics file the node could never write is refused before anything starts.
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--brokers", "b:1", "--redis", "redis://r/"])
         .arg("--final-metrics-file")
         .arg(dir.path().join("missing").join("final.json"));
@@ -404,7 +387,7 @@ final_metrics_file = "/tmp/from-file.json"
         err.contains("--final-metrics-file") && err.contains("does not exist"),
         "{err}"
     );
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--brokers", "b:1", "--redis", "redis://r/"])
         .env("DISTCACHE_FINAL_METRICS_FILE", dir.path());
     let (status, _, err) = run("final-metrics-is-dir", cmd, Duration::from_secs(30));
@@ -415,7 +398,7 @@ final_metrics_file = "/tmp/from-file.json"
 #[test]
 fn json_log_lines_are_one_object_each() {
     let closed = free_port();
-    let mut cmd = state_node();
+    let mut cmd = state_node_command();
     cmd.args(["--check", "--log-format", "json", "--log-level", "debug"])
         .args(["--brokers", "127.0.0.1:1"])
         .args(["--redis", &format!("redis://127.0.0.1:{closed}/")]);

@@ -7,14 +7,14 @@ mod support;
 use std::time::Duration;
 
 use distcache::{DistributedCache, Summary, WriteOutcome};
-use support::{unique_name, wait_until, Stack};
+use support::{unique_name, wait_until, Deployment};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn cache(stack: &Stack, trace: bool) -> DistributedCache<String> {
+fn cache(dep: &Deployment, trace: bool) -> DistributedCache<String> {
     DistributedCache::<String>::builder()
-        .kafka_brokers(stack.broker.bootstrap())
-        .redis_url(stack.redis.url())
+        .kafka_brokers(dep.broker.bootstrap())
+        .redis_url(dep.redis.url())
         .namespace(unique_name("trace"))
         .wait_timeout(WAIT)
         .trace(trace)
@@ -31,9 +31,10 @@ fn plausible(name: &str, s: &Summary, n: u64) {
 
 #[test]
 fn traced_events_are_timed_and_untraced_ones_are_not() {
-    let stack = Stack::start();
-    let traced = cache(&stack, true);
-    let quiet = cache(&stack, false);
+    let dep = Deployment::start();
+    let node = dep.state_node();
+    let traced = cache(&dep, true);
+    let quiet = cache(&dep, false);
     for i in 0..5 {
         for c in [&traced, &quiet] {
             let outcome = c
@@ -73,10 +74,10 @@ fn traced_events_are_timed_and_untraced_ones_are_not() {
         "the untraced figure still counts"
     );
 
-    // The state node of this stack runs without trace: its stages are not timed.
+    // The state node of this deployment runs without trace: its stages are not timed.
     // (`applied` moves once the done events are acknowledged, which may be after they arrive.)
-    assert!(wait_until(WAIT, || stack.node.metrics().applied == 10));
-    let s = stack.node.metrics();
+    assert!(wait_until(WAIT, || node.metrics().applied == 10));
+    let s = node.metrics();
     assert_eq!(s.trace_consumed_us, Summary::default());
     assert_eq!(s.trace_applied_us, Summary::default());
     assert_eq!(s.trace_done_us, Summary::default());
@@ -86,21 +87,18 @@ fn traced_events_are_timed_and_untraced_ones_are_not() {
 /// for applying, and each batch's Redis apply and done-event delivery.
 #[test]
 fn a_traced_state_node_times_its_stages() {
-    let stack = Stack::start_with(|node| node.trace(true));
-    let c = cache(&stack, false);
+    let dep = Deployment::start();
+    let node = dep.state_node_with(|node| node.trace(true));
+    let c = cache(&dep, false);
     for i in 0..5 {
         let outcome = c
             .set_with_sync_and_wait(&format!("k{i}"), "v".into(), None, None)
             .unwrap();
         assert_eq!(outcome, WriteOutcome::Applied);
     }
-    assert!(wait_until(WAIT, || stack
-        .node
-        .metrics()
-        .trace_done_us
-        .count
-        == stack.node.metrics().batches));
-    let m = stack.node.metrics();
+    assert!(wait_until(WAIT, || node.metrics().trace_done_us.count
+        == node.metrics().batches));
+    let m = node.metrics();
     assert_eq!(m.trace_consumed_us.count, 5, "{m:?}");
     assert!(m.trace_consumed_us.max < 60_000_000, "{m:?}");
     // One batch per write here (each waits for the previous), at least one in any case.

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use distcache::{Error, StateNode, Version, WriteOutcome};
-use support::{unique_name, Stack};
+use distcache::{Error, Version, WriteOutcome};
+use support::{unique_name, Deployment};
 
 /// Writer A replies a version; B waits for it and then reads the value from its local tier. While
 /// no state node runs, nothing can be applied: B's wait times out (and says so), B's local tier
@@ -15,12 +15,12 @@ use support::{unique_name, Stack};
 /// sees the value; a later write (a newer version) also satisfies a wait for the older one.
 #[test]
 fn a_version_written_on_one_process_is_waited_for_on_another() {
-    let stack = Stack::start();
-    stack.node.shutdown();
+    let dep = Deployment::start();
+    let node = dep.state_node();
+    node.shutdown();
     let ns = unique_name("wait-for");
-    let (brokers, redis) = (stack.broker.bootstrap(), stack.redis.url());
-    let a = stack.core_node_process(&ns, "writer-A", &["--reply-versions"]);
-    let b = stack.core_node_process(&ns, "reader-B", &["--reply-versions"]);
+    let a = dep.core_node_process(&ns, "writer-A", &["--reply-versions"]);
+    let b = dep.core_node_process(&ns, "reader-B", &["--reply-versions"]);
 
     let v1 = a.write_version("set-sync cart one").to_hex();
     let started = Instant::now();
@@ -32,12 +32,7 @@ fn a_version_written_on_one_process_is_waited_for_on_another() {
     assert!(started.elapsed() >= Duration::from_millis(450), "waited");
     assert_eq!(b.get("cart"), None, "not applied yet");
 
-    let node = StateNode::builder()
-        .kafka_brokers(&brokers)
-        .redis_url(&redis)
-        .group(unique_name("group"))
-        .start()
-        .expect("state node");
+    let node = dep.state_node_with(|b| b.group(unique_name("group")));
     assert_eq!(b.request(&format!("wait-for cart {v1} 30000")), "OK");
     assert_eq!(
         b.get("cart").as_deref(),
@@ -89,8 +84,9 @@ fn a_version_written_on_one_process_is_waited_for_on_another() {
 /// the timeout, leaving no waiter behind.
 #[test]
 fn wait_for_counts_seen_versions_and_times_out_clearly() {
-    let stack = Stack::start();
-    let cache = stack.cache::<String>(&unique_name("wait-for-local"));
+    let dep = Deployment::start();
+    let _node = dep.state_node();
+    let cache = dep.cache::<String>(&unique_name("wait-for-local"));
     let old = cache.set_with_sync("k", "old".into(), None, None).unwrap();
     let outcome = cache
         .set_with_sync_and_wait("k", "new".into(), None, None)

@@ -122,7 +122,7 @@ pub fn run(world: &World, fault: Fault, keys: &[String], seed: u64, rng: &mut St
         }
         Fault::RestartRedis => workload::run(world, seed, plans, BURST, || {
             thread::sleep(strike_after);
-            world.redis.restart();
+            world.dep.redis.restart();
             format!("redis restarted at +{strike_after:?}")
         }),
         Fault::WipeRedis => {
@@ -133,7 +133,7 @@ pub fn run(world: &World, fault: Fault, keys: &[String], seed: u64, rng: &mut St
             let first = workload::plan(seed ^ 0x5eed, keys, before, world.writers.len());
             let (mut made, ()) = workload::run(world, seed ^ 0x5eed, first, before, || {});
             let reported = wait_reported(world, &made);
-            world.redis.wipe();
+            world.dep.redis.wipe();
             losses.before = Some(Instant::now());
             // Half the keys are written again after the loss.
             let again: Vec<String> = keys.iter().step_by(2).cloned().collect();
@@ -145,16 +145,19 @@ pub fn run(world: &World, fault: Fault, keys: &[String], seed: u64, rng: &mut St
         Fault::RestartBroker => {
             let (made, restarted) = workload::run(world, seed, plans, BURST, || {
                 thread::sleep(strike_after);
-                world.broker.restart();
+                world.dep.broker.restart();
                 Instant::now()
             });
-            if world.broker.kind() == BrokerKind::Tansu {
+            if world.dep.broker.kind() == BrokerKind::Tansu {
                 losses.before = Some(restarted);
                 expect_raised.push(("resets", 1));
             }
             (
                 made,
-                format!("{:?} restarted at +{strike_after:?}", world.broker.kind()),
+                format!(
+                    "{:?} restarted at +{strike_after:?}",
+                    world.dep.broker.kind()
+                ),
             )
         }
         Fault::HostileRecords => {
@@ -163,8 +166,8 @@ pub fn run(world: &World, fault: Fault, keys: &[String], seed: u64, rng: &mut St
             expect_raised.push(("malformed", JUNK_RECORDS as u64));
             workload::run(world, seed, plans, BURST, || {
                 thread::sleep(strike_after);
-                world.broker.produce_raw(TOPIC_SET_DEL, &records);
-                world.broker.produce_raw(TOPIC_DONE, &records);
+                world.dep.broker.produce_raw(TOPIC_SET_DEL, &records);
+                world.dep.broker.produce_raw(TOPIC_DONE, &records);
                 format!(
                     "{} hostile records on each topic at +{strike_after:?}",
                     records.len()
@@ -187,7 +190,7 @@ const JUNK_RECORDS: usize = 4;
 /// reached Redis before Redis loses it. Says how it went, for the round's line.
 fn wait_reported(world: &World, made: &[Made]) -> String {
     let started = Instant::now();
-    let Ok(mut done) = DoneLog::open(&world.broker) else {
+    let Ok(mut done) = DoneLog::open(&world.dep.broker) else {
         return "done topic unreadable".into();
     };
     let pending = |done: &DoneLog| {

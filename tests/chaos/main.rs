@@ -222,7 +222,7 @@ fn settle(
         exits.extend(world.supervise());
         // A broker that lost its log has a new done topic: open the reader once it exists.
         if done.is_none() {
-            done = DoneLog::open(&world.broker).ok();
+            done = DoneLog::open(&world.dep.broker).ok();
         }
         let Some(log) = done.as_mut() else {
             thread::sleep(Duration::from_millis(500));

@@ -4,13 +4,12 @@
 //! so every round starts from what the earlier rounds left behind, as a long-running deployment would.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use distcache::event::{TOPIC_DONE, TOPIC_SET_DEL};
-
-use crate::support::{Broker, BrokerKind, ChildProcess, CoreNodeProcess, RedisServer};
+use crate::support::{
+    Broker, BrokerKind, CoreNodeProcess, Deployment, NodeProcess, RedisProbe, RedisServer,
+};
 
 /// tansu re-creates a topic it lost (after its restart) with 4 partitions when a producer writes to it: the
 /// run creates its topics with the same count, so a re-created topic looks like the original.
@@ -53,48 +52,41 @@ pub struct Exit {
 }
 
 pub struct World {
-    pub broker: Broker,
-    pub redis: RedisServer,
+    /// The servers, the namespace [`NS`] and the key prefix [`PREFIX`].
+    pub dep: Deployment,
     pub writers: Vec<CoreNodeProcess>,
     /// State nodes by instance id (`a` always, `b` during two-node rounds).
-    state_nodes: Mutex<HashMap<&'static str, ChildProcess>>,
+    state_nodes: Mutex<HashMap<&'static str, NodeProcess>>,
     /// Processes started so far, for labels.
     started: Mutex<u32>,
-    conn: Mutex<Option<redis::Connection>>,
+    probe: Mutex<RedisProbe>,
 }
 
 impl World {
     pub fn start(kind: BrokerKind) -> World {
-        let redis = RedisServer::start_with_aof();
-        let broker = Broker::start_kind(kind);
-        broker.create_topic(TOPIC_SET_DEL, PARTITIONS);
-        broker.create_topic(TOPIC_DONE, PARTITIONS);
+        let mut dep = Deployment::on(
+            RedisServer::start_with_aof(),
+            Broker::start_kind(kind),
+            NS,
+            PREFIX,
+        )
+        .with_topics(PARTITIONS);
+        dep.wait = REPLY_WAIT;
         let world = World {
-            broker,
-            redis,
+            probe: Mutex::new(dep.probe()),
+            dep,
             writers: Vec::new(),
             state_nodes: Mutex::new(HashMap::new()),
             started: Mutex::new(0),
-            conn: Mutex::new(None),
         };
         world.start_state_node("a");
         let writers = (1..=WRITERS)
             .map(|n| {
-                let args = [
-                    "--brokers".to_string(),
-                    world.broker.bootstrap(),
-                    "--redis".into(),
-                    world.redis.url(),
-                    "--namespace".into(),
-                    NS.into(),
-                    "--prefix".into(),
-                    PREFIX.into(),
-                    "--node-id".into(),
-                    n.to_string(),
-                    "--reply-versions".into(),
-                ];
-                CoreNodeProcess::start(&format!("writer-{n}"), &args, REPLY_WAIT)
-                    .unwrap_or_else(|e| panic!("{e}\n{}", world.logs()))
+                world.dep.core_node_process(
+                    NS,
+                    &format!("writer-{n}"),
+                    &["--node-id", &n.to_string(), "--reply-versions"],
+                )
             })
             .collect();
         World { writers, ..world }
@@ -107,22 +99,26 @@ impl World {
             *started += 1;
             *started
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_distcache-state-node"));
-        cmd.args(["--brokers", &self.broker.bootstrap()])
-            .args(["--redis", &self.redis.url()])
-            .args(["--group", GROUP])
-            .args(["--partitions", &PARTITIONS.to_string()])
-            .args(["--key-prefix", PREFIX])
-            .args(["--threads", "2"])
-            .args(["--instance-id", id])
-            .args([
+        let (partitions, session) = (
+            PARTITIONS.to_string(),
+            SESSION_TIMEOUT.as_millis().to_string(),
+        );
+        let node = self.dep.state_node_process(
+            &format!("state-node-{id}#{generation}"),
+            Some(GROUP),
+            &[
+                "--partitions",
+                &partitions,
+                "--threads",
+                "2",
+                "--instance-id",
+                id,
                 "--session-timeout-ms",
-                &SESSION_TIMEOUT.as_millis().to_string(),
-            ])
-            .args(["--heartbeat-interval-ms", "1000"])
-            .args(["--log-level", "info"])
-            .env_remove("DISTCACHE_INSTANCE_ID");
-        let node = ChildProcess::spawn(&format!("state-node-{id}#{generation}"), cmd);
+                &session,
+                "--heartbeat-interval-ms",
+                "1000",
+            ],
+        );
         self.nodes().insert(id, node);
     }
 
@@ -152,7 +148,7 @@ impl World {
     /// each had ended: a node that stopped itself (it logs "state node failed:", then exits non-zero,
     /// e.g. after librdkafka gave its consumer up) or one that crashed.
     pub fn supervise(&self) -> Vec<Exit> {
-        let exited: Vec<(&'static str, ChildProcess)> = {
+        let exited: Vec<(&'static str, NodeProcess)> = {
             let mut nodes = self.nodes();
             let dead: Vec<&'static str> = nodes
                 .iter()
@@ -181,44 +177,23 @@ impl World {
 
     /// Whether state node `id` is running.
     pub fn has_state_node(&self, id: &str) -> bool {
-        self.nodes().get(id).is_some_and(ChildProcess::is_running)
+        self.nodes().get(id).is_some_and(|n| n.is_running())
     }
 
-    fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, ChildProcess>> {
+    fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, NodeProcess>> {
         self.state_nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What Redis holds for each of `keys` (`None`: no entry); `Err` when Redis does not answer.
     pub fn stored(&self, keys: &[String]) -> Result<Vec<Option<Stored>>, String> {
-        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            let client = redis::Client::open(self.redis.url()).map_err(|e| e.to_string())?;
-            let conn = client
-                .get_connection_with_timeout(Duration::from_secs(2))
-                .map_err(|e| format!("connect to redis: {e}"))?;
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            *guard = Some(conn);
-        }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("HGETALL")
-                .arg(distcache::redis_entry_key(PREFIX, NS, key));
-        }
-        let conn = guard.as_mut().expect("connected");
-        let maps: Vec<HashMap<String, Vec<u8>>> = pipe.query(conn).map_err(|e| {
-            *guard = None;
-            format!("read redis: {e}")
-        })?;
+        let mut probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        let maps = probe.hashes(NS, keys)?;
         Ok(maps.into_iter().map(stored_from_hash).collect())
     }
 
     /// Tails of the servers' and state nodes' logs, for failure messages.
     pub fn logs(&self) -> String {
-        let mut out = format!(
-            "--- broker log:\n{}\n--- redis log:\n{}",
-            self.broker.log_tail(15),
-            self.redis.log_tail(8)
-        );
+        let mut out = self.dep.logs();
         for (id, node) in self.nodes().iter() {
             out.push_str(&format!("\n--- state node {id}:\n{}", node.stderr_tail(60)));
         }

@@ -109,7 +109,7 @@ impl CoreNodeProcess {
     /// Sends a write to a node started with `--reply-versions` and returns the version of its
     /// `OK <version>` reply (panics on any other reply).
     pub fn write_version(&self, line: &str) -> Version {
-        super::pipeline::acked_version(line, &self.request(line))
+        super::acked_version(line, &self.request(line))
     }
 
     /// Sends one command without waiting for its reply (read it later with [`reply`](Self::reply)).

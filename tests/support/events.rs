@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use distcache::event::{Event, TOPIC_DONE};
+use distcache::event::{Event, WriteEvent, TOPIC_DONE};
+use distcache::Version;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -211,4 +212,18 @@ impl DoneWatcher {
             }
         }
     }
+}
+
+pub fn set_event(ns: &str, key: &str, hlc: u64, node: u64, value: &str) -> Event {
+    WriteEvent::set(
+        ns,
+        key,
+        Version::new(hlc, node),
+        serde_json::to_vec(value).expect("encode"),
+    )
+    .into_envelope()
+}
+
+pub fn delete_event(ns: &str, key: &str, hlc: u64, node: u64) -> Event {
+    WriteEvent::delete(ns, key, Version::new(hlc, node)).into_envelope()
 }

@@ -1,6 +1,9 @@
 //! Shared test machinery for every integration test: real `redis-server` and tansu (Kafka-protocol broker)
-//! processes on free loopback ports, each in its own temporary directory, plus small helpers (free ports,
-//! polling, unique names, child processes with line-based stdin/stdout, a kafka-python runner).
+//! processes on free loopback ports, each in its own temporary directory; one [`Deployment`] that starts
+//! state and core nodes (in process or as child processes) on them and reads Redis back by its layout;
+//! small helpers (free ports, polling, unique names, child processes with line-based stdin/stdout, a
+//! kafka-python runner); and the scenario helpers some test families share (`writers`, `convergence`,
+//! `faults`).
 //!
 //! Use it with `mod support;` at the top of a test file. Install the programs once with
 //! `scripts/services.sh install`; nothing here touches the machine's own Redis on 6379.
@@ -14,17 +17,18 @@
 
 mod broker;
 mod cluster;
+mod convergence;
 mod core_node;
+mod deployment;
 mod events;
-pub mod faults;
+mod faults;
 mod kafka_python;
-pub mod pipeline;
 mod process;
 mod redis;
 mod redis_probe;
 mod scrape;
 mod server;
-mod stack;
+mod writers;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -36,14 +40,37 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use broker::{Broker, BrokerKind};
 pub use cluster::RedisCluster;
+pub use convergence::{
+    acked_version, check_winner, merge_writes, state_node_settled, two_core_nodes, warm_up,
+    KeyWrites, NODE_A, NODE_B,
+};
 pub use core_node::{core_node_bin, CoreNodeProcess};
-pub use events::{produce_events, produce_records, DoneWatcher, Outgoing};
+pub use deployment::{
+    split_between, state_node_command, Deployment, NodeProcess, BATCHED_NODE_ARGS,
+};
+pub use events::{delete_event, produce_events, produce_records, set_event, DoneWatcher, Outgoing};
+pub use faults::{final_metrics, terminate, terminate_signalled};
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
-pub use redis_probe::{cluster_entries, entry_field, entry_json, entry_key, RedisProbe};
+pub use redis_probe::{cluster_entries, entry_field, entry_json, entry_key, RedisProbe, Stored};
 pub use scrape::{assigned_partitions, http_get, parse_exposition, scrape};
-pub use stack::Stack;
+pub use writers::{expected, plans, WriteRecord, Writers};
+
+/// The cap of the pipeline tests' waits: generous for a loaded 2-core machine; waits end as soon
+/// as their condition holds.
+pub const WAIT: Duration = Duration::from_secs(60);
+/// The longest wait of the state-node fault tests (a group join takes ~3 s with tansu).
+pub const PATIENCE: Duration = Duration::from_secs(40);
+/// Partitions of both topics in the state-node fault tests.
+pub const PARTITIONS: u32 = 8;
+
+/// Logs of the library at `warn` and above unless `RUST_LOG` says otherwise, captured per test.
+pub fn init_logs() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .is_test(true)
+        .try_init();
+}
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; another process could still take it
 /// before the caller binds, which the server starters handle by retrying on a new port).
@@ -75,6 +102,33 @@ pub fn wall_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Polls `check` until it returns `Ok` (→ its value) or [`WAIT`] passes (→ panic with the last reason).
+pub fn eventually<T>(
+    what: &str,
+    diagnostics: impl Fn() -> String,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let mut last = Err("never checked".to_string());
+    let started = Instant::now();
+    wait_until(WAIT, || {
+        last = check();
+        if last.is_err() {
+            thread::sleep(Duration::from_millis(20));
+        }
+        last.is_ok()
+    });
+    match last {
+        Ok(v) => {
+            eprintln!("{what}: reached after {:?}", started.elapsed());
+            v
+        }
+        Err(why) => panic!(
+            "{what}: not reached within {WAIT:?}: {why}\n{}",
+            diagnostics()
+        ),
+    }
 }
 
 /// A name no other test (in this or a concurrent test process) uses: `prefix-pid-counter-nanos`. Valid as a

@@ -1,8 +1,9 @@
-//! Reading cache entries straight from Redis, by the README's layout (default key prefix): one
-//! entry's field, its JSON value, a [`RedisProbe`] that reads many keys and waits until Redis
-//! holds what a test expects, and [`cluster_entries`] for many entries of a Redis Cluster.
+//! Reading cache entries straight from Redis, by the README's layout: one entry's field, its JSON
+//! value (default key prefix), a [`RedisProbe`] that knows a deployment's key prefix, reads many
+//! keys (values, or whole entries as [`Stored`]) and waits until Redis holds what a test expects,
+//! and [`cluster_entries`] for many entries of a Redis Cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::thread;
 use std::time::Duration;
 
@@ -68,22 +69,47 @@ pub fn cluster_entries(
         .collect())
 }
 
-/// Reads cache entries straight from Redis, reconnecting after errors (Redis may be restarting).
+/// What Redis holds for one key: the decoded value (`None` in a tombstone) and the version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub value: Option<String>,
+    pub version: Option<Version>,
+}
+
+/// Reads cache entries under one key prefix straight from Redis, reconnecting after errors (Redis
+/// may be restarting).
 pub struct RedisProbe {
     client: redis::Client,
+    prefix: String,
     conn: Option<redis::Connection>,
 }
 
 impl RedisProbe {
+    /// A probe of the entries under the default key prefix.
     pub fn new(url: &str) -> RedisProbe {
+        RedisProbe::with_prefix(url, DEFAULT_KEY_PREFIX)
+    }
+
+    /// A probe of the entries under `prefix`.
+    pub fn with_prefix(url: &str, prefix: &str) -> RedisProbe {
         RedisProbe {
             client: redis::Client::open(url).expect("redis url"),
+            prefix: prefix.to_string(),
             conn: None,
         }
     }
 
-    /// The decoded value (`v`, JSON) of each key of namespace `ns`; `None` when absent or a tombstone.
-    pub fn values(&mut self, ns: &str, keys: &[&str]) -> Result<Vec<Option<String>>, String> {
+    /// The Redis key of `key` in namespace `ns` under the probe's prefix.
+    pub fn key(&self, ns: &str, key: &str) -> String {
+        distcache::redis_entry_key(&self.prefix, ns, key)
+    }
+
+    /// Runs `f` on the probe's connection (connecting first when there is none); an error drops
+    /// the connection, so the next call connects again.
+    pub fn query<R>(
+        &mut self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
+    ) -> Result<R, String> {
         if self.conn.is_none() {
             let conn = self
                 .client
@@ -93,18 +119,22 @@ impl RedisProbe {
                 .map_err(|e| e.to_string())?;
             self.conn = Some(conn);
         }
+        let conn = self.conn.as_mut().expect("connected");
+        f(conn).map_err(|e| {
+            self.conn = None;
+            e.to_string()
+        })
+    }
+
+    /// The decoded value (`v`, JSON) of each key of namespace `ns`; `None` when absent or a tombstone.
+    pub fn values(&mut self, ns: &str, keys: &[&str]) -> Result<Vec<Option<String>>, String> {
         let mut pipe = redis::pipe();
         for key in keys {
-            pipe.cmd("HGET").arg(entry_key(ns, key)).arg("v");
+            pipe.cmd("HGET").arg(self.key(ns, key)).arg("v");
         }
-        let conn = self.conn.as_mut().expect("connected");
-        let raw: Vec<Option<Vec<u8>>> = match pipe.query(conn) {
-            Ok(raw) => raw,
-            Err(e) => {
-                self.conn = None;
-                return Err(format!("HGET: {e}"));
-            }
-        };
+        let raw: Vec<Option<Vec<u8>>> = self
+            .query(|conn| pipe.query(conn))
+            .map_err(|e| format!("HGET: {e}"))?;
         Ok(raw
             .into_iter()
             .map(|v| {
@@ -116,6 +146,61 @@ impl RedisProbe {
                         )
                     })
                 })
+            })
+            .collect())
+    }
+
+    /// Every field of the entry hash of each key of namespace `ns`, in one round trip (empty for
+    /// a key with no entry).
+    pub fn hashes(
+        &mut self,
+        ns: &str,
+        keys: &[String],
+    ) -> Result<Vec<HashMap<String, Vec<u8>>>, String> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("HGETALL").arg(self.key(ns, k));
+        }
+        self.query(|c| pipe.query(c))
+            .map_err(|e| format!("HGETALL: {e}"))
+    }
+
+    /// What Redis holds for each key of namespace `ns`, in one round trip; `None` for a key with
+    /// no entry for readers. Panics on an entry that breaks the layout (a value that is not a JSON
+    /// string, a version that is not 32 hex digits, a field the layout does not have).
+    pub fn stored(&mut self, ns: &str, keys: &[String]) -> Result<Vec<Option<Stored>>, String> {
+        let full: Vec<String> = keys.iter().map(|k| self.key(ns, k)).collect();
+        let maps = self.hashes(ns, keys)?;
+        Ok(maps
+            .into_iter()
+            .zip(&full)
+            .map(|(map, k)| {
+                // A hash holding only a plain write's version (`pver`) has no entry for readers.
+                if !map.contains_key("v") && !map.contains_key("ver") {
+                    return None;
+                }
+                let value = map.get("v").map(|b| {
+                    serde_json::from_slice::<String>(b).unwrap_or_else(|e| {
+                        panic!(
+                            "redis {k}: v = {:?} is not a JSON string: {e}",
+                            String::from_utf8_lossy(b)
+                        )
+                    })
+                });
+                let version = map.get("ver").map(|b| {
+                    let hex = String::from_utf8_lossy(b);
+                    Version::from_hex(&hex)
+                        .unwrap_or_else(|| panic!("redis {k}: ver = {hex:?} is not 32 hex digits"))
+                });
+                let extra: Vec<&String> = map
+                    .keys()
+                    .filter(|f| !["v", "ver", "pver"].contains(&f.as_str()))
+                    .collect();
+                assert!(
+                    extra.is_empty(),
+                    "redis {k} has unexpected fields {extra:?}"
+                );
+                Some(Stored { value, version })
             })
             .collect())
     }
