@@ -43,6 +43,10 @@ impl Stored {
     }
 }
 
+/// The binary's exit code for "failed while running, left its group; restart me" (README, State
+/// node CLI).
+const STOPPED_ITSELF: i32 = 5;
+
 /// How a state node that exited on its own had ended.
 pub struct Exit {
     /// It stopped itself with a reason (and was started again, as a supervisor would).
@@ -145,8 +149,8 @@ impl World {
     }
 
     /// Does what a supervisor does: starts again every state node that exited on its own. Says how
-    /// each had ended: a node that stopped itself (it logs "state node failed:", then exits non-zero,
-    /// e.g. after librdkafka gave its consumer up) or one that crashed.
+    /// each had ended: a node that stopped itself (exit code 5, e.g. after librdkafka gave its
+    /// consumer up) or one that crashed or was killed.
     pub fn supervise(&self) -> Vec<Exit> {
         let exited: Vec<(&'static str, NodeProcess)> = {
             let mut nodes = self.nodes();
@@ -163,9 +167,11 @@ impl World {
             .into_iter()
             .map(|(id, node)| {
                 self.start_state_node(id);
+                let code = node.wait_timeout(Duration::ZERO).and_then(|s| s.code());
                 let log = node.stderr();
                 Exit {
-                    stopped_itself: log.contains("state node failed:"),
+                    stopped_itself: code == Some(STOPPED_ITSELF),
+                    // For the report only: the reason it logged, else what it printed last.
                     why: log
                         .lines()
                         .rfind(|l| l.contains("state node failed:"))
