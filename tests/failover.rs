@@ -200,6 +200,14 @@ fn a_fenced_static_member_exits_and_says_why() {
         "the fenced node did not exit with code 5 within {PATIENCE:?} ({status:?}):\n{}",
         first.stderr_tail(30)
     );
+    // A node that fails still leaves its counters for whoever restarts it.
+    let metrics = support::final_metrics(&first.final_metrics_file).unwrap_or_else(|| {
+        panic!(
+            "no final metrics file after exit 5:\n{}",
+            first.stderr_tail(30)
+        )
+    });
+    assert_eq!(metrics["malformed"], 0, "{metrics:?}");
     assert!(
         first
             .stderr()
