@@ -20,8 +20,8 @@ use distcache::{
 use serde::{Deserialize, Serialize};
 
 use support::{
-    cluster_entries, produce_events, unique_name, wait_until, Broker, DoneWatcher, RedisCluster,
-    PARTITIONS, PATIENCE,
+    cluster_entries, init_logs, produce_events, unique_name, wait_until, Broker, DoneWatcher,
+    RedisCluster, PARTITIONS, PATIENCE,
 };
 
 /// The cap of every wait: generous for a loaded 2-core machine; waits end as soon as their condition holds.
@@ -35,12 +35,6 @@ struct Profile {
     name: String,
     scores: Vec<i32>,
     home: Option<(f64, f64)>,
-}
-
-fn init_logs() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .is_test(true)
-        .try_init();
 }
 
 fn cluster_cache<T>(cluster: &RedisCluster, prefix: &str) -> RedisCache<T>

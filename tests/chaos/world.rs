@@ -49,7 +49,7 @@ const STOPPED_ITSELF: i32 = 5;
 
 /// How a state node that exited on its own had ended.
 pub struct Exit {
-    /// It stopped itself with a reason (and was started again, as a supervisor would).
+    /// It exited with code 5: it stopped itself (and was started again, as a supervisor would).
     pub stopped_itself: bool,
     /// Its last "state node failed:" line, or the tail of its stderr.
     pub why: String,

@@ -18,11 +18,12 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::{
     assigned_partitions, free_port, init_logs, produce_events, produce_records, unique_name,
     wait_until, Broker, ChildProcess, CoreNodeProcess, DoneWatcher, Outgoing, RedisProbe,
-    RedisServer, Stored, PATIENCE, WAIT,
+    RedisServer, Stored, PARTITIONS, PATIENCE, WAIT,
 };
 
-/// The state-node binary's settings in the fault tests: the topics' partition count, small batches
-/// that go out at once, two Redis workers, and no periodic metrics lines in its log.
+/// The state-node binary's settings in the fault tests: the topics' partition count (`PARTITIONS`,
+/// held equal at compile time below), small batches that go out at once, two Redis workers, and no periodic
+/// metrics lines in its log.
 pub const BATCHED_NODE_ARGS: &[&str] = &[
     "--partitions",
     "8",
@@ -35,6 +36,10 @@ pub const BATCHED_NODE_ARGS: &[&str] = &[
     "--metrics-interval-s",
     "0",
 ];
+const _: () = assert!(
+    PARTITIONS == 8,
+    "BATCHED_NODE_ARGS' --partitions must be PARTITIONS"
+);
 
 pub struct Deployment {
     pub redis: RedisServer,
@@ -266,18 +271,7 @@ impl Deployment {
 
     /// Runs `f` on the deployment's own Redis connection (reconnecting once if it broke).
     pub fn with_redis<R>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<R>) -> R {
-        let mut probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
-        let mut last = String::new();
-        for _ in 0..2 {
-            match probe.query(&f) {
-                Ok(r) => return r,
-                Err(e) => last = e,
-            }
-        }
-        panic!(
-            "redis query failed: {last}\nredis log:\n{}",
-            self.redis.log_tail(10)
-        )
+        self.probe_twice(|probe| probe.query(&f))
     }
 
     /// What Redis holds for `key` of the deployment's namespace; `None` when it has no entry.
@@ -288,10 +282,16 @@ impl Deployment {
     /// [`stored`](Self::stored) for many keys in one round trip (reconnecting once if the
     /// connection broke).
     pub fn stored_many(&self, keys: &[String]) -> Vec<Option<Stored>> {
+        self.probe_twice(|probe| probe.stored(&self.ns, keys))
+    }
+
+    /// Runs `read` on the deployment's Redis probe, a second time if the first failed (the probe
+    /// reconnects after a broken connection); panics with Redis' log after two failures.
+    fn probe_twice<R>(&self, read: impl Fn(&mut RedisProbe) -> Result<R, String>) -> R {
         let mut probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
         let mut last = String::new();
         for _ in 0..2 {
-            match probe.stored(&self.ns, keys) {
+            match read(&mut probe) {
                 Ok(r) => return r,
                 Err(e) => last = e,
             }

@@ -91,8 +91,9 @@ pub fn terminate_signalled(node: &NodeProcess) -> (Duration, HashMap<String, u64
     (started.elapsed(), written_final_metrics(node))
 }
 
-/// The final metrics of a node that exited: the file is complete before the exit (written, then renamed).
-fn written_final_metrics(node: &NodeProcess) -> HashMap<String, u64> {
+/// The final metrics of a node that exited; panics without them. The file is complete before the
+/// exit (written, then renamed).
+pub fn written_final_metrics(node: &NodeProcess) -> HashMap<String, u64> {
     final_metrics(&node.final_metrics_file).unwrap_or_else(|| {
         panic!(
             "no final metrics file {}; stderr:\n{}",

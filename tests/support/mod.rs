@@ -1,5 +1,5 @@
-//! Shared test machinery for every integration test: real `redis-server` and tansu (Kafka-protocol broker)
-//! processes on free loopback ports, each in its own temporary directory; one [`Deployment`] that starts
+//! Shared test machinery for every integration test: real `redis-server` and broker (Apache Kafka, or
+//! tansu) processes on free loopback ports, each in its own temporary directory; one [`Deployment`] that starts
 //! state and core nodes (in process or as child processes) on them and reads Redis back by its layout;
 //! small helpers (free ports, polling, unique names, child processes with line-based stdin/stdout, a
 //! kafka-python runner); and the scenario helpers some test families share (`writers`, `convergence`,
@@ -49,7 +49,7 @@ pub use deployment::{
     split_between, state_node_command, Deployment, NodeProcess, BATCHED_NODE_ARGS,
 };
 pub use events::{delete_event, produce_events, produce_records, set_event, DoneWatcher, Outgoing};
-pub use faults::{final_metrics, terminate, terminate_signalled};
+pub use faults::{final_metrics, terminate, terminate_signalled, written_final_metrics};
 pub use kafka_python::RawRecord;
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
