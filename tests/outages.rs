@@ -117,32 +117,8 @@ fn redis_value(url: &str, ns: &str, key: &str) -> Option<String> {
 // CPU time of this process
 // ------------------------------------------------------------------------------------------------
 
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime in clock ticks from a /proc `stat` line (fields 14 and 15; the command name in
-/// parentheses may hold spaces, so count from the last `)`).
-fn stat_ticks(stat: &str) -> Option<(String, u64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let name = stat[open + 1..close].to_string();
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    // After `)`: state is field 3, so utime (14) is index 11 and stime (15) index 12.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((name, utime + stime))
-}
-
 fn process_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    stat_ticks(&stat).expect("parse /proc/self/stat").1
+    support::process_ticks(std::process::id()).expect("parse /proc/self/stat")
 }
 
 /// Ticks per thread (`name/tid`), to name a spinning thread in a failure message.
@@ -151,7 +127,7 @@ fn thread_ticks() -> BTreeMap<String, u64> {
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            if let Some((name, ticks)) = stat_ticks(&stat) {
+            if let Some((name, ticks)) = support::stat_ticks(&stat) {
                 out.insert(
                     format!("{name}/{}", task.file_name().to_string_lossy()),
                     ticks,
@@ -486,7 +462,7 @@ fn broker_down_no_thread_spins() {
     thread::sleep(Duration::from_secs(3));
 
     let window = Duration::from_secs(5);
-    let ticks_per_s = clock_ticks_per_second();
+    let ticks_per_s = support::clock_ticks();
     let threads_before = thread_ticks();
     let before = process_ticks();
     let started = Instant::now();

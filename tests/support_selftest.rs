@@ -1,5 +1,6 @@
-//! Checks the shared test machinery itself (tests/support): real redis-server, Apache Kafka and tansu processes
-//! start, die, and come back on the same port; child processes talk line by line. Uses no distcache API.
+//! Checks the shared test machinery itself (tests/support): /proc CPU times are read right; real
+//! redis-server, Apache Kafka and tansu processes start, die, and come back on the same port; child
+//! processes talk line by line. Uses no distcache API.
 
 mod support;
 
@@ -9,8 +10,23 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::{
-    redis_ping, unique_name, wait_until, Broker, BrokerKind, ChildProcess, RawRecord, RedisServer,
+    redis_ping, stat_ticks, unique_name, wait_until, Broker, BrokerKind, ChildProcess, RawRecord,
+    RedisServer,
 };
+
+/// `/proc/*/stat` names may hold spaces and parentheses (librdkafka's thread names do): the
+/// ticks are counted from the last `)`. Checked here once for the tests and the benches that
+/// include `support/proc_stat.rs`.
+#[test]
+fn stat_names_may_hold_spaces_and_parentheses() {
+    let line = "42 (rdk:broker (1)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15";
+    assert_eq!(
+        stat_ticks(line),
+        Some(("rdk:broker (1)".to_string(), 11 + 12))
+    );
+    let own = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    assert!(stat_ticks(&own).is_some(), "{own}");
+}
 
 #[test]
 fn redis_server_starts_dies_and_restarts_on_its_port() {

@@ -72,6 +72,8 @@ mod kafka;
 mod latency;
 mod load;
 mod outside;
+#[path = "../../tests/support/proc_stat.rs"]
+mod proc_stat;
 mod raw;
 mod role;
 mod scale;

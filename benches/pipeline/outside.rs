@@ -127,34 +127,8 @@ pub(super) fn settled_of(m: &HashMap<String, f64>) -> u64 {
         .sum()
 }
 
-/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`; 100 on Linux).
-pub(super) fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// `(name, user + system ticks)` from a `/proc/…/stat` line. The name sits in parentheses and
-/// may itself contain spaces or parentheses, so the fields are counted from the last `)`.
-fn parse_stat(text: &str) -> Option<(String, u64)> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let name = text[open + 1..close].to_string();
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((name, utime + stime))
-}
-
-/// CPU time of process `pid` (every thread, living or ended), in ticks.
-pub(super) fn process_ticks(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text).map(|(_, t)| t)
-}
+use crate::proc_stat::stat_ticks;
+pub(super) use crate::proc_stat::{clock_ticks, process_ticks};
 
 /// CPU time of each living thread of `pid`, in ticks, summed by thread name with digits taken
 /// out (`distcache-redis-3` → `distcache-redis-`), so a pool is one row.
@@ -167,7 +141,7 @@ pub(super) fn thread_ticks(pid: u32) -> HashMap<String, u64> {
         let Ok(text) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        if let Some((name, ticks)) = parse_stat(&text) {
+        if let Some((name, ticks)) = stat_ticks(&text) {
             let name: String = name.chars().filter(|c| !c.is_ascii_digit()).collect();
             *out.entry(name).or_default() += ticks;
         }
@@ -193,16 +167,4 @@ pub(super) fn ticks_of(watched: &[Watched]) -> Vec<u64> {
         .iter()
         .map(|w| process_ticks(w.pid).unwrap_or(0))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn stat_names_may_hold_spaces_and_parentheses() {
-        let line = "42 (rdk:broker (1)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15";
-        assert_eq!(
-            super::parse_stat(line),
-            Some(("rdk:broker (1)".to_string(), 11 + 12))
-        );
-    }
 }

@@ -23,6 +23,7 @@ mod deployment;
 mod events;
 mod faults;
 mod kafka_python;
+mod proc_stat;
 mod process;
 mod redis;
 mod redis_probe;
@@ -51,6 +52,7 @@ pub use deployment::{
 pub use events::{delete_event, produce_events, produce_records, set_event, DoneWatcher, Outgoing};
 pub use faults::{final_metrics, terminate, terminate_signalled, written_final_metrics};
 pub use kafka_python::RawRecord;
+pub use proc_stat::{clock_ticks, process_ticks, stat_ticks};
 pub use process::ChildProcess;
 pub use redis::{redis_ping, RedisServer};
 pub use redis_probe::{cluster_entries, entry_field, entry_json, entry_key, RedisProbe, Stored};

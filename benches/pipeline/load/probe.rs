@@ -2,6 +2,7 @@
 //! round, in rotation, and the CPU each phase cost the machine and our processes.
 
 use super::*;
+use crate::outside::{clock_ticks, process_ticks};
 
 /// Latency samples of one path in microseconds, and the samples never seen.
 #[derive(Default)]
@@ -62,18 +63,6 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
     let total: u64 = f.iter().sum();
     Some((total - f[3] - f[4], total))
 }
-
-/// CPU time of process `pid` so far (user + system), in clock ticks (Linux).
-fn process_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Clock ticks per second of /proc's CPU times: `USER_HZ`, 100 on every Linux this runs on.
-const TICKS_PER_SEC: f64 = 100.0;
 
 fn busy_percent(from: Option<(u64, u64)>, to: Option<(u64, u64)>) -> Option<f64> {
     let ((b0, t0), (b1, t1)) = (from?, to?);
@@ -202,6 +191,7 @@ impl Probe<'_> {
         }
         phase.machine_busy = busy_percent(cpu, cpu_jiffies());
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let ticks_per_s = clock_ticks();
         phase.processes = self
             .pids
             .iter()
@@ -210,7 +200,7 @@ impl Probe<'_> {
                 let used = process_ticks(pid)
                     .zip(before)
                     .and_then(|(a, b)| a.checked_sub(b));
-                (name, used.map(|t| t as f64 / TICKS_PER_SEC / secs * 100.0))
+                (name, used.map(|t| t as f64 / ticks_per_s / secs * 100.0))
             })
             .collect();
         Ok(phase)
